@@ -1,0 +1,229 @@
+"""Camera conventions of the original method (Wu et al., CVPR 2020), as small functional ops.
+
+Conventions (identical to the original release so checkpoints and numbers are comparable):
+
+* Pinhole camera for an ``S x S`` image: ``fx = fy = (S - 1) / 2 / tan(fov / 2)``,
+  ``cx = cy = (S - 1) / 2``. Pixel ``(u, v)`` has its centre at integer coordinates, ``u`` runs
+  along the width (x, to the right), ``v`` along the height (y, downwards); the camera looks
+  along +z. This is the OpenCV camera frame.
+* A depth map ``d`` lifts to points ``P = d * K^-1 [u, v, 1]^T``.
+* Viewpoint vector ``(rx, ry, rz, tx, ty, tz)``: rotations in radians, ``R = Rz @ Ry @ Rx``;
+  the warp to the view is ``P' = R (P - c) + c + t`` with ``c = (0, 0, rot_center_depth)``.
+
+Every function is batch-first, device- and dtype-agnostic (tensors are created on the input's
+device with the input's dtype).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from kornia.geometry.camera import project_points, unproject_points
+
+__all__ = [
+    "intrinsics",
+    "pixel_grid",
+    "euler_to_rotation_matrix",
+    "split_view",
+    "lift_depth",
+    "project",
+    "transform_points",
+    "inverse_transform_points",
+    "normals_from_points",
+    "pixels_to_normalized",
+]
+
+
+def intrinsics(
+    height: int, width: int, fov: float, *, device=None, dtype=torch.float32
+) -> torch.Tensor:
+    """Pinhole intrinsics of the original method.
+
+    Args:
+        height, width: image size in pixels.
+        fov: field of view in degrees (the same for x and y, as the original uses square images;
+            for non-square images the focal length is derived from the width and shared).
+
+    Returns:
+        ``3 x 3`` matrix ``K`` with ``fx = fy = (W - 1) / 2 / tan(fov / 2)``,
+        ``cx = (W - 1) / 2``, ``cy = (H - 1) / 2``.
+    """
+    f = (width - 1) / 2.0 / math.tan(math.radians(fov) / 2.0)
+    return torch.tensor(
+        [[f, 0.0, (width - 1) / 2.0], [0.0, f, (height - 1) / 2.0], [0.0, 0.0, 1.0]],
+        device=device,
+        dtype=dtype,
+    )
+
+
+def pixel_grid(height: int, width: int, *, device=None, dtype=torch.float32) -> torch.Tensor:
+    """Integer pixel centres.
+
+    Returns:
+        ``H x W x 2`` tensor whose ``[v, u]`` entry is ``(u, v)`` (x along width first).
+    """
+    v, u = torch.meshgrid(
+        torch.arange(height, device=device, dtype=dtype),
+        torch.arange(width, device=device, dtype=dtype),
+        indexing="ij",
+    )
+    return torch.stack([u, v], dim=-1)
+
+
+def euler_to_rotation_matrix(angles: torch.Tensor) -> torch.Tensor:
+    """Rotation matrices ``R = Rz @ Ry @ Rx`` from Euler angles.
+
+    Each factor is the standard right-handed rotation about its axis, as in the original code.
+    Written out in closed form (kornia has axis-angle and quaternion conversions, but no
+    x-y-z Euler composition in this order; composing three kornia calls is slower and no clearer).
+
+    Args:
+        angles: ``B x 3`` tensor ``(rx, ry, rz)`` in radians.
+
+    Returns:
+        ``B x 3 x 3`` rotation matrices.
+    """
+    if angles.ndim != 2 or angles.shape[-1] != 3:
+        raise ValueError(f"expected angles of shape B x 3, got {tuple(angles.shape)}")
+    cx, cy, cz = angles.cos().unbind(-1)
+    sx, sy, sz = angles.sin().unbind(-1)
+    # Rz @ Ry @ Rx expanded.
+    r00 = cz * cy
+    r01 = cz * sy * sx - sz * cx
+    r02 = cz * sy * cx + sz * sx
+    r10 = sz * cy
+    r11 = sz * sy * sx + cz * cx
+    r12 = sz * sy * cx - cz * sx
+    r20 = -sy
+    r21 = cy * sx
+    r22 = cy * cx
+    return torch.stack([r00, r01, r02, r10, r11, r12, r20, r21, r22], dim=-1).view(-1, 3, 3)
+
+
+def split_view(view: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split a viewpoint vector into rotation matrix and translation.
+
+    Args:
+        view: ``B x 6`` tensor ``(rx, ry, rz, tx, ty, tz)``, rotations in radians.
+
+    Returns:
+        ``(R, t)``: ``B x 3 x 3`` rotation and ``B x 3`` translation.
+    """
+    if view.ndim != 2 or view.shape[-1] != 6:
+        raise ValueError(
+            f"expected a viewpoint of shape B x 6 (rx, ry, rz, tx, ty, tz), got {tuple(view.shape)}"
+        )
+    return euler_to_rotation_matrix(view[:, :3]), view[:, 3:]
+
+
+def lift_depth(depth: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
+    """Lift a depth map to camera-space points ``P = d * K^-1 [u, v, 1]^T``.
+
+    Uses kornia's ``unproject_points`` (z-depth, not ray length).
+
+    Args:
+        depth: ``B x H x W`` depth (z) per pixel.
+        K: ``3 x 3`` intrinsics.
+
+    Returns:
+        ``B x H x W x 3`` camera-space points.
+    """
+    if depth.ndim != 3:
+        raise ValueError(f"expected depth of shape B x H x W, got {tuple(depth.shape)}")
+    b, h, w = depth.shape
+    grid = pixel_grid(h, w, device=depth.device, dtype=depth.dtype)
+    K = K.to(device=depth.device, dtype=depth.dtype)
+    pts = unproject_points(grid.view(1, h * w, 2), depth.reshape(b, h * w, 1), K.view(1, 1, 3, 3))
+    return pts.view(b, h, w, 3)
+
+
+def project(points: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
+    """Perspective projection to pixel coordinates.
+
+    Args:
+        points: ``... x 3`` camera-space points (z > 0).
+        K: ``3 x 3`` intrinsics.
+
+    Returns:
+        ``... x 2`` pixel coordinates ``(u, v)``.
+    """
+    K = K.to(device=points.device, dtype=points.dtype)
+    return project_points(points, K.expand(*points.shape[:-1], 3, 3))
+
+
+def transform_points(
+    points: torch.Tensor, view: torch.Tensor, rot_center_depth: float = 1.0
+) -> torch.Tensor:
+    """Warp canonical points into the view: ``P' = R (P - c) + c + t``.
+
+    Args:
+        points: ``B x N x 3`` (or ``B x H x W x 3``) camera-space points.
+        view: ``B x 6`` viewpoint.
+
+    Returns:
+        Tensor of the same shape as ``points``.
+    """
+    R, t = split_view(view)
+    b = points.shape[0]
+    flat = points.reshape(b, -1, 3)
+    c = flat.new_tensor([0.0, 0.0, rot_center_depth])
+    out = torch.baddbmm((c + t).unsqueeze(1), flat - c, R.transpose(1, 2))
+    return out.view(points.shape)
+
+
+def inverse_transform_points(
+    points: torch.Tensor, view: torch.Tensor, rot_center_depth: float = 1.0
+) -> torch.Tensor:
+    """Inverse warp from the view back to the canonical frame: ``P = R^T (P' - t - c) + c``.
+
+    Args:
+        points: ``B x N x 3`` (or ``B x H x W x 3``) camera-space points in the view.
+        view: ``B x 6`` viewpoint.
+
+    Returns:
+        Tensor of the same shape as ``points``.
+    """
+    R, t = split_view(view)
+    b = points.shape[0]
+    flat = points.reshape(b, -1, 3)
+    c = flat.new_tensor([0.0, 0.0, rot_center_depth])
+    out = torch.baddbmm(c.expand(b, 1, 3), flat - t.unsqueeze(1) - c, R)
+    return out.view(points.shape)
+
+
+def normals_from_points(points: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    """Unit normals by central differences of a grid of points, as the original method.
+
+    ``n = (P[v, u+1] - P[v, u-1]) x (P[v+1, u] - P[v-1, u])``, normalised; border rows and
+    columns are ``(0, 0, 1)``. With y pointing down, a fronto-parallel surface gets the normal
+    ``(0, 0, 1)`` (along the viewing direction); this is the original convention, and the light
+    direction ``(dx, dy, 1)`` of the model is expressed in the same frame.
+
+    Args:
+        points: ``B x H x W x 3``.
+
+    Returns:
+        ``B x H x W x 3`` unit normals.
+    """
+    b, h, w, _ = points.shape
+    tu = points[:, 1:-1, 2:] - points[:, 1:-1, :-2]
+    tv = points[:, 2:, 1:-1] - points[:, :-2, 1:-1]
+    inner = torch.linalg.cross(tu, tv, dim=-1)
+    normal = points.new_zeros(b, h, w, 3)
+    normal[..., 2] = 1.0
+    normal[:, 1:-1, 1:-1] = inner
+    return normal / (normal.pow(2).sum(-1, keepdim=True).sqrt() + eps)
+
+
+def pixels_to_normalized(uv: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Map pixel coordinates to ``[-1, 1]`` for ``grid_sample(align_corners=True)``.
+
+    Args:
+        uv: ``... x 2`` pixel coordinates ``(u, v)``.
+
+    Returns:
+        ``... x 2``: ``-1`` and ``1`` are the centres of the border pixels.
+    """
+    scale = uv.new_tensor([2.0 / max(width - 1, 1), 2.0 / max(height - 1, 1)])
+    return uv * scale - 1.0
