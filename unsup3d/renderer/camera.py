@@ -213,7 +213,9 @@ def normals_from_points(points: torch.Tensor, eps: float = 1e-7) -> torch.Tensor
     normal = points.new_zeros(b, h, w, 3)
     normal[..., 2] = 1.0
     normal[:, 1:-1, 1:-1] = inner
-    return normal / (normal.pow(2).sum(-1, keepdim=True).sqrt() + eps)
+    # The original divides by (norm + 1e-7); clamping instead keeps normals exactly unit length
+    # (the difference is ~2e-4 relative at 64 px) and still guards degenerate points.
+    return normal / normal.norm(dim=-1, keepdim=True).clamp_min(eps)
 
 
 def pixels_to_normalized(uv: torch.Tensor, height: int, width: int) -> torch.Tensor:
