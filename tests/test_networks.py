@@ -1,0 +1,322 @@
+"""Tests of unsup3d.networks: original-release layout, other sizes and widths, VGG16 loading."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from unsup3d import networks
+from unsup3d.networks import (
+    VGG16_WEIGHTS_ENV,
+    ConfNet,
+    EDDeconv,
+    Encoder,
+    VGG16Features,
+    build_networks,
+    group_count,
+    load_vgg16_features,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+REFERENCE_KEYS = REPO.parent / "shared" / "reference" / "original_checkpoint_keys.json"
+NET_NAMES = ("netD", "netA", "netL", "netV", "netC")
+
+
+@pytest.fixture(scope="module")
+def reference() -> dict[str, dict[str, list[int]]]:
+    if not REFERENCE_KEYS.is_file():
+        pytest.skip(f"reference key file not found at {REFERENCE_KEYS}")
+    return json.loads(REFERENCE_KEYS.read_text())
+
+
+@pytest.fixture(scope="module")
+def full_networks() -> dict[str, nn.Module]:
+    torch.manual_seed(0)
+    return build_networks(image_size=64, width=1.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# original layout
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", NET_NAMES)
+def test_state_dict_matches_original_release(name: str, reference, full_networks) -> None:
+    net = full_networks[name]
+    shapes = {k: list(v.shape) for k, v in net.state_dict().items()}
+    assert list(shapes) == list(reference[name])  # same keys in the same order
+    assert shapes == reference[name]
+
+    # a checkpoint with exactly the reference shapes loads strictly, and the result runs
+    fake = {k: torch.randn(s) * 0.05 for k, s in reference[name].items()}
+    net.load_state_dict(fake, strict=True)
+    with torch.no_grad():
+        out = net.eval()(torch.rand(1, 3, 64, 64) * 2 - 1)
+    expected = {
+        "netD": [(1, 1, 64, 64)],
+        "netA": [(1, 3, 64, 64)],
+        "netL": [(1, 4)],
+        "netV": [(1, 6)],
+        "netC": [(1, 2, 64, 64), (1, 2, 16, 16)],
+    }[name]
+    outs = list(out) if isinstance(out, tuple) else [out]
+    assert [tuple(o.shape) for o in outs] == expected
+    assert all(torch.isfinite(o).all() for o in outs)
+
+
+def test_original_layer_indices(full_networks) -> None:
+    net_d, net_a = full_networks["netD"].network, full_networks["netA"].network
+    assert len(net_d) == 43 and len(net_a) == 44
+    assert isinstance(net_d[35], nn.Upsample) and isinstance(net_a[43], nn.Tanh)
+    assert isinstance(net_d[42], nn.Conv2d) and net_d[42].out_channels == 1
+    assert [type(m) for m in net_d[:3]] == [nn.Conv2d, nn.GroupNorm, nn.LeakyReLU]
+    assert isinstance(net_d[13], nn.ConvTranspose2d)
+    gns = [(m.num_groups, m.num_channels) for m in net_d if isinstance(m, nn.GroupNorm)]
+    assert (
+        gns == [(16, 64), (32, 128), (64, 256), (64, 256), (64, 256), (32, 128), (32, 128)] + [(16, 64)] * 4
+    )
+    enc = full_networks["netL"].network
+    assert len(enc) == 12 and isinstance(enc[11], nn.Tanh)
+    conf = full_networks["netC"]
+    assert isinstance(conf.out_net1[7], nn.Softplus) and isinstance(conf.out_net2[1], nn.Softplus)
+    # outputs of the confidence net are positive
+    with torch.no_grad():
+        c1, c2 = conf(torch.randn(1, 3, 64, 64))
+    assert (c1 > 0).all() and (c2 > 0).all()
+
+
+def test_tanh_ranges_and_linear_depth() -> None:
+    torch.manual_seed(0)
+    nets = build_networks(64, width=0.125)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert nets["netA"](x).abs().max() <= 1
+        assert nets["netV"](x).abs().max() <= 1
+    assert not isinstance(nets["netD"].network[-1], nn.Tanh)
+
+
+# ---------------------------------------------------------------------------------------------
+# other sizes and widths
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [32, 64, 128])
+def test_output_shapes_small_width(size: int) -> None:
+    torch.manual_seed(0)
+    nets = build_networks(image_size=size, width=0.125)
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        assert nets["netD"](x).shape == (2, 1, size, size)
+        assert nets["netA"](x).shape == (2, 3, size, size)
+        assert nets["netL"](x).shape == (2, 4)
+        assert nets["netV"](x).shape == (2, 6)
+        c1, c2 = nets["netC"](x)
+    assert c1.shape == (2, 2, size, size)
+    assert c2.shape == (2, 2, size // 4, size // 4)
+
+
+def test_size_changes_only_outer_stages() -> None:
+    # 128 adds an nf-wide stage at the outside; 32 drops the outermost one
+    d64 = EDDeconv(3, 1, zdim=32, nf=8, activation=None, image_size=64)
+    d128 = EDDeconv(3, 1, zdim=32, nf=8, activation=None, image_size=128)
+    d32 = EDDeconv(3, 1, zdim=32, nf=8, activation=None, image_size=32)
+    assert len(d128.network) == len(d64.network) + 9  # one more down (3) and up (6) stage
+    assert len(d32.network) == len(d64.network) - 9
+    assert d32.network[0].out_channels == 16  # 2 nf at 16 x 16
+    assert d128.network[3].out_channels == 8  # nf at 32 x 32
+    assert Encoder(3, 4, nf=4, image_size=128)(torch.randn(1, 3, 128, 128)).shape == (1, 4)
+
+
+def test_width_scaling_and_group_counts() -> None:
+    nets = build_networks(64, width=0.25)
+    assert nets["netD"].nf == 16 and nets["netD"].zdim == 64
+    assert nets["netL"].nf == 8 and nets["netC"].zdim == 32
+    # odd widths still give valid GroupNorms
+    nets = build_networks(32, width=0.3)
+    for net in nets.values():
+        for m in net.modules():
+            if isinstance(m, nn.GroupNorm):
+                assert m.num_channels % m.num_groups == 0
+    with torch.no_grad():
+        assert nets["netD"](torch.randn(1, 3, 32, 32)).shape == (1, 1, 32, 32)
+    assert group_count(64, 64) == 16 and group_count(256, 64) == 64
+    assert group_count(8, 8) == 8 and group_count(19, 19) == 1 and group_count(38, 19) == 19
+    # explicit overrides and omitting netC
+    nets = build_networks(64, width=0.125, nf=4, zdim=8, encoder_nf=2, conf_zdim=6, with_confidence=False)
+    assert set(nets) == {"netD", "netA", "netL", "netV"}
+    assert nets["netD"].nf == 4 and nets["netL"].nf == 2
+
+
+@pytest.mark.parametrize("size", [16, 48, 96, 256])
+def test_wrong_image_size_raises(size: int) -> None:
+    with pytest.raises(ValueError, match="image_size"):
+        build_networks(image_size=size)
+    with pytest.raises(ValueError, match="image_size"):
+        ConfNet(3, image_size=size)
+
+
+def test_wrong_width_raises() -> None:
+    with pytest.raises(ValueError, match="width"):
+        build_networks(64, width=0)
+
+
+def test_wrong_input_shape_raises() -> None:
+    net = EDDeconv(3, 1, zdim=8, nf=4, image_size=64)
+    with pytest.raises(ValueError, match="64 x 64"):
+        net(torch.randn(1, 3, 32, 32))
+    with pytest.raises(ValueError, match="input channels"):
+        net(torch.randn(1, 1, 64, 64))
+    with pytest.raises(ValueError, match="B x 3"):
+        net(torch.randn(3, 64, 64))
+    with pytest.raises(ValueError, match="32 x 32"):
+        Encoder(3, 4, nf=2, image_size=32)(torch.randn(1, 3, 64, 64))
+    with pytest.raises(ValueError, match="128 x 128"):
+        ConfNet(3, zdim=8, nf=4, image_size=128)(torch.randn(1, 3, 64, 64))
+
+
+def test_backward_through_all_networks() -> None:
+    torch.manual_seed(0)
+    nets = build_networks(32, width=0.125)
+    x = torch.randn(2, 3, 32, 32)
+    total = sum(
+        (o if isinstance(o, torch.Tensor) else o[0].mean() + o[1].mean()).mean()
+        for o in (net(x) for net in nets.values())
+    )
+    total.backward()
+    for name, net in nets.items():
+        grads = [p.grad for p in net.parameters()]
+        assert all(g is not None and torch.isfinite(g).all() for g in grads), name
+
+
+# ---------------------------------------------------------------------------------------------
+# VGG16 features
+# ---------------------------------------------------------------------------------------------
+
+VGG_KEYS = [f"{i}.{p}" for i in (0, 2, 5, 7, 10, 12, 14) for p in ("weight", "bias")]
+
+
+def test_vgg16_features_layout() -> None:
+    vgg = VGG16Features()
+    assert list(vgg.state_dict()) == VGG_KEYS
+    assert len(vgg) == 16 and isinstance(vgg[15], nn.ReLU)
+    assert isinstance(vgg[4], nn.MaxPool2d) and isinstance(vgg[9], nn.MaxPool2d)
+    assert vgg[14].weight.shape == (256, 256, 3, 3)
+    assert not any(p.requires_grad for p in vgg.parameters())
+    assert not vgg.training
+    vgg.train()
+    assert not vgg.training and not any(m.training for m in vgg.modules())
+    with torch.no_grad():
+        assert vgg(torch.randn(2, 3, 32, 32)).shape == (2, 256, 8, 8)
+    with pytest.raises(ValueError):
+        vgg(torch.randn(2, 1, 32, 32))
+
+
+@pytest.fixture
+def no_weights(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[str]:
+    """No env var, an empty hub cache in tmp_path, and a download that fails (no network)."""
+    monkeypatch.delenv(VGG16_WEIGHTS_ENV, raising=False)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    calls: list[str] = []
+
+    def fail(url: str, *args, **kwargs):
+        calls.append(url)
+        raise OSError("network disabled in tests")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", fail)
+    return calls
+
+
+def _fake_torchvision_vgg16(seed: int = 1) -> dict[str, torch.Tensor]:
+    torch.manual_seed(seed)
+    feats = VGG16Features()
+    for p in feats.parameters():
+        p.data.normal_()
+    full = {f"features.{k}": v.clone() for k, v in feats.state_dict().items()}
+    # layers past relu3_3 and the classifier, as in the full torchvision file
+    full["features.17.weight"] = torch.zeros(512, 256, 3, 3)
+    full["features.17.bias"] = torch.zeros(512)
+    full["classifier.0.weight"] = torch.zeros(8, 4)
+    return full
+
+
+def test_missing_weights_error_says_how_to_fix(no_weights: list[str]) -> None:
+    with pytest.raises(RuntimeError) as info:
+        load_vgg16_features()
+    msg = str(info.value)
+    assert VGG16_WEIGHTS_ENV in msg
+    assert str(networks.hub_cache_path()) in msg and "hub" in msg
+    assert "vgg16-397923af.pth" in msg and "weights_path" in msg
+    assert "lam_perc=0" in msg
+    assert no_weights == [networks.VGG16_URL]  # the download was attempted (and mocked)
+
+
+def test_allow_random_warns(no_weights: list[str]) -> None:
+    with pytest.warns(RuntimeWarning, match="random"):
+        vgg = load_vgg16_features(allow_random=True)
+    assert isinstance(vgg, VGG16Features) and not vgg.training
+    with pytest.warns(RuntimeWarning):
+        load_vgg16_features(allow_random=True, download=False)
+    assert len(no_weights) == 1  # download=False skips it
+
+
+def test_load_from_explicit_path(no_weights: list[str], tmp_path: Path) -> None:
+    full = _fake_torchvision_vgg16()
+    path = tmp_path / "vgg16-397923af.pth"
+    torch.save(full, path)
+    vgg = load_vgg16_features(path)
+    for key, value in vgg.state_dict().items():
+        torch.testing.assert_close(value, full[f"features.{key}"])
+    assert not any(p.requires_grad for p in vgg.parameters()) and not vgg.training
+    assert no_weights == []
+    # a features-only dict works too
+    only = tmp_path / "features.pth"
+    torch.save({k.removeprefix("features."): v for k, v in full.items() if k.startswith("features.")}, only)
+    torch.testing.assert_close(load_vgg16_features(only)[14].weight, full["features.14.weight"])
+
+
+def test_load_from_env_and_hub_cache(no_weights: list[str], tmp_path: Path, monkeypatch) -> None:
+    full = _fake_torchvision_vgg16(seed=2)
+    env_file = tmp_path / "env_vgg.pth"
+    torch.save(full, env_file)
+    monkeypatch.setenv(VGG16_WEIGHTS_ENV, str(env_file))
+    torch.testing.assert_close(load_vgg16_features()[0].weight, full["features.0.weight"])
+
+    monkeypatch.delenv(VGG16_WEIGHTS_ENV)
+    cached = networks.hub_cache_path()
+    assert cached == tmp_path / "hub" / "checkpoints" / "vgg16-397923af.pth"
+    cached.parent.mkdir(parents=True)
+    torch.save(full, cached)
+    torch.testing.assert_close(load_vgg16_features()[7].bias, full["features.7.bias"])
+    assert no_weights == []
+
+
+def test_download_path_is_used(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.delenv(VGG16_WEIGHTS_ENV, raising=False)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    full = _fake_torchvision_vgg16(seed=3)
+    seen: dict[str, object] = {}
+
+    def fake_download(url: str, **kwargs):
+        seen.update(kwargs, url=url)
+        return full
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", fake_download)
+    vgg = load_vgg16_features()
+    torch.testing.assert_close(vgg[12].weight, full["features.12.weight"])
+    assert seen["url"] == networks.VGG16_URL and seen["weights_only"] is True
+
+
+def test_bad_files_raise(no_weights: list[str], tmp_path: Path, monkeypatch) -> None:
+    with pytest.raises(FileNotFoundError):
+        load_vgg16_features(tmp_path / "nope.pth")
+    monkeypatch.setenv(VGG16_WEIGHTS_ENV, str(tmp_path / "nope.pth"))
+    with pytest.raises(FileNotFoundError, match=VGG16_WEIGHTS_ENV):
+        load_vgg16_features()
+    bad = tmp_path / "bad.pth"
+    torch.save({"features.0.weight": torch.zeros(64, 3, 3, 3)}, bad)
+    with pytest.raises(RuntimeError, match="missing"):
+        load_vgg16_features(bad)

@@ -1,0 +1,236 @@
+"""Losses of Wu, Rupprecht and Vedaldi (CVPR 2020): confidence-weighted L1 and perceptual losses.
+
+Both reconstruction losses are negative log-likelihoods with a per-pixel scale ``sigma`` predicted
+by the confidence network (up to constants):
+
+* photometric (Laplacian): ``sqrt(2) |x - y| / sigma + log sigma``;
+* perceptual (Gaussian, on VGG16 relu3_3 features): ``(f(x) - f(y))^2 / (2 sigma^2) + log sigma``.
+
+Without ``sigma`` they reduce to the plain mean absolute / squared error. A ``mask`` turns the
+mean into a mask-weighted mean; an all-zero mask gives ``0`` (still attached to the graph)
+instead of ``NaN``.
+
+:func:`depth_smoothness_loss` is the extra smoothness prior used for the synthetic-car
+experiments.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from unsup3d.networks import VGG16Features, load_vgg16_features
+
+__all__ = ["EPS", "PerceptualLoss", "depth_smoothness_loss", "masked_mean", "photometric_loss"]
+
+EPS = 1e-7
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def masked_mean(loss: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Mean of ``loss``, weighted by ``mask`` if given.
+
+    Args:
+        loss: ``B x C x H x W`` per-element loss.
+        mask: ``B x 1 x H x W`` (same number of dimensions as ``loss``, expandable to it)
+            non-negative weights.
+
+    Returns:
+        Scalar ``sum(loss * mask) / sum(mask)`` (mask expanded to ``loss``'s shape, so channels
+        count), or ``loss.mean()`` without a mask. An all-zero mask returns ``0``, connected to
+        the graph (the denominator is clamped at ``EPS``; sums of real masks are pixel counts).
+    """
+    if mask is None:
+        return loss.mean()
+    if mask.dim() != loss.dim():
+        raise ValueError(
+            f"mask must have as many dimensions as the loss {tuple(loss.shape)} (e.g. B x 1 x H x W); "
+            f"got {tuple(mask.shape)}"
+        )
+    mask = mask.to(loss.dtype).expand_as(loss)
+    return (loss * mask).sum() / mask.sum().clamp_min(EPS)
+
+
+def _check_sigma(conf_sigma: Tensor, loss: Tensor, name: str) -> None:
+    b, _, h, w = loss.shape
+    if conf_sigma.dim() != 4 or conf_sigma.shape[0] != b or conf_sigma.shape[-2:] != (h, w):
+        raise ValueError(
+            f"{name}: conf_sigma must be B x 1 x {h} x {w} (B = {b}) to match the loss; "
+            f"got {tuple(conf_sigma.shape)}"
+        )
+
+
+def photometric_loss(
+    im1: Tensor, im2: Tensor, mask: Tensor | None = None, conf_sigma: Tensor | None = None
+) -> Tensor:
+    """Confidence-weighted L1 (Laplacian negative log-likelihood) between two images.
+
+    ``l = |im1 - im2|``; with ``sigma``: ``l = sqrt(2) l / (sigma + EPS) + log(sigma + EPS)``;
+    then the (mask-weighted) mean over all elements.
+
+    Args:
+        im1, im2: ``B x C x H x W`` images.
+        mask: optional ``B x 1 x H x W`` weights (e.g. the valid-reconstruction mask).
+        conf_sigma: optional ``B x 1 x H x W`` positive scale (confidence map).
+
+    Returns:
+        Scalar loss.
+    """
+    if im1.shape != im2.shape or im1.dim() != 4:
+        raise ValueError(
+            f"photometric_loss expects two B x C x H x W images of the same shape; got "
+            f"{tuple(im1.shape)} and {tuple(im2.shape)}"
+        )
+    loss = (im1 - im2).abs()
+    if conf_sigma is not None:
+        _check_sigma(conf_sigma, loss, "photometric_loss")
+        loss = loss * 2**0.5 / (conf_sigma + EPS) + (conf_sigma + EPS).log()
+    return masked_mean(loss, mask)
+
+
+class PerceptualLoss(nn.Module):
+    """Confidence-weighted perceptual loss on VGG16 relu3_3 features.
+
+    ``f = vgg(normalize(im))`` (``B x 256 x H/4 x W/4``); ``l = (f1 - f2)^2``; with ``sigma``:
+    ``l = l / (2 sigma^2 + EPS) + log(sigma + EPS)``; then the mean, weighted by the mask
+    average-pooled to the feature resolution if a mask is given.
+
+    The VGG network is frozen (no parameter requires grad; always in eval mode) and is kept
+    out of ``state_dict()``: a model that holds this loss saves no VGG weights in its
+    checkpoints, and loading such a checkpoint (even with ``strict=True``) keeps the VGG
+    weights already loaded here. The ImageNet normalisation constants are non-persistent buffers.
+
+    Args:
+        vgg: features to use; if ``None``, :func:`~unsup3d.networks.load_vgg16_features` is
+            called with ``weights_path`` and ``allow_random``.
+        weights_path: passed to :func:`~unsup3d.networks.load_vgg16_features`.
+        allow_random: passed to :func:`~unsup3d.networks.load_vgg16_features`.
+    """
+
+    mean_rgb: Tensor
+    std_rgb: Tensor
+
+    def __init__(
+        self,
+        vgg: VGG16Features | None = None,
+        weights_path: str | os.PathLike[str] | None = None,
+        allow_random: bool = False,
+    ) -> None:
+        super().__init__()
+        self.vgg = vgg if vgg is not None else load_vgg16_features(weights_path, allow_random=allow_random)
+        self.vgg.requires_grad_(False)
+        self.vgg.eval()
+        self.register_buffer("mean_rgb", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std_rgb", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.register_state_dict_post_hook(_drop_vgg_from_state_dict)
+        self.register_load_state_dict_pre_hook(_fill_vgg_in_state_dict)
+
+    def normalize(self, x: Tensor) -> Tensor:
+        """``B x 3 x H x W`` in ``[-1, 1]`` -> ImageNet-normalised ``B x 3 x H x W``."""
+        x = x / 2 + 0.5
+        return (x - self.mean_rgb) / self.std_rgb
+
+    def forward(
+        self, im1: Tensor, im2: Tensor, mask: Tensor | None = None, conf_sigma: Tensor | None = None
+    ) -> Tensor:
+        """Scalar perceptual loss between two image batches.
+
+        Args:
+            im1, im2: ``B x 3 x H x W`` images in ``[-1, 1]`` (``H``, ``W`` multiples of 4).
+            mask: optional ``B x 1 x H x W`` weights, average-pooled to ``H/4 x W/4``.
+            conf_sigma: optional ``B x 1 x H/4 x W/4`` positive scale.
+
+        Returns:
+            Scalar loss.
+        """
+        if im1.shape != im2.shape or im1.dim() != 4 or im1.size(1) != 3:
+            raise ValueError(
+                f"PerceptualLoss expects two B x 3 x H x W images of the same shape; got "
+                f"{tuple(im1.shape)} and {tuple(im2.shape)}"
+            )
+        im = torch.cat([im1, im2], dim=0)
+        feats = self.vgg(self.normalize(im))
+        f1, f2 = feats.chunk(2, dim=0)
+        loss = (f1 - f2) ** 2
+        if conf_sigma is not None:
+            _check_sigma(conf_sigma, loss, "PerceptualLoss")
+            loss = loss / (2 * conf_sigma**2 + EPS) + (conf_sigma + EPS).log()
+        if mask is not None:
+            _, _, h, w = loss.shape
+            hm, wm = mask.shape[-2:]
+            sh, sw = hm // h, wm // w
+            if sh < 1 or sw < 1:
+                raise ValueError(
+                    f"PerceptualLoss: mask {tuple(mask.shape)} is smaller than features {h} x {w}"
+                )
+            mask = F.avg_pool2d(mask.to(loss.dtype), kernel_size=(sh, sw), stride=(sh, sw))
+        return masked_mean(loss, mask)
+
+
+def _drop_vgg_from_state_dict(
+    module: nn.Module, state_dict: dict[str, Any], prefix: str, local_metadata: dict[str, Any]
+) -> None:
+    """State-dict post hook: remove ``<prefix>vgg.*`` so checkpoints carry no VGG weights."""
+    del module, local_metadata
+    for key in [k for k in state_dict if k.startswith(prefix + "vgg.")]:
+        del state_dict[key]
+
+
+def _fill_vgg_in_state_dict(
+    module: nn.Module,
+    state_dict: dict[str, Any],
+    prefix: str,
+    local_metadata: dict[str, Any],
+    strict: bool,
+    missing_keys: list[str],
+    unexpected_keys: list[str],
+    error_msgs: list[str],
+) -> None:
+    """Load pre hook: supply the current VGG weights for keys absent from ``state_dict``."""
+    del local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    vgg = getattr(module, "vgg", None)
+    if vgg is None:
+        return
+    for name, tensor in vgg.state_dict().items():
+        state_dict.setdefault(prefix + "vgg." + name, tensor)
+
+
+def depth_smoothness_loss(depth: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Total-variation (L1 first-difference) smoothness of a depth map.
+
+    ``mean |d[:, i, j+1] - d[:, i, j]| + mean |d[:, i+1, j] - d[:, i, j]|``: the mean absolute
+    horizontal difference plus the mean absolute vertical difference. With a mask, a difference
+    counts only where both of its pixels are in the mask (weights multiplied), and each direction
+    is a mask-weighted mean (0 if nothing is masked in).
+
+    Args:
+        depth: ``B x H x W`` or ``B x 1 x H x W`` depth.
+        mask: optional weights of the same shape as ``depth``.
+
+    Returns:
+        Scalar loss.
+    """
+    if depth.dim() == 4 and depth.size(1) == 1:
+        depth = depth[:, 0]
+    if depth.dim() != 3:
+        raise ValueError(
+            f"depth_smoothness_loss expects B x H x W (or B x 1 x H x W); got {tuple(depth.shape)}"
+        )
+    dx = (depth[:, :, 1:] - depth[:, :, :-1]).abs()
+    dy = (depth[:, 1:, :] - depth[:, :-1, :]).abs()
+    if mask is None:
+        return dx.mean() + dy.mean()
+    if mask.dim() == 4 and mask.size(1) == 1:
+        mask = mask[:, 0]
+    if mask.shape != depth.shape:
+        raise ValueError(f"mask {tuple(mask.shape)} must match depth {tuple(depth.shape)}")
+    mask = mask.to(depth.dtype)
+    mx = mask[:, :, 1:] * mask[:, :, :-1]
+    my = mask[:, 1:, :] * mask[:, :-1, :]
+    return masked_mean(dx, mx) + masked_mean(dy, my)

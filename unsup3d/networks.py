@@ -1,0 +1,573 @@
+"""The networks of Wu, Rupprecht and Vedaldi (CVPR 2020), layer for layer, plus VGG16 features.
+
+Five networks decompose an image into photo-geometric factors:
+
+========  ==========================================  ======================================
+name      architecture (original release, 64 px)      output
+========  ==========================================  ======================================
+``netD``  ``EDDeconv(3, 1, zdim=256, nf=64)``, linear  canonical depth, ``B x 1 x H x W``
+``netA``  ``EDDeconv(3, 3, zdim=256, nf=64)``, tanh    canonical albedo, ``B x 3 x H x W``
+``netL``  ``Encoder(3, 4, nf=32)``, tanh               lighting, ``B x 4``
+``netV``  ``Encoder(3, 6, nf=32)``, tanh               viewpoint, ``B x 6``
+``netC``  ``ConfNet(3, 2, zdim=128, nf=64)``           confidence maps, ``B x 2 x H x W`` and
+                                                       ``B x 2 x H/4 x W/4`` (softplus)
+========  ==========================================  ======================================
+
+At ``image_size=64`` and ``width=1`` the modules, their ``nn.Sequential`` indices and their
+``state_dict`` keys and shapes are exactly those of the original release, so its ``netD`` ...
+``netC`` checkpoints load with ``strict=True``.
+
+Other image sizes (32 and 128) change the number of stride-2 stages so that the bottleneck is
+still ``4 x 4 -> 1 x 1`` and the outputs are full size (and quarter size for the second
+confidence map). The channel width of a stage is tied to its *resolution*, as in the original
+at 64 px: ``8 nf`` at 4 x 4, ``4 nf`` at 8 x 8, ``2 nf`` at 16 x 16 and ``nf`` at 32 x 32 and
+above (see :func:`stage_channels`). So 128 px adds one ``nf``-wide stage at the outside, and
+32 px drops the outermost stage (its first convolution maps the image straight to ``2 nf``).
+
+``width`` scales every channel count (``nf``, ``zdim`` and the encoders' ``nf``) for small
+models that train on a CPU. GroupNorm keeps the original group count where it can (16 groups
+per ``nf`` channels, i.e. groups of 4 channels at full width); when channels get fewer, the
+group count becomes the largest divisor of the channel count that is at most the original one
+(see :func:`group_count`).
+
+:class:`VGG16Features` is torchvision's ``vgg16().features[:16]`` (up to relu3_3) without
+torchvision; :func:`load_vgg16_features` finds the ImageNet weights for it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "SUPPORTED_IMAGE_SIZES",
+    "VGG16_FILENAME",
+    "VGG16_URL",
+    "VGG16_WEIGHTS_ENV",
+    "ConfNet",
+    "EDDeconv",
+    "Encoder",
+    "VGG16Features",
+    "build_networks",
+    "group_count",
+    "hub_cache_path",
+    "load_vgg16_features",
+    "scaled_width",
+    "stage_channels",
+]
+
+SUPPORTED_IMAGE_SIZES: tuple[int, ...] = (32, 64, 128)
+
+VGG16_URL = "https://download.pytorch.org/models/vgg16-397923af.pth"
+VGG16_FILENAME = "vgg16-397923af.pth"
+VGG16_WEIGHTS_ENV = "UNSUP3D_VGG16_WEIGHTS"
+
+# GroupNorm groups per nf channels in the original: GroupNorm(16, nf), GroupNorm(32, 2 nf), ...
+_GN_GROUPS_PER_NF = 16
+
+
+# ----------------------------------------------------------------------------------------------
+# helpers
+# ----------------------------------------------------------------------------------------------
+
+
+def _check_image_size(image_size: int) -> int:
+    if isinstance(image_size, bool) or image_size not in SUPPORTED_IMAGE_SIZES:
+        raise ValueError(
+            f"image_size must be one of {SUPPORTED_IMAGE_SIZES} (the networks halve it down to a 4 x 4 "
+            f"bottleneck); got {image_size!r}"
+        )
+    return int(image_size)
+
+
+def _num_down(image_size: int) -> int:
+    """Number of stride-2 stages from ``image_size`` down to 4 x 4 (3, 4, 5 for 32, 64, 128)."""
+    return int(math.log2(image_size // 4))
+
+
+def stage_channels(resolution: int, nf: int) -> int:
+    """Channels of a stage whose feature maps are ``resolution x resolution``.
+
+    Follows the original 64 px networks: ``8 nf`` at 4, ``4 nf`` at 8, ``2 nf`` at 16 and ``nf``
+    at 32 and above.
+    """
+    return nf * min(8, max(1, 32 // resolution))
+
+
+def group_count(channels: int, nf: int) -> int:
+    """GroupNorm group count for ``channels`` channels in a network of base width ``nf``.
+
+    The original uses ``16 * channels / nf`` groups (4 channels a group at ``nf = 64``). The group
+    count is kept when it divides ``channels``; otherwise (narrow networks) it is lowered to the
+    largest divisor of ``channels`` not above it.
+    """
+    groups = max(1, min(channels, (_GN_GROUPS_PER_NF * channels) // max(nf, 1)))
+    while channels % groups:
+        groups -= 1
+    return groups
+
+
+def scaled_width(base: int, width: float) -> int:
+    """``round(base * width)``, at least 1."""
+    if not width > 0:
+        raise ValueError(f"width must be > 0; got {width}")
+    return max(1, round(base * width))
+
+
+def _gn(channels: int, nf: int) -> nn.GroupNorm:
+    return nn.GroupNorm(group_count(channels, nf), channels)
+
+
+def _check_input(x: Tensor, cin: int, image_size: int, name: str) -> None:
+    if x.dim() != 4:
+        raise ValueError(
+            f"{name} expects a B x {cin} x {image_size} x {image_size} tensor; got shape {tuple(x.shape)}"
+        )
+    _, c, h, w = x.shape
+    if c != cin:
+        raise ValueError(f"{name} expects {cin} input channels; got {c} (shape {tuple(x.shape)})")
+    if h != image_size or w != image_size:
+        raise ValueError(
+            f"{name} was built for {image_size} x {image_size} images; got {h} x {w} (shape {tuple(x.shape)})"
+        )
+
+
+def _down_stages(cin: int, nf: int, image_size: int, norm: bool, act: type[nn.Module]) -> list[nn.Module]:
+    """Stride-2 stages ``image_size -> 4``: ``Conv(4, 2, 1) [GN] act`` each; no GN on the last."""
+    layers: list[nn.Module] = []
+    res, c_prev = image_size, cin
+    n = _num_down(image_size)
+    for i in range(n):
+        res //= 2
+        c = stage_channels(res, nf)
+        layers.append(nn.Conv2d(c_prev, c, kernel_size=4, stride=2, padding=1, bias=False))
+        if norm and i < n - 1:
+            layers.append(_gn(c, nf))
+        if act is nn.LeakyReLU:
+            layers.append(nn.LeakyReLU(0.2, inplace=True))
+        else:
+            layers.append(act(inplace=True))
+        c_prev = c
+    return layers
+
+
+# ----------------------------------------------------------------------------------------------
+# the five networks
+# ----------------------------------------------------------------------------------------------
+
+
+class Encoder(nn.Module):
+    """Plain convolutional encoder to a vector (netL: lighting, netV: viewpoint).
+
+    At 64 px: ``Conv(cin, nf) ReLU Conv(nf, 2nf) ReLU Conv(2nf, 4nf) ReLU Conv(4nf, 8nf) ReLU``
+    (each 4 x 4, stride 2: 64 -> 32 -> 16 -> 8 -> 4), ``Conv(8nf, 8nf, 4) ReLU`` (4 -> 1),
+    ``Conv(8nf, cout, 1)`` and the optional activation; all without bias.
+
+    Args:
+        cin: input channels.
+        cout: output size.
+        nf: base width (channels of the 32 x 32 stage).
+        activation: module class appended at the end (``nn.Tanh``), or ``None``.
+        image_size: 32, 64 or 128.
+    """
+
+    def __init__(
+        self,
+        cin: int,
+        cout: int,
+        nf: int = 64,
+        activation: type[nn.Module] | None = nn.Tanh,
+        image_size: int = 64,
+    ) -> None:
+        super().__init__()
+        self.cin, self.cout, self.nf = cin, cout, nf
+        image_size = self.image_size = _check_image_size(image_size)
+        network = _down_stages(cin, nf, image_size, norm=False, act=nn.ReLU)
+        network += [
+            nn.Conv2d(nf * 8, nf * 8, kernel_size=4, stride=1, padding=0, bias=False),  # 4x4 -> 1x1
+            nn.ReLU(inplace=True),
+            nn.Conv2d(nf * 8, cout, kernel_size=1, stride=1, padding=0, bias=False),
+        ]
+        if activation is not None:
+            network.append(activation())
+        self.network = nn.Sequential(*network)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``B x cin x S x S -> B x cout`` (``S = image_size``)."""
+        _check_input(x, self.cin, self.image_size, type(self).__name__)
+        return self.network(x).reshape(x.size(0), -1)
+
+
+class EDDeconv(nn.Module):
+    """Encoder-decoder with transposed convolutions (netD: depth, netA: albedo).
+
+    At 64 px (indices of ``network``): 0-8 three ``Conv(4, s2) GN LeakyReLU(0.2)`` stages
+    (64 -> 8, widths nf, 2nf, 4nf), 9-10 ``Conv(4nf, 8nf, 4, s2) LeakyReLU`` (8 -> 4), 11-12
+    ``Conv(8nf, zdim, 4) ReLU`` (4 -> 1); 13-16 ``ConvT(zdim, 8nf, 4) ReLU Conv(8nf, 8nf, 3) ReLU``
+    (1 -> 4); 17-34 three ``ConvT(4, s2) GN ReLU Conv(3) GN ReLU`` stages (4 -> 32, widths 4nf,
+    2nf, nf); 35 nearest ``Upsample(x2)`` (32 -> 64); 36-41 ``Conv(nf, nf, 3) GN ReLU
+    Conv(nf, nf, 5) GN ReLU``; 42 ``Conv(nf, cout, 5)``; 43 optional activation. All convolutions
+    are without bias.
+
+    Args:
+        cin: input channels.
+        cout: output channels.
+        zdim: bottleneck size.
+        nf: base width (channels at 32 x 32 and above).
+        activation: module class appended at the end (``nn.Tanh``), or ``None`` (linear output).
+        image_size: 32, 64 or 128.
+    """
+
+    def __init__(
+        self,
+        cin: int,
+        cout: int,
+        zdim: int = 128,
+        nf: int = 64,
+        activation: type[nn.Module] | None = nn.Tanh,
+        image_size: int = 64,
+    ) -> None:
+        super().__init__()
+        self.cin, self.cout, self.zdim, self.nf = cin, cout, zdim, nf
+        image_size = self.image_size = _check_image_size(image_size)
+        # downsampling
+        network = _down_stages(cin, nf, image_size, norm=True, act=nn.LeakyReLU)
+        network += [
+            nn.Conv2d(nf * 8, zdim, kernel_size=4, stride=1, padding=0, bias=False),  # 4x4 -> 1x1
+            nn.ReLU(inplace=True),
+        ]
+        # upsampling
+        network += [
+            nn.ConvTranspose2d(zdim, nf * 8, kernel_size=4, stride=1, padding=0, bias=False),  # 1 -> 4
+            nn.ReLU(inplace=True),
+            nn.Conv2d(nf * 8, nf * 8, kernel_size=3, stride=1, padding=1, bias=False),
+            nn.ReLU(inplace=True),
+        ]
+        res, c_prev = 4, nf * 8
+        while res < image_size // 2:  # transposed-conv stages up to half resolution
+            res *= 2
+            c = stage_channels(res, nf)
+            network += [
+                nn.ConvTranspose2d(c_prev, c, kernel_size=4, stride=2, padding=1, bias=False),
+                _gn(c, nf),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(c, c, kernel_size=3, stride=1, padding=1, bias=False),
+                _gn(c, nf),
+                nn.ReLU(inplace=True),
+            ]
+            c_prev = c
+        network += [
+            nn.Upsample(scale_factor=2, mode="nearest"),  # half -> full resolution
+            nn.Conv2d(c_prev, nf, kernel_size=3, stride=1, padding=1, bias=False),
+            _gn(nf, nf),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(nf, nf, kernel_size=5, stride=1, padding=2, bias=False),
+            _gn(nf, nf),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(nf, cout, kernel_size=5, stride=1, padding=2, bias=False),
+        ]
+        if activation is not None:
+            network.append(activation())
+        self.network = nn.Sequential(*network)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``B x cin x S x S -> B x cout x S x S`` (``S = image_size``)."""
+        _check_input(x, self.cin, self.image_size, type(self).__name__)
+        return self.network(x)
+
+
+class ConfNet(nn.Module):
+    """Confidence network (netC): two maps of positive values (softplus), used as sigma.
+
+    At 64 px, ``network``: the same encoder as :class:`EDDeconv` (indices 0-12), then
+    ``ConvT(zdim, 8nf, 4) ReLU`` (1 -> 4) and two ``ConvT(4, s2) GN ReLU`` stages (4 -> 16,
+    widths 4nf, 2nf). ``out_net1``: ``ConvT(2nf, nf) GN ReLU ConvT(nf, nf) GN ReLU
+    Conv(nf, cout, 5) Softplus`` (16 -> 64); ``out_net2``: ``Conv(2nf, cout, 3) Softplus`` at
+    16 x 16. All convolutions are without bias.
+
+    Args:
+        cin: input channels.
+        cout: channels of each output map (2 in the original: sigma for the reconstruction from
+            the canonical view and for the one from its horizontal flip).
+        zdim: bottleneck size.
+        nf: base width (channels at 32 x 32 and above).
+        image_size: 32, 64 or 128.
+    """
+
+    def __init__(self, cin: int, cout: int = 2, zdim: int = 128, nf: int = 64, image_size: int = 64) -> None:
+        super().__init__()
+        self.cin, self.cout, self.zdim, self.nf = cin, cout, zdim, nf
+        image_size = self.image_size = _check_image_size(image_size)
+        # downsampling
+        network = _down_stages(cin, nf, image_size, norm=True, act=nn.LeakyReLU)
+        network += [
+            nn.Conv2d(nf * 8, zdim, kernel_size=4, stride=1, padding=0, bias=False),  # 4x4 -> 1x1
+            nn.ReLU(inplace=True),
+        ]
+        # upsampling to quarter resolution
+        network += [
+            nn.ConvTranspose2d(zdim, nf * 8, kernel_size=4, stride=1, padding=0, bias=False),  # 1 -> 4
+            nn.ReLU(inplace=True),
+        ]
+        res, c_prev = 4, nf * 8
+        while res < image_size // 4:
+            res *= 2
+            c = stage_channels(res, nf)
+            network += [
+                nn.ConvTranspose2d(c_prev, c, kernel_size=4, stride=2, padding=1, bias=False),
+                _gn(c, nf),
+                nn.ReLU(inplace=True),
+            ]
+            c_prev = c
+        self.network = nn.Sequential(*network)
+
+        # full-resolution head: two transposed-conv stages, quarter -> full
+        out_net1: list[nn.Module] = []
+        c1 = c_prev
+        for _ in range(2):
+            res *= 2
+            c = stage_channels(res, nf)
+            out_net1 += [
+                nn.ConvTranspose2d(c1, c, kernel_size=4, stride=2, padding=1, bias=False),
+                _gn(c, nf),
+                nn.ReLU(inplace=True),
+            ]
+            c1 = c
+        out_net1 += [nn.Conv2d(c1, cout, kernel_size=5, stride=1, padding=2, bias=False), nn.Softplus()]
+        self.out_net1 = nn.Sequential(*out_net1)
+
+        # quarter-resolution head
+        self.out_net2 = nn.Sequential(
+            nn.Conv2d(c_prev, cout, kernel_size=3, stride=1, padding=1, bias=False), nn.Softplus()
+        )
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``B x cin x S x S -> (B x cout x S x S, B x cout x S/4 x S/4)``, both positive."""
+        _check_input(x, self.cin, self.image_size, type(self).__name__)
+        h = self.network(x)
+        return self.out_net1(h), self.out_net2(h)
+
+
+def build_networks(
+    image_size: int = 64,
+    width: float = 1.0,
+    *,
+    nf: int | None = None,
+    zdim: int | None = None,
+    encoder_nf: int | None = None,
+    conf_zdim: int | None = None,
+    with_confidence: bool = True,
+) -> dict[str, nn.Module]:
+    """Build the five networks of the original release.
+
+    Args:
+        image_size: input size ``S``, one of 32, 64, 128.
+        width: multiplier of every channel count (``nf = 64 w``, ``zdim = 256 w``, encoder
+            ``nf = 32 w``, confidence ``zdim = 128 w``; rounded, at least 1).
+        nf, zdim, encoder_nf, conf_zdim: explicit overrides of the scaled values.
+        with_confidence: build ``netC`` (the synthetic-car setting has no confidence maps).
+
+    Returns:
+        ``{"netD": EDDeconv (B x 3 x S x S -> B x 1 x S x S, linear),
+        "netA": EDDeconv (-> B x 3 x S x S, tanh), "netL": Encoder (-> B x 4, tanh),
+        "netV": Encoder (-> B x 6, tanh), "netC": ConfNet (-> B x 2 x S x S, B x 2 x S/4 x S/4)}``.
+        At ``image_size=64, width=1`` the state dicts match the original checkpoints exactly.
+    """
+    _check_image_size(image_size)
+    nf = nf if nf is not None else scaled_width(64, width)
+    zdim = zdim if zdim is not None else scaled_width(256, width)
+    encoder_nf = encoder_nf if encoder_nf is not None else scaled_width(32, width)
+    conf_zdim = conf_zdim if conf_zdim is not None else scaled_width(128, width)
+    nets: dict[str, nn.Module] = {
+        "netD": EDDeconv(3, 1, zdim=zdim, nf=nf, activation=None, image_size=image_size),
+        "netA": EDDeconv(3, 3, zdim=zdim, nf=nf, activation=nn.Tanh, image_size=image_size),
+        "netL": Encoder(3, 4, nf=encoder_nf, activation=nn.Tanh, image_size=image_size),
+        "netV": Encoder(3, 6, nf=encoder_nf, activation=nn.Tanh, image_size=image_size),
+    }
+    if with_confidence:
+        nets["netC"] = ConfNet(3, 2, zdim=conf_zdim, nf=nf, image_size=image_size)
+    return nets
+
+
+# ----------------------------------------------------------------------------------------------
+# VGG16 features for the perceptual loss
+# ----------------------------------------------------------------------------------------------
+
+# (index in torchvision's vgg16().features, in channels, out channels) of the convolutions kept.
+_VGG16_CONVS: tuple[tuple[int, int, int], ...] = (
+    (0, 3, 64),
+    (2, 64, 64),
+    (5, 64, 128),
+    (7, 128, 128),
+    (10, 128, 256),
+    (12, 256, 256),
+    (14, 256, 256),
+)
+_VGG16_POOLS: tuple[int, ...] = (4, 9)
+_VGG16_NUM_LAYERS = 16  # up to and including relu3_3 (index 15)
+
+
+class VGG16Features(nn.Sequential):
+    """torchvision's ``vgg16().features[:16]``: conv1_1 ... relu3_3, without torchvision.
+
+    Parameter names equal torchvision's (``0.weight``, ``0.bias``, ``2.weight``, ...,
+    ``14.bias``) so the ImageNet state dict loads. The module is frozen: its parameters do not
+    require grad and it stays in eval mode whatever ``train()`` is called with (it has no
+    dropout or batch norm, so this only matters for correctness of intent and hooks).
+
+    Input ``B x 3 x H x W`` (ImageNet-normalised RGB) -> relu3_3 ``B x 256 x H/4 x W/4``.
+    """
+
+    def __init__(self) -> None:
+        convs = {i: (cin, cout) for i, cin, cout in _VGG16_CONVS}
+        layers: list[nn.Module] = []
+        for i in range(_VGG16_NUM_LAYERS):
+            if i in convs:
+                cin, cout = convs[i]
+                layers.append(nn.Conv2d(cin, cout, kernel_size=3, padding=1))
+            elif i in _VGG16_POOLS:
+                layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+            else:
+                layers.append(nn.ReLU(inplace=True))
+        super().__init__(*layers)
+        self.requires_grad_(False)
+        super().train(False)
+
+    def train(self, mode: bool = True) -> VGG16Features:
+        """Stay in eval mode (the features are a fixed, pretrained function)."""
+        del mode
+        return super().train(False)
+
+    def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
+        """``B x 3 x H x W -> B x 256 x H/4 x W/4`` (relu3_3 features)."""
+        if x.dim() != 4 or x.size(1) != 3:
+            raise ValueError(f"VGG16Features expects a B x 3 x H x W tensor; got shape {tuple(x.shape)}")
+        return super().forward(x)
+
+
+def _extract_features_state_dict(state: Mapping[str, Any], source: str) -> dict[str, Tensor]:
+    """Keep the ``features.N.*`` (or bare ``N.*``) entries of a VGG16 state dict for N < 16."""
+    if "state_dict" in state and isinstance(state["state_dict"], Mapping):
+        state = state["state_dict"]
+    out: dict[str, Tensor] = {}
+    for key, value in state.items():
+        k = key.removeprefix("module.").removeprefix("features.")
+        head, _, rest = k.partition(".")
+        if head.isdigit() and int(head) < _VGG16_NUM_LAYERS and rest in ("weight", "bias"):
+            out[k] = value
+    expected = {f"{i}.{p}" for i, _, _ in _VGG16_CONVS for p in ("weight", "bias")}
+    missing = sorted(expected - out.keys(), key=lambda s: (int(s.split(".")[0]), s))
+    if missing:
+        raise RuntimeError(
+            f"{source} does not look like a torchvision VGG16 state dict: missing {missing} "
+            f"(expected keys like 'features.0.weight' or '0.weight')"
+        )
+    return {k: out[k] for k in sorted(expected)}
+
+
+def _load_file(path: Path) -> dict[str, Tensor]:
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, Mapping):
+        raise TypeError(f"{path} does not hold a state dict (got {type(state).__name__})")
+    return _extract_features_state_dict(state, str(path))
+
+
+def hub_cache_path() -> Path:
+    """Where torch hub keeps (and :func:`load_vgg16_features` looks for) ``vgg16-397923af.pth``."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / VGG16_FILENAME
+
+
+def load_vgg16_features(
+    weights_path: str | os.PathLike[str] | None = None,
+    allow_random: bool = False,
+    download: bool = True,
+) -> VGG16Features:
+    """Frozen VGG16 relu3_3 features with ImageNet weights.
+
+    Looks for the weights, in this order:
+
+    1. ``weights_path``: a full torchvision VGG16 state dict (``vgg16-397923af.pth``, keys
+       ``features.N.weight``, ...) or a features-only dict (keys ``N.weight``);
+    2. the file named by the environment variable ``UNSUP3D_VGG16_WEIGHTS``;
+    3. torch hub's cache, ``torch.hub.get_dir()/checkpoints/vgg16-397923af.pth``;
+    4. a download of ``https://download.pytorch.org/models/vgg16-397923af.pth`` into that cache
+       (only if ``download``; any failure is caught).
+
+    Files are read with ``torch.load(..., weights_only=True)``.
+
+    Args:
+        weights_path: explicit file; must exist if given.
+        allow_random: if no weights are found, warn and return randomly initialised features
+            (for benchmarks and tests) instead of raising.
+        download: try step 4.
+
+    Returns:
+        :class:`VGG16Features` in eval mode with ``requires_grad=False``.
+
+    Raises:
+        FileNotFoundError: ``weights_path`` or ``$UNSUP3D_VGG16_WEIGHTS`` names a missing file.
+        RuntimeError: no weights found and ``allow_random`` is False (the message says how to
+            provide them), or a file's state dict lacks VGG16 feature weights.
+        TypeError: a file does not hold a state dict at all.
+    """
+    vgg = VGG16Features()
+    state: dict[str, Tensor] | None = None
+    tried: list[str] = []
+
+    if weights_path is not None:
+        path = Path(weights_path).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"VGG16 weights file not found: {path}")
+        state = _load_file(path)
+    if state is None:
+        env = os.environ.get(VGG16_WEIGHTS_ENV)
+        if env:
+            path = Path(env).expanduser()
+            if not path.is_file():
+                raise FileNotFoundError(f"${VGG16_WEIGHTS_ENV} names a missing file: {path}")
+            state = _load_file(path)
+        else:
+            tried.append(f"${VGG16_WEIGHTS_ENV} (not set)")
+    if state is None:
+        cached = hub_cache_path()
+        if cached.is_file():
+            state = _load_file(cached)
+        else:
+            tried.append(f"{cached} (no such file)")
+    if state is None and download:
+        try:
+            full = torch.hub.load_state_dict_from_url(
+                VGG16_URL, map_location="cpu", progress=False, weights_only=True
+            )
+            state = _extract_features_state_dict(full, VGG16_URL)
+        except Exception as err:  # noqa: BLE001 - offline machines fail in many ways
+            tried.append(f"download of {VGG16_URL} ({type(err).__name__}: {err})")
+    elif state is None:
+        tried.append("download (disabled)")
+
+    if state is not None:
+        vgg.load_state_dict(state, strict=True)
+        return vgg
+
+    if allow_random:
+        warnings.warn(
+            "VGG16 ImageNet weights not found; using randomly initialised features for the perceptual "
+            "loss (fine for benchmarks and tests, not for training). Tried: " + "; ".join(tried),
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return vgg
+    raise RuntimeError(
+        "The perceptual loss needs torchvision's ImageNet VGG16 weights (vgg16-397923af.pth, from "
+        f"{VGG16_URL}), and none were found. Tried: " + "; ".join(tried) + ". Provide the file in one "
+        f"of these ways: pass its path (weights_path=...); set the environment variable "
+        f"{VGG16_WEIGHTS_ENV}=/path/to/{VGG16_FILENAME}; or copy it to the torch hub cache at "
+        f"{hub_cache_path()}. Or disable the perceptual loss with model.lam_perc=0."
+    )
