@@ -1,0 +1,170 @@
+"""Atomic writing helpers: success paths, no half files, existing files survive failures."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from unsup3d.io import (
+    atomic_dir,
+    atomic_save_bytes,
+    atomic_save_image,
+    atomic_save_json,
+    atomic_save_npy,
+    atomic_torch_save,
+    atomic_write,
+)
+
+
+def _leftovers(folder):
+    return sorted(p.name for p in folder.iterdir() if ".tmp-" in p.name or ".old-" in p.name)
+
+
+def test_atomic_write_creates_file_and_parents(tmp_path):
+    target = tmp_path / "a" / "b" / "out.bin"
+    with atomic_write(target) as fh:
+        fh.write(b"hello")
+    assert target.read_bytes() == b"hello"
+    assert _leftovers(target.parent) == []
+    mode = target.stat().st_mode & 0o777
+    assert mode & 0o600 == 0o600  # not the 0600-only mode of mkstemp unless umask asks for it
+
+
+def test_atomic_write_text_mode(tmp_path):
+    target = tmp_path / "t.txt"
+    with atomic_write(target, "w") as fh:
+        fh.write("héllo\n")
+    assert target.read_text(encoding="utf-8") == "héllo\n"
+
+
+def test_exception_keeps_existing_file_and_removes_temp(tmp_path):
+    target = tmp_path / "keep.bin"
+    target.write_bytes(b"old content")
+    with pytest.raises(RuntimeError, match="boom"), atomic_write(target) as fh:
+        fh.write(b"new partial")
+        raise RuntimeError("boom")
+    assert target.read_bytes() == b"old content"
+    assert _leftovers(tmp_path) == []
+
+
+def test_exception_leaves_no_new_file(tmp_path):
+    target = tmp_path / "new.bin"
+    with pytest.raises(KeyboardInterrupt), atomic_write(target) as fh:
+        fh.write(b"x")
+        raise KeyboardInterrupt
+    assert not target.exists()
+    assert _leftovers(tmp_path) == []
+
+
+def test_json_serialisation_failure_leaves_old_file(tmp_path):
+    target = tmp_path / "meta.json"
+    atomic_save_json(target, {"a": 1})
+    with pytest.raises(TypeError):
+        atomic_save_json(target, {"a": object()})
+    assert json.loads(target.read_text()) == {"a": 1}
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="needs a non-root POSIX user")
+def test_unwritable_folder_message_names_folder(tmp_path):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o500)
+    try:
+        with pytest.raises(PermissionError, match="ro"):
+            atomic_save_bytes(folder / "x.bin", b"1")
+    finally:
+        folder.chmod(0o700)
+
+
+def test_parent_is_a_file_message_names_folder(tmp_path):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("I am a file")
+    with pytest.raises(OSError, match="blocker"):
+        atomic_save_bytes(blocker / "x.bin", b"1")
+
+
+def test_target_is_a_folder(tmp_path):
+    (tmp_path / "dir").mkdir()
+    with pytest.raises(IsADirectoryError, match="existing folder"):
+        atomic_save_bytes(tmp_path / "dir", b"1")
+
+
+def test_save_image_variants(tmp_path):
+    rgb = (np.arange(12 * 10 * 3) % 256).astype(np.uint8).reshape(12, 10, 3)
+    atomic_save_image(tmp_path / "rgb.png", rgb)
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "rgb.png")), rgb)
+
+    gray = rgb[..., 0]
+    atomic_save_image(tmp_path / "gray.png", gray)
+    with Image.open(tmp_path / "gray.png") as im:
+        assert im.mode == "L"
+
+    g16 = (np.arange(120, dtype=np.uint16).reshape(12, 10) * 500).astype(np.uint16)
+    atomic_save_image(tmp_path / "g16.png", g16)
+    with Image.open(tmp_path / "g16.png") as im:
+        assert im.mode.startswith("I")
+        assert np.array_equal(np.asarray(im).astype(np.int64), g16.astype(np.int64))
+
+    chw = np.full((3, 8, 9), 0.5, dtype=np.float32)
+    atomic_save_image(tmp_path / "f.jpg", chw, quality=95)
+    with Image.open(tmp_path / "f.jpg") as im:
+        assert im.size == (9, 8) and im.format == "JPEG"
+
+    atomic_save_image(tmp_path / "noext", rgb, format="png")
+    with Image.open(tmp_path / "noext") as im:
+        assert im.format == "PNG"
+    with pytest.raises(ValueError, match="format"):
+        atomic_save_image(tmp_path / "noext2", rgb)
+
+
+def test_save_npy_and_torch(tmp_path):
+    import torch
+
+    arr = np.random.default_rng(0).random((4, 5)).astype(np.float32)
+    atomic_save_npy(tmp_path / "a.npy", arr)
+    assert np.array_equal(np.load(tmp_path / "a.npy"), arr)
+
+    state = {"w": torch.arange(6.0).view(2, 3), "step": 7}
+    atomic_torch_save(state, tmp_path / "ckpt.pt")
+    loaded = torch.load(tmp_path / "ckpt.pt")
+    assert loaded["step"] == 7 and torch.equal(loaded["w"], state["w"])
+    assert _leftovers(tmp_path) == []
+
+
+def test_atomic_dir_success_and_failure(tmp_path):
+    target = tmp_path / "out" / "img001"
+    with atomic_dir(target) as tmp:
+        (tmp / "a.txt").write_text("a")
+        assert not target.exists()
+    assert (target / "a.txt").read_text() == "a"
+
+    with pytest.raises(FileExistsError, match="img001"), atomic_dir(target):
+        pass
+
+    with pytest.raises(RuntimeError), atomic_dir(target, overwrite=True) as tmp:
+        (tmp / "b.txt").write_text("b")
+        raise RuntimeError("interrupted")
+    assert sorted(p.name for p in target.iterdir()) == ["a.txt"]
+    assert _leftovers(target.parent) == []
+
+    with atomic_dir(target, overwrite=True) as tmp:
+        (tmp / "b.txt").write_text("b")
+    assert sorted(p.name for p in target.iterdir()) == ["b.txt"]
+    assert _leftovers(target.parent) == []
+
+
+def test_permission_error_message_names_folder_simulated(tmp_path, monkeypatch):
+    """Also runs as root (where chmod cannot make a folder unwritable)."""
+    import errno
+    import tempfile
+
+    def deny(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkstemp", deny)
+    with pytest.raises(PermissionError, match=f"cannot write to folder.*{tmp_path.name}"):
+        atomic_save_bytes(tmp_path / "x.bin", b"1")

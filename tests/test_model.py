@@ -1,0 +1,210 @@
+"""Model tests: factor shapes, original checkpoint compatibility, flip path, overfitting, guards."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from unsup3d.checkpoint import CheckpointError, load_model, model_from_checkpoint
+from unsup3d.model import Unsup3D
+
+KEYS_FILE = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "original_checkpoint_keys.json"
+
+
+def tiny(**kw) -> Unsup3D:
+    torch.manual_seed(0)
+    args = dict(image_size=32, width=0.125, lam_perc=0.0)
+    args.update(kw)
+    return Unsup3D(**args)
+
+
+def test_factor_shapes():
+    m = tiny()
+    f = m(torch.rand(3, 3, 32, 32))
+    b, s = 3, 32
+    expected = {
+        "input": (b, 3, s, s), "canon_depth_raw": (b, s, s), "canon_depth": (b, s, s),
+        "canon_albedo": (b, 3, s, s), "canon_normal": (b, s, s, 3), "canon_diffuse_shading": (b, 1, s, s),
+        "canon_shading": (b, 1, s, s), "canon_image": (b, 3, s, s), "light_ambient": (b,),
+        "light_diffuse": (b,), "light_direction": (b, 3), "view": (b, 6), "recon_depth": (b, s, s),
+        "recon_normal": (b, s, s, 3), "recon_image": (b, 3, s, s), "recon_mask": (b, 1, s, s),
+        "canon_depth_flip": (b, s, s), "canon_albedo_flip": (b, 3, s, s), "canon_image_flip": (b, 3, s, s),
+        "recon_depth_flip": (b, s, s), "recon_image_flip": (b, 3, s, s),
+        "conf_sigma_l1": (b, 2, s, s), "conf_sigma_percl": (b, 2, s // 4, s // 4),
+    }
+    for name, shape in expected.items():
+        assert tuple(getattr(f, name).shape) == shape, name
+    hp = m.hparams
+    assert f.canon_depth.min() >= hp.min_depth - 1e-6 and f.canon_depth.max() <= hp.max_depth + 1e-6
+    assert torch.allclose(f.canon_depth[:, :, :2], torch.tensor(m.border_depth))
+    assert torch.allclose(f.light_direction.norm(dim=1), torch.ones(b))
+    assert torch.all(f.view[:, :3].abs() <= math.radians(60) + 1e-6)
+    assert torch.equal(f.canon_depth_flip, f.canon_depth.flip(2))
+
+
+def test_default_model_is_the_original_configuration():
+    if not KEYS_FILE.is_file():
+        pytest.skip(f"reference key file not found at {KEYS_FILE}")
+    ref = json.loads(KEYS_FILE.read_text())
+    m = Unsup3D()
+    assert m.hparams.image_size == 64 and m.renderer.fov == 10.0
+    ours = m.original_state_dicts()
+    for net, keys in ref.items():
+        assert {k: list(v.shape) for k, v in ours[net].items()} == keys, net
+
+
+def test_original_format_checkpoint_loads_strictly_and_runs(tmp_path):
+    if not KEYS_FILE.is_file():
+        pytest.skip(f"reference key file not found at {KEYS_FILE}")
+    ref = json.loads(KEYS_FILE.read_text())
+    g = torch.Generator().manual_seed(0)
+    ckpt = {net: {k: torch.randn(*shape, generator=g) * 0.02 for k, shape in keys.items()}
+            for net, keys in ref.items()}
+    path = tmp_path / "checkpoint030.pth"
+    torch.save(ckpt, path)
+    model = load_model(path)
+    assert torch.equal(model.netD.state_dict()["network.0.weight"], ckpt["netD"]["network.0.weight"])
+    with torch.no_grad():
+        f = model(torch.rand(1, 3, 64, 64))
+    assert torch.isfinite(f.recon_image).all()
+
+
+def test_lightning_style_checkpoint_round_trip(tmp_path):
+    m = tiny()
+    ckpt = {"state_dict": m.state_dict(), "hyper_parameters": dict(m.hparams)}
+    m2 = model_from_checkpoint(ckpt)
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(m.eval()(x).recon_image, m2.eval()(x).recon_image)
+
+
+def test_bad_checkpoints_have_clear_errors(tmp_path):
+    text = tmp_path / "notes.ckpt"
+    text.write_text("not a checkpoint")
+    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
+        load_model(text)
+    with pytest.raises(CheckpointError, match="not found"):
+        load_model(tmp_path / "missing.ckpt")
+    other = tmp_path / "other.pth"
+    torch.save({"foo": torch.zeros(1)}, other)
+    with pytest.raises(CheckpointError, match="neither a Lightning checkpoint"):
+        load_model(other)
+
+
+class _Obj:  # a pickled class instance needs full unpickling
+    pass
+
+
+def test_untrusted_pickle_is_refused(tmp_path):
+    m = tiny()
+    path = tmp_path / "pickled.ckpt"
+    torch.save({"state_dict": m.state_dict(), "hyper_parameters": dict(m.hparams), "extra": _Obj()}, path)
+    with pytest.raises(CheckpointError, match="--trust-checkpoint"):
+        load_model(path)
+    assert isinstance(load_model(path, trust=True), Unsup3D)
+
+
+def test_symmetric_factors_give_identical_flip_reconstruction():
+    m = tiny().eval()
+    s = 32
+
+    def sym_depth(x):
+        g = torch.linspace(-1, 1, s)
+        yy, xx = torch.meshgrid(g, g, indexing="ij")
+        d = 0.3 * torch.cos(2 * xx) * torch.sin(3 * yy)
+        return d.expand(x.shape[0], 1, s, s)
+
+    def sym_albedo(x):
+        a = torch.rand(x.shape[0], 3, s, s // 2)
+        return torch.cat([a, a.flip(3)], 3) * 2 - 1
+
+    m.netD.forward = sym_depth
+    m.netA.forward = sym_albedo
+    with torch.no_grad():
+        f = m(torch.rand(2, 3, s, s))
+    assert torch.allclose(f.canon_depth, f.canon_depth_flip)
+    assert torch.allclose(f.recon_image, f.recon_image_flip, atol=1e-5)
+
+
+def test_overfitting_one_batch_reduces_loss():
+    torch.manual_seed(0)
+    m = tiny(lr=2e-3)
+    x = torch.rand(4, 3, 32, 32)
+    opt = m.configure_optimizers()
+    first = None
+    for _ in range(30):
+        loss = m.compute_losses(m(x))["total"]
+        first = loss.item() if first is None else first
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    last = m.compute_losses(m(x))["total"].item()
+    assert last < first - 0.3, (first, last)
+
+
+def test_loss_terms_and_flip_schedule():
+    m = tiny(lam_flip=0.5, lam_flip_start_epoch=2, lam_flip_before_start=1.0, lam_depth_sm=0.1)
+    assert m.lam_flip_at(0) == 1.0 and m.lam_flip_at(2) == 0.5
+    f = m(torch.rand(2, 3, 32, 32))
+    losses = m.compute_losses(f, epoch=5)
+    assert set(losses) == {"l1", "l1_flip", "depth_sm", "total"}
+    expected = losses["l1"] + 0.5 * losses["l1_flip"] + 0.1 * losses["depth_sm"]
+    assert torch.allclose(losses["total"], expected)
+
+
+def test_no_flip_ablation_and_no_confidence():
+    m = tiny(use_flip=False, use_conf_map=False)
+    assert m.netC is None and m.network_names == ("netD", "netA", "netL", "netV")
+    f = m(torch.rand(2, 3, 32, 32))
+    assert f.recon_image_flip is None and f.conf_sigma_l1 is None
+    assert set(m.compute_losses(f)) == {"l1", "total"}
+
+
+def test_perceptual_loss_without_weights_says_how_to_fix(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.delenv("UNSUP3D_VGG16_WEIGHTS", raising=False)
+    import unsup3d.networks as networks
+
+    def offline(*a, **k):
+        raise OSError("no network")
+
+    monkeypatch.setattr(networks.torch.hub, "load_state_dict_from_url", offline)
+    m = tiny(lam_perc=1.0)
+    with pytest.raises(RuntimeError, match="lam_perc=0"):
+        m.compute_losses(m(torch.rand(1, 3, 32, 32)))
+    m2 = tiny(lam_perc=1.0, allow_random_vgg=True)
+    with pytest.warns(RuntimeWarning, match="randomly initialised"):
+        losses = m2.compute_losses(m2(torch.rand(1, 3, 32, 32)))
+    assert "perc" in losses and "perc_flip" in losses
+    assert not any(k.startswith("perceptual") for k in m2.state_dict())
+
+
+def test_nonfinite_loss_raises_naming_step_and_term():
+    m = tiny()
+    losses = {"l1": torch.tensor(float("nan")), "total": torch.tensor(float("nan"))}
+    with pytest.raises(FloatingPointError, match=r"global step 0.*l1"):
+        m._check_finite(losses, "train")
+    m_skip = tiny(on_nonfinite="skip")
+    with pytest.warns(RuntimeWarning, match="skipping"):
+        assert m_skip._check_finite(losses, "train") is False
+
+
+def test_nan_weights_are_never_checkpointed():
+    m = tiny()
+    state = m.state_dict()
+    state["netD.network.0.weight"] = state["netD.network.0.weight"].clone().fill_(float("nan"))
+    with pytest.raises(FloatingPointError, match="non-finite weights"):
+        m.on_save_checkpoint({"state_dict": state})
+
+
+def test_bad_hyperparameters_are_rejected():
+    with pytest.raises(ValueError, match="on_nonfinite"):
+        tiny(on_nonfinite="ignore")
+    with pytest.raises(ValueError, match="amb_light_range"):
+        tiny(amb_light_range=(1.0, 0.0))
+    with pytest.raises(ValueError, match="lr"):
+        tiny(lr=-1.0)
+    with pytest.raises(ValueError, match="image"):
+        tiny()(torch.rand(1, 3, 64, 64))

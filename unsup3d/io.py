@@ -1,0 +1,282 @@
+"""Atomic file and folder writing.
+
+Every output of the package (images, meshes, arrays, JSON, checkpoints) goes through these helpers so
+that an interrupted run never leaves a half-written file behind and never destroys an existing one:
+data is written to a hidden temporary file in the target's folder (``.name.tmp-XXXX``), flushed and
+fsynced, then moved onto the target with :func:`os.replace` (atomic on POSIX and Windows when both are
+on the same file system, which a sibling always is). On any exception the temporary file is removed
+and the target is left untouched.
+
+Folders that cannot be written raise :class:`PermissionError` (or another :class:`OSError`) whose
+message names the folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import io
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+__all__ = [
+    "atomic_dir",
+    "atomic_save_bytes",
+    "atomic_save_image",
+    "atomic_save_json",
+    "atomic_save_npy",
+    "atomic_save_text",
+    "atomic_torch_save",
+    "atomic_write",
+    "to_pil",
+]
+
+
+def _umask_mode(default: int = 0o666) -> int:
+    """File mode an ordinary ``open()`` would create (``default`` minus the process umask)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return default & ~mask
+
+
+def _prepare_parent(path: Path) -> Path:
+    """Create the parent folder of ``path`` if needed; raise a clear error naming it otherwise."""
+    parent = path.parent
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, f"cannot write file {str(path)!r}: it is an existing folder")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise type(exc)(exc.errno, f"cannot create output folder {str(parent)!r}: {exc.strerror}") from exc
+    if not parent.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, f"output folder {str(parent)!r} is not a folder")
+    return parent
+
+
+def _mkstemp(parent: Path, name: str) -> tuple[int, str]:
+    try:
+        return tempfile.mkstemp(prefix=f".{name}.tmp-", dir=parent)
+    except OSError as exc:
+        raise type(exc)(exc.errno, f"cannot write to folder {str(parent)!r}: {exc.strerror}") from exc
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Best-effort fsync of a folder so a rename survives a crash (no-op where unsupported)."""
+    with contextlib.suppress(OSError, AttributeError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "wb", encoding: str | None = None) -> Iterator[IO]:
+    """Open a temporary sibling of ``path`` for writing; move it onto ``path`` on success.
+
+    Missing parent folders are created. The file gets the permissions a plain ``open()`` would give.
+
+    Args:
+        path: target file.
+        mode: ``"wb"`` (default) or ``"w"`` (text; ``encoding`` defaults to UTF-8). Only write modes.
+        encoding: text encoding for ``"w"``.
+
+    Yields:
+        The open temporary file object. Write to it; do not close it.
+
+    Raises:
+        PermissionError / OSError: the folder cannot be created or written (the message names it).
+        Any exception raised in the ``with`` body propagates after the temporary file is removed;
+        the target (if it existed) is unchanged.
+    """
+    if mode not in ("w", "wb", "wt"):
+        raise ValueError(f"atomic_write supports modes 'w' and 'wb', got {mode!r}")
+    path = Path(path)
+    parent = _prepare_parent(path)
+    fd, tmp = _mkstemp(parent, path.name)
+    if "b" not in mode and encoding is None:
+        encoding = "utf-8"
+    try:
+        with os.fdopen(fd, mode, encoding=encoding) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, _umask_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(parent)
+
+
+def atomic_save_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically. Returns the path."""
+    with atomic_write(path, "wb") as fh:
+        fh.write(data)
+    return Path(path)
+
+
+def atomic_save_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically. Returns the path."""
+    return atomic_save_bytes(path, text.encode("utf-8"))
+
+
+def _format_for(path: Path, format: str | None) -> str:
+    if format is not None:
+        return format.upper()
+    from PIL import Image
+
+    fmt = Image.registered_extensions().get(path.suffix.lower())
+    if fmt is None:
+        raise ValueError(f"cannot infer an image format from {str(path)!r}; pass format=")
+    return fmt
+
+
+def to_pil(image: Any):
+    """Convert an image to PIL.
+
+    Accepted inputs: a PIL image (returned as is); a numpy array ``H x W`` (gray), ``H x W x 3`` (RGB)
+    or ``H x W x 4`` (RGBA) of dtype ``uint8``; ``H x W`` ``uint16`` (16-bit gray, mode ``I;16``);
+    float arrays in ``[0, 1]`` (clipped, scaled to 8 bit). Torch tensors are converted with ``.numpy()``
+    and ``3 x H x W`` / ``1 x H x W`` channel-first inputs are transposed.
+    """
+    from PIL import Image
+
+    if isinstance(image, Image.Image):
+        return image
+    arr = _as_numpy(image)
+    if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[-1] not in (1, 3, 4):
+        arr = np.moveaxis(arr, 0, -1)
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[-1] not in (3, 4)):
+        raise ValueError(f"expected an H x W, H x W x 3 or H x W x 4 image, got shape {arr.shape}")
+    if arr.dtype == np.uint16:
+        if arr.ndim != 2:
+            raise ValueError("16-bit images are only supported for single-channel (gray) arrays")
+        return Image.fromarray(np.ascontiguousarray(arr, dtype="<u2"))  # mode I;16
+    if np.issubdtype(arr.dtype, np.floating) or arr.dtype == np.bool_:
+        arr = np.round(np.clip(arr.astype(np.float64), 0.0, 1.0) * 255.0).astype(np.uint8)
+    elif arr.dtype != np.uint8:
+        raise ValueError(f"unsupported image dtype {arr.dtype}; use uint8, uint16 or float in [0, 1]")
+    return Image.fromarray(np.ascontiguousarray(arr))
+
+
+def _as_numpy(x: Any) -> np.ndarray:
+    if hasattr(x, "detach") and hasattr(x, "cpu"):  # torch tensor, without importing torch
+        x = x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def atomic_save_image(path: str | os.PathLike, image: Any, format: str | None = None, **save_kwargs) -> Path:
+    """Save an image atomically with PIL.
+
+    Args:
+        path: target file; the format is inferred from the suffix unless ``format`` is given.
+        image: see :func:`to_pil` (uint8 gray/RGB/RGBA, uint16 gray -> 16-bit PNG, float in [0, 1]).
+        format: PIL format name (``"PNG"``, ``"JPEG"``...).
+        **save_kwargs: passed to ``PIL.Image.save`` (e.g. ``quality=95``).
+
+    Returns:
+        The path.
+    """
+    path = Path(path)
+    fmt = _format_for(path, format)
+    pil = to_pil(image)
+    if fmt == "JPEG" and pil.mode not in ("RGB", "L", "CMYK"):
+        pil = pil.convert("RGB")
+    buf = io.BytesIO()
+    pil.save(buf, format=fmt, **save_kwargs)  # encode fully before touching the file system
+    return atomic_save_bytes(path, buf.getvalue())
+
+
+def atomic_save_npy(path: str | os.PathLike, array: Any) -> Path:
+    """Save an array in ``.npy`` format atomically (no pickling). Returns the path."""
+    with atomic_write(path, "wb") as fh:
+        np.save(fh, _as_numpy(array), allow_pickle=False)
+    return Path(path)
+
+
+def atomic_save_json(path: str | os.PathLike, obj: Any, indent: int = 2, **dump_kwargs) -> Path:
+    """Save ``obj`` as UTF-8 JSON (with a final newline) atomically. Returns the path.
+
+    The object is serialised before the file is opened, so a non-serialisable object leaves no file.
+    """
+    text = json.dumps(obj, indent=indent, ensure_ascii=False, **dump_kwargs) + "\n"
+    return atomic_save_text(path, text)
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save(obj, path)`` atomically (for checkpoints). Returns the path."""
+    import torch
+
+    with atomic_write(path, "wb") as fh:
+        torch.save(obj, fh)
+    return Path(path)
+
+
+def _rmtree_quiet(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_dir(target: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """Build a whole folder in a temporary sibling, then rename it onto ``target``.
+
+    Write every file of the folder under the yielded path (plain writes are fine there). On success the
+    temporary folder becomes ``target``; on an exception it is deleted and ``target`` is untouched.
+
+    Args:
+        target: final folder.
+        overwrite: when ``target`` already exists, replace it (the old folder is moved aside and deleted
+            only once the new one is in place). When False, an existing ``target`` raises
+            :class:`FileExistsError` - checked both before and after the body runs.
+
+    Yields:
+        Path of the (empty) temporary folder ``.name.tmp-XXXX`` next to ``target``.
+    """
+    target = Path(target)
+    if target.exists() and not overwrite:
+        raise FileExistsError(errno.EEXIST, f"output folder {str(target)!r} already exists")
+    if target.exists() and not target.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, f"output path {str(target)!r} exists and is not a folder")
+    parent = target.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=parent))
+    except OSError as exc:
+        raise type(exc)(exc.errno, f"cannot write to folder {str(parent)!r}: {exc.strerror}") from exc
+    try:
+        yield tmp
+        os.chmod(tmp, _umask_mode(0o777))
+        _move_into_place(tmp, target, overwrite)
+    except BaseException:
+        _rmtree_quiet(tmp)
+        raise
+    _fsync_dir(parent)
+
+
+def _move_into_place(tmp: Path, target: Path, overwrite: bool) -> None:
+    """Rename ``tmp`` onto ``target``; an existing ``target`` is moved aside first (restored on failure)."""
+    if not target.exists():
+        os.rename(tmp, target)
+        return
+    if not overwrite:
+        raise FileExistsError(errno.EEXIST, f"output folder {str(target)!r} already exists")
+    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+    os.rmdir(old)
+    os.rename(target, old)
+    try:
+        os.rename(tmp, target)
+    except BaseException:
+        os.rename(old, target)
+        raise
+    _rmtree_quiet(old)

@@ -1,0 +1,305 @@
+"""Grid meshes from canonical depth maps, and OBJ (+MTL+PNG), GLB and PLY writers.
+
+The model predicts a canonical depth map ``D`` (``H x W``, values around ``[0.9, 1.1]``) and an albedo
+texture of the same size. Every pixel ``(i, j)`` (row, column) becomes a vertex, lifted with the model's
+pinhole camera (:mod:`unsup3d.renderer.camera`: OpenCV frame, x right, y down, z forward), and every
+grid cell becomes two triangles.
+
+Export frame: meshes are written y-up, facing +z (the viewer looks at them along -z, as in glTF/OBJ
+viewers): ``x' = x``, ``y' = -y``, ``z' = -(z - z_c)`` -- a 180 degree rotation about x, so handedness
+and face orientation are preserved. With ``center=True`` the x/y centroid is subtracted and
+``z_c = rot_center_depth`` (1.0, the model's rotation centre); otherwise ``z_c = 0``. Triangles are
+counter-clockwise seen from +z, i.e. their normals point towards the viewer.
+
+Texture coordinates put each vertex at the centre of its texel: ``u = (j + 0.5) / W``,
+``v = 1 - (i + 0.5) / H`` (OBJ/trimesh convention: v up, the image's first row at the top; trimesh
+flips v for glTF itself). ``(i, j)`` index the full, uncropped map, so the full texture is used as is
+even when ``crop_border`` trims the mesh.
+
+All writers are atomic (:mod:`unsup3d.io`).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from unsup3d.io import atomic_save_bytes, atomic_save_image, atomic_save_text, to_pil
+
+__all__ = [
+    "camera_to_export",
+    "grid_faces",
+    "grid_mesh",
+    "grid_uvs",
+    "grid_vertex_colors",
+    "lift_canonical",
+    "obj_text",
+    "texture_to_uint8",
+    "write_glb",
+    "write_obj",
+    "write_ply",
+]
+
+
+def _to_numpy(x: Any) -> np.ndarray:
+    if hasattr(x, "detach") and hasattr(x, "cpu"):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def _depth_2d(depth: Any) -> np.ndarray:
+    d = _to_numpy(depth).astype(np.float32)
+    while d.ndim > 2 and d.shape[0] == 1:
+        d = d[0]
+    if d.ndim != 2:
+        raise ValueError(f"expected a depth map of shape H x W, got {tuple(_to_numpy(depth).shape)}")
+    return d
+
+
+def _check_border(h: int, w: int, crop_border: int) -> None:
+    if crop_border < 0 or h - 2 * crop_border < 2 or w - 2 * crop_border < 2:
+        raise ValueError(f"crop_border={crop_border} leaves no grid cell of a {h}x{w} map")
+
+
+def grid_faces(h: int, w: int) -> np.ndarray:
+    """Triangles of an ``h x w`` vertex grid (vertex ``(i, j)`` has index ``i * w + j``).
+
+    Two triangles per cell, ``(a, c, b)`` and ``(b, c, d)`` with ``a = (i, j)``, ``b = (i, j+1)``,
+    ``c = (i+1, j)``, ``d = (i+1, j+1)``: counter-clockwise seen from +z once rows go downwards (-y) in
+    the export frame.
+
+    Returns:
+        ``2 (h-1)(w-1) x 3`` int64.
+    """
+    idx = np.arange(h * w, dtype=np.int64).reshape(h, w)
+    a, b = idx[:-1, :-1].ravel(), idx[:-1, 1:].ravel()
+    c, d = idx[1:, :-1].ravel(), idx[1:, 1:].ravel()
+    tri = np.stack([np.stack([a, c, b], -1), np.stack([b, c, d], -1)], axis=1)  # cell-major
+    return tri.reshape(-1, 3)
+
+
+def grid_uvs(h: int, w: int, crop_border: int = 0) -> np.ndarray:
+    """Texel-centre UVs of the vertices of an ``h x w`` map trimmed by ``crop_border``.
+
+    Returns:
+        ``(h - 2b)(w - 2b) x 2`` float32, ``u = (j + 0.5) / w``, ``v = 1 - (i + 0.5) / h``, in (0, 1).
+    """
+    b = crop_border
+    i, j = np.meshgrid(np.arange(b, h - b), np.arange(b, w - b), indexing="ij")
+    uv = np.stack([(j + 0.5) / w, 1.0 - (i + 0.5) / h], axis=-1)
+    return uv.reshape(-1, 2).astype(np.float32)
+
+
+def lift_canonical(depth: Any, fov: float = 10.0) -> np.ndarray:
+    """Camera-space points ``P = d K^-1 [u, v, 1]`` of a depth map with the model's camera.
+
+    Args:
+        depth: ``H x W`` depth (numpy or torch; leading singleton dims are dropped).
+        fov: field of view in degrees (the model's ``fov``).
+
+    Returns:
+        ``H x W x 3`` float32 points in the OpenCV camera frame (x right, y down, z forward).
+    """
+    import torch
+
+    from unsup3d.renderer.camera import intrinsics, lift_depth
+
+    d = torch.from_numpy(_depth_2d(depth))
+    K = intrinsics(d.shape[0], d.shape[1], fov)
+    return lift_depth(d[None], K)[0].numpy().astype(np.float32)
+
+
+def camera_to_export(points: np.ndarray, center: bool = True, rot_center_depth: float = 1.0) -> np.ndarray:
+    """Convert ``N x 3`` OpenCV-camera points to the export frame (y up, facing +z).
+
+    ``x' = x - x_c``, ``y' = -(y - y_c)``, ``z' = -(z - z_c)``; with ``center`` the x/y centroid and
+    ``z_c = rot_center_depth`` are used, otherwise ``x_c = y_c = z_c = 0`` (a pure rotation).
+    """
+    p = np.asarray(points, dtype=np.float64).reshape(-1, 3).copy()
+    if center:
+        p[:, :2] -= p[:, :2].mean(axis=0)
+        p[:, 2] -= rot_center_depth
+    p[:, 1:] *= -1.0
+    return p.astype(np.float32)
+
+
+def grid_mesh(
+    depth: Any, fov: float = 10.0, crop_border: int = 0, center: bool = True, rot_center_depth: float = 1.0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Canonical-view grid mesh of a depth map, in the export frame.
+
+    Args:
+        depth: ``H x W`` canonical depth (numpy or torch).
+        fov: camera field of view in degrees.
+        crop_border: rows/columns trimmed on every side before meshing (the model pins a 2-px border
+            at a fixed depth). The camera is that of the full map.
+        center: centre x/y on the centroid and z on ``rot_center_depth`` (see :func:`camera_to_export`).
+
+    Returns:
+        ``(vertices, faces, uvs)``: ``V x 3`` float32, ``F x 3`` int64, ``V x 2`` float32 with
+        ``V = h w``, ``F = 2 (h-1)(w-1)``, ``h = H - 2 b``, ``w = W - 2 b``. Vertex ``(i, j)`` of the
+        trimmed grid is row ``i * w + j``.
+    """
+    d = _depth_2d(depth)
+    H, W = d.shape
+    b = int(crop_border)
+    _check_border(H, W, b)
+    pts = lift_canonical(d, fov)[b : H - b, b : W - b]
+    h, w = pts.shape[:2]
+    verts = camera_to_export(pts.reshape(-1, 3), center=center, rot_center_depth=rot_center_depth)
+    return verts, grid_faces(h, w), grid_uvs(H, W, b)
+
+
+def texture_to_uint8(texture: Any) -> np.ndarray:
+    """``H x W x 3`` uint8 from a texture: ``3 x H x W`` / ``H x W x 3`` float in [0, 1] or uint8, or PIL."""
+    return np.asarray(to_pil(texture).convert("RGB"))
+
+
+def grid_vertex_colors(texture: Any, crop_border: int = 0) -> np.ndarray:
+    """Per-vertex colours of a grid mesh: the texture's pixels, trimmed like the mesh.
+
+    Args:
+        texture: ``H x W`` texture of the same size as the depth map (see :func:`texture_to_uint8`).
+
+    Returns:
+        ``V x 3`` uint8, in the vertex order of :func:`grid_mesh`.
+    """
+    tex = texture_to_uint8(texture)
+    b = int(crop_border)
+    _check_border(tex.shape[0], tex.shape[1], b)
+    return np.ascontiguousarray(tex[b : tex.shape[0] - b, b : tex.shape[1] - b].reshape(-1, 3))
+
+
+def _texture_pil(texture: Any, texture_size: int | tuple[int, int] | None = None):
+    from PIL import Image
+
+    pil = to_pil(texture).convert("RGB")
+    if texture_size is not None:
+        size = (texture_size, texture_size) if isinstance(texture_size, int) else tuple(texture_size)
+        if pil.size != size:
+            pil = pil.resize(size, Image.Resampling.BICUBIC)
+    return pil
+
+
+def _check_mesh(vertices: np.ndarray, faces: np.ndarray, uvs: np.ndarray | None = None) -> None:
+    if vertices.ndim != 2 or vertices.shape[1] != 3:
+        raise ValueError(f"vertices must be V x 3, got {vertices.shape}")
+    if faces.ndim != 2 or faces.shape[1] != 3:
+        raise ValueError(f"faces must be F x 3, got {faces.shape}")
+    if faces.size and (faces.min() < 0 or faces.max() >= len(vertices)):
+        raise ValueError("face indices out of range")
+    if uvs is not None and uvs.shape != (len(vertices), 2):
+        raise ValueError(f"uvs must be V x 2 with V={len(vertices)}, got {uvs.shape}")
+
+
+def _rows(prefix: str, arr: np.ndarray, fmt: str) -> str:
+    """``prefix <fmt % row>`` lines for every row of ``arr`` (``fmt`` covers a whole row)."""
+    buf = io.StringIO()
+    np.savetxt(buf, arr, fmt=f"{prefix} {fmt}")
+    return buf.getvalue()
+
+
+def obj_text(vertices: np.ndarray, faces: np.ndarray, uvs: np.ndarray, mtl_name: str, material: str) -> str:
+    """OBJ file content with per-vertex UVs (``f a/a b/b c/c``, 1-based)."""
+    f1 = faces.astype(np.int64) + 1
+    header = f"# unsup3d grid mesh: {len(vertices)} vertices, {len(faces)} faces\nmtllib {mtl_name}\n"
+    return (
+        header
+        + _rows("v", vertices, "%.6f %.6f %.6f")
+        + _rows("vt", uvs, "%.6f %.6f")
+        + f"usemtl {material}\n"
+        + _rows("f", np.repeat(f1, 2, axis=1), "%d/%d %d/%d %d/%d")
+    )
+
+
+def write_obj(
+    path_obj: str | os.PathLike,
+    vertices: np.ndarray,
+    faces: np.ndarray,
+    uvs: np.ndarray,
+    texture_image: Any,
+    texture_size: int | tuple[int, int] | None = None,
+) -> tuple[Path, Path, Path]:
+    """Write a textured mesh as ``stem.obj`` + ``stem.mtl`` + ``stem.png`` (same folder).
+
+    Args:
+        path_obj: the ``.obj`` path.
+        vertices, faces, uvs: ``V x 3``, ``F x 3`` (0-based), ``V x 2`` (v up) as from :func:`grid_mesh`.
+        texture_image: ``3 x H x W`` / ``H x W x 3`` float in [0, 1] or uint8, or a PIL image.
+        texture_size: resize the texture to this side (int) or ``(width, height)``; None keeps it.
+
+    Returns:
+        ``(obj, mtl, png)`` paths. The texture and material are written before the OBJ, each atomically.
+    """
+    vertices, faces, uvs = np.asarray(vertices), np.asarray(faces), np.asarray(uvs)
+    _check_mesh(vertices, faces, uvs)
+    path_obj = Path(path_obj)
+    stem = path_obj.stem
+    mtl, png = path_obj.with_suffix(".mtl"), path_obj.with_suffix(".png")
+    material = "material_0"
+    text = obj_text(vertices, faces, uvs, mtl.name, material)
+    atomic_save_image(png, _texture_pil(texture_image, texture_size), format="PNG")
+    atomic_save_text(
+        mtl,
+        f"# unsup3d material for {stem}\nnewmtl {material}\nKa 1.000 1.000 1.000\nKd 1.000 1.000 1.000\n"
+        f"Ks 0.000 0.000 0.000\nd 1.0\nillum 1\nmap_Kd {png.name}\n",
+    )
+    atomic_save_text(path_obj, text)
+    return path_obj, mtl, png
+
+
+def _glb_bytes(vertices: np.ndarray, faces: np.ndarray, uvs: np.ndarray, texture) -> bytes:
+    import trimesh
+
+    material = trimesh.visual.material.PBRMaterial(
+        name="material_0", baseColorTexture=texture, metallicFactor=0.0, roughnessFactor=1.0
+    )
+    visual = trimesh.visual.TextureVisuals(uv=uvs, material=material)
+    mesh = trimesh.Trimesh(vertices=vertices, faces=faces, visual=visual, process=False)
+    return mesh.export(file_type="glb")
+
+
+def write_glb(
+    path: str | os.PathLike,
+    vertices: np.ndarray,
+    faces: np.ndarray,
+    uvs: np.ndarray,
+    texture_image: Any,
+    texture_size: int | tuple[int, int] | None = None,
+) -> Path:
+    """Write a textured mesh as a single binary glTF (``.glb``) with an embedded PNG texture.
+
+    Unlit-looking PBR material (metallic 0, roughness 1). Vertex count and order are preserved.
+    Arguments as :func:`write_obj`. Returns the path.
+    """
+    vertices, faces, uvs = np.asarray(vertices), np.asarray(faces), np.asarray(uvs)
+    _check_mesh(vertices, faces, uvs)
+    data = _glb_bytes(vertices, faces, uvs, _texture_pil(texture_image, texture_size))
+    return atomic_save_bytes(path, data)
+
+
+def write_ply(path: str | os.PathLike, vertices: np.ndarray, faces: np.ndarray, vertex_colors: Any) -> Path:
+    """Write a binary PLY with per-vertex RGB colours.
+
+    Args:
+        vertex_colors: ``V x 3`` (or ``V x 4``) uint8, or float in [0, 1]; see :func:`grid_vertex_colors`.
+
+    Returns:
+        The path.
+    """
+    import trimesh
+
+    vertices, faces = np.asarray(vertices), np.asarray(faces)
+    _check_mesh(vertices, faces)
+    colors = _to_numpy(vertex_colors)
+    if np.issubdtype(colors.dtype, np.floating):
+        colors = np.round(np.clip(colors, 0.0, 1.0) * 255.0)
+    colors = colors.astype(np.uint8)
+    if colors.ndim != 2 or colors.shape[0] != len(vertices) or colors.shape[1] not in (3, 4):
+        raise ValueError(f"vertex_colors must be V x 3 with V={len(vertices)}, got {colors.shape}")
+    mesh = trimesh.Trimesh(vertices=vertices, faces=faces, vertex_colors=colors, process=False)
+    return atomic_save_bytes(path, mesh.export(file_type="ply"))

@@ -1,0 +1,376 @@
+"""The Unsup3D LightningModule: photo -> depth, albedo, light, view (+ confidence) -> reconstruction.
+
+One training step (Wu, Rupprecht, Vedaldi, CVPR 2020):
+
+    images -> netD, netA, netL, netV, netC -> Factors (canonical depth and albedo, each also
+    mirrored, light, view, confidence) -> normals and shading -> canonical image
+    -> Renderer.warp_canon_depth -> Renderer.inverse_warp_grid -> grid_sample
+    -> reconstructions and masks -> confidence-weighted L1 + perceptual losses.
+
+Evaluation, logging and export call :meth:`Unsup3D.forward` and read the returned
+:class:`~unsup3d.factors.Factors`; nothing re-implements a piece of it.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+
+from unsup3d.factors import Factors
+from unsup3d.losses import PerceptualLoss, depth_smoothness_loss, photometric_loss
+from unsup3d.networks import build_networks
+from unsup3d.renderer import Renderer
+
+__all__ = ["Unsup3D", "Factors", "LOSS_TERMS"]
+
+NETWORK_NAMES = ("netD", "netA", "netL", "netV", "netC")
+LOSS_TERMS = ("l1", "l1_flip", "perc", "perc_flip", "depth_sm")
+
+
+def _rescale(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
+    """Map ``x`` in ``[-1, 1]`` linearly to ``[lo, hi]`` (the original's rescalers)."""
+    return (1 + x) / 2 * hi + (1 - x) / 2 * lo
+
+
+class Unsup3D(pl.LightningModule):
+    """The method as a LightningModule. ``Unsup3D()`` is the original 64x64 configuration.
+
+    Args:
+        image_size: input size (32, 64 or 128; 64 is the original).
+        width: channel multiplier of all five networks (1.0 is the original).
+        min_depth, max_depth: canonical depth range.
+        border_depth: depth of the 2-px left/right border; default ``0.7 max + 0.3 min``.
+        fov, rot_center_depth: camera field of view (degrees) and rotation centre depth.
+        xyz_rotation_range: rotation range in degrees (netV's tanh output is scaled by it).
+        xy_translation_range, z_translation_range: translation ranges.
+        amb_light_range, diff_light_range: ranges of ambient and diffuse strengths.
+        use_conf_map: predict confidence maps (netC); ``False`` uses sigma = 1 (synthetic cars).
+        use_flip: the symmetry branch (mirrored depth and albedo); ``False`` is the no-flip
+            ablation (no symmetric rendering and no flip losses).
+        lam_perc: weight of the perceptual loss (0 turns VGG off entirely).
+        lam_flip: weight of the flipped reconstruction losses from ``lam_flip_start_epoch`` on.
+        lam_flip_start_epoch: epoch from which ``lam_flip`` applies.
+        lam_flip_before_start: weight of the flip losses before that epoch. The original code
+            uses 1 here (``lam_flip = 1 if epoch < lam_flip_start_epoch else self.lam_flip``).
+        lam_depth_sm: weight of the depth smoothness prior (0.1 for synthetic cars).
+        lr, beta1, beta2, weight_decay: Adam settings.
+        vgg_weights: path of the ImageNet VGG16 weights (torchvision's ``vgg16-397923af.pth``);
+            default: ``$UNSUP3D_VGG16_WEIGHTS``, torch hub's cache, then a download.
+        allow_random_vgg: use a randomly initialised VGG when no weights can be found (only for
+            benchmarks and tests: the perceptual loss is then meaningless).
+        renderer_backend: ``"torch"`` (built-in) or ``"pytorch3d"``.
+        on_nonfinite: ``"raise"`` stops with an error naming the step and the loss terms; ``"skip"``
+            skips the batch with a warning.
+    """
+
+    def __init__(
+        self,
+        image_size: int = 64,
+        width: float = 1.0,
+        min_depth: float = 0.9,
+        max_depth: float = 1.1,
+        border_depth: float | None = None,
+        fov: float = 10.0,
+        rot_center_depth: float = 1.0,
+        xyz_rotation_range: float = 60.0,
+        xy_translation_range: float = 0.1,
+        z_translation_range: float = 0.0,
+        amb_light_range: tuple[float, float] = (0.0, 1.0),
+        diff_light_range: tuple[float, float] = (0.0, 1.0),
+        use_conf_map: bool = True,
+        use_flip: bool = True,
+        lam_perc: float = 1.0,
+        lam_flip: float = 0.5,
+        lam_flip_start_epoch: int = 0,
+        lam_flip_before_start: float = 1.0,
+        lam_depth_sm: float = 0.0,
+        lr: float = 1e-4,
+        beta1: float = 0.9,
+        beta2: float = 0.999,
+        weight_decay: float = 5e-4,
+        vgg_weights: str | None = None,
+        allow_random_vgg: bool = False,
+        renderer_backend: str = "torch",
+        on_nonfinite: str = "raise",
+    ) -> None:
+        super().__init__()
+        if on_nonfinite not in ("raise", "skip"):
+            raise ValueError(f"model.on_nonfinite must be 'raise' or 'skip', got {on_nonfinite!r}")
+        for name, rng in (("amb_light_range", amb_light_range), ("diff_light_range", diff_light_range)):
+            if len(rng) != 2 or float(rng[0]) > float(rng[1]):
+                raise ValueError(f"model.{name} must be [low, high] with low <= high, got {list(rng)}")
+        for name, val in (("lam_perc", lam_perc), ("lam_flip", lam_flip), ("lam_depth_sm", lam_depth_sm),
+                          ("lr", lr), ("weight_decay", weight_decay)):
+            if not math.isfinite(float(val)) or float(val) < 0:
+                raise ValueError(f"model.{name} must be a finite non-negative number, got {val}")
+        self.save_hyperparameters()
+        self.border_depth = 0.7 * max_depth + 0.3 * min_depth if border_depth is None else float(border_depth)
+        self.renderer = Renderer(image_size, fov, min_depth, max_depth, rot_center_depth, renderer_backend)
+        nets = build_networks(image_size=image_size, width=width, with_confidence=use_conf_map)
+        self.netD, self.netA, self.netL, self.netV = nets["netD"], nets["netA"], nets["netL"], nets["netV"]
+        self.netC = nets.get("netC")
+        # The perceptual loss (frozen VGG16) is built on first use, so that inference, export and
+        # evaluation never need the ImageNet weights; it keeps no weights in the state dict.
+        self.perceptual: PerceptualLoss | None = None
+        self.skipped_batches = 0
+
+    # ------------------------------------------------------------------------------- networks
+    @property
+    def network_names(self) -> tuple[str, ...]:
+        return tuple(n for n in NETWORK_NAMES if getattr(self, n) is not None)
+
+    def load_original_state_dicts(self, state: dict[str, Any], strict: bool = True) -> None:
+        """Load the authors' checkpoint format: a dict ``{"netD": state_dict, ..., "netC": ...}``."""
+        missing = [n for n in self.network_names if n not in state]
+        if missing:
+            raise KeyError(f"original-format checkpoint lacks networks {missing}; has {sorted(state)}")
+        for name in self.network_names:
+            getattr(self, name).load_state_dict(state[name], strict=strict)
+
+    def original_state_dicts(self) -> dict[str, dict[str, torch.Tensor]]:
+        """The five networks' state dicts in the authors' checkpoint format."""
+        return {n: getattr(self, n).state_dict() for n in self.network_names}
+
+    # -------------------------------------------------------------------------------- forward
+    def forward(self, images: torch.Tensor) -> Factors:
+        """Factor images into depth, albedo, light and view, and re-render them.
+
+        Args:
+            images: ``B x 3 x S x S`` in ``[0, 1]``, ``S = image_size``.
+
+        Returns:
+            :class:`~unsup3d.factors.Factors` (every field documents its shape).
+        """
+        s = self.hparams.image_size
+        if images.ndim != 4 or images.shape[1] != 3 or tuple(images.shape[-2:]) != (s, s):
+            raise ValueError(f"expected images of shape B x 3 x {s} x {s} in [0, 1], got {tuple(images.shape)}")
+        hp = self.hparams
+        x = images * 2 - 1
+        b, _, h, w = x.shape
+
+        # Canonical depth: zero-mean, tanh, rescaled, fixed 2-px left/right border.
+        depth_raw = self.netD(x).squeeze(1)
+        depth = depth_raw - depth_raw.view(b, -1).mean(1).view(b, 1, 1)
+        depth = _rescale(depth.tanh(), hp.min_depth, hp.max_depth)
+        border = torch.zeros(1, h, w, device=x.device, dtype=x.dtype)
+        border[..., :2] = 1
+        border[..., -2:] = 1
+        depth = depth * (1 - border) + border * self.border_depth
+
+        albedo = self.netA(x)
+        light = self.netL(x)
+        light_a = _rescale(light[:, 0], *hp.amb_light_range)
+        light_b = _rescale(light[:, 1], *hp.diff_light_range)
+        light_d = torch.cat([light[:, 2:], torch.ones_like(light[:, :1])], 1)
+        light_d = light_d / light_d.norm(dim=1, keepdim=True)
+        v = self.netV(x)
+        view = torch.cat([
+            v[:, :3] * math.pi / 180 * hp.xyz_rotation_range,
+            v[:, 3:5] * hp.xy_translation_range,
+            v[:, 5:] * hp.z_translation_range,
+        ], 1)
+
+        # The symmetry branch renders the mirrored canonical factors with the same light and view.
+        n = 2 if hp.use_flip else 1
+        depth_all = torch.cat([depth, depth.flip(2)], 0) if hp.use_flip else depth
+        albedo_all = torch.cat([albedo, albedo.flip(3)], 0) if hp.use_flip else albedo
+        light_a_all, light_b_all = light_a.repeat(n), light_b.repeat(n)
+        light_d_all, view_all = light_d.repeat(n, 1), view.repeat(n, 1)
+
+        normal = self.renderer.normals(depth_all)
+        diffuse = (normal * light_d_all.view(-1, 1, 1, 3)).sum(3).clamp(min=0).unsqueeze(1)
+        shading = light_a_all.view(-1, 1, 1, 1) + light_b_all.view(-1, 1, 1, 1) * diffuse
+        canon_im = (albedo_all / 2 + 0.5) * shading * 2 - 1
+
+        recon_depth = self.renderer.warp_canon_depth(depth_all, view_all)
+        recon_normal = self.renderer.normals(recon_depth)
+        grid = self.renderer.inverse_warp_grid(recon_depth, view_all)
+        recon_im = F.grid_sample(canon_im, grid, mode="bilinear", align_corners=True)
+        valid = (recon_depth < hp.max_depth + self.renderer.margin).to(x.dtype)
+        valid = valid[:b] * valid[b:] if hp.use_flip else valid
+        mask = valid.unsqueeze(1).detach()  # B x 1 x H x W, valid for both reconstructions
+        recon_im = recon_im * mask.repeat(n, 1, 1, 1)
+
+        if self.netC is not None:
+            conf_l1, conf_perc = self.netC(x)
+        else:
+            conf_l1 = conf_perc = None
+
+        flip = slice(b, 2 * b) if hp.use_flip else None
+        return Factors(
+            input=x,
+            canon_depth_raw=depth_raw,
+            canon_depth=depth_all[:b],
+            canon_albedo=albedo,
+            canon_normal=normal[:b],
+            canon_diffuse_shading=diffuse[:b],
+            canon_shading=shading[:b],
+            canon_image=canon_im[:b],
+            light_ambient=light_a,
+            light_diffuse=light_b,
+            light_direction=light_d,
+            view=view,
+            recon_depth=recon_depth[:b],
+            recon_normal=recon_normal[:b],
+            recon_image=recon_im[:b],
+            recon_mask=mask,
+            canon_depth_flip=depth_all[flip] if flip else None,
+            canon_albedo_flip=albedo_all[flip] if flip else None,
+            canon_image_flip=canon_im[flip] if flip else None,
+            recon_depth_flip=recon_depth[flip] if flip else None,
+            recon_image_flip=recon_im[flip] if flip else None,
+            conf_sigma_l1=conf_l1,
+            conf_sigma_percl=conf_perc,
+        )
+
+    # --------------------------------------------------------------------------------- losses
+    def _perceptual_loss(self) -> PerceptualLoss:
+        if self.perceptual is None:
+            self.perceptual = PerceptualLoss(
+                weights_path=self.hparams.vgg_weights, allow_random=self.hparams.allow_random_vgg
+            ).to(self.device)
+        return self.perceptual
+
+    def lam_flip_at(self, epoch: int) -> float:
+        """Weight of the flip losses at ``epoch`` (0 when the symmetry branch is off)."""
+        hp = self.hparams
+        if not hp.use_flip:
+            return 0.0
+        return float(hp.lam_flip_before_start if epoch < hp.lam_flip_start_epoch else hp.lam_flip)
+
+    def compute_losses(self, f: Factors, epoch: int = 0) -> dict[str, torch.Tensor]:
+        """All loss terms and their weighted total.
+
+        Args:
+            f: the forward pass's factors.
+            epoch: current epoch (decides the flip weight).
+
+        Returns:
+            Dict of scalar tensors: ``l1``, ``l1_flip``, ``perc``, ``perc_flip``, ``depth_sm``
+            (terms that are switched off are absent) and ``total``.
+        """
+        hp = self.hparams
+        target = f.input
+        c1 = f.conf_sigma_l1
+        cp = f.conf_sigma_percl
+        losses: dict[str, torch.Tensor] = {}
+        losses["l1"] = photometric_loss(f.recon_image, target, f.recon_mask, None if c1 is None else c1[:, :1])
+        if hp.use_flip:
+            losses["l1_flip"] = photometric_loss(
+                f.recon_image_flip, target, f.recon_mask, None if c1 is None else c1[:, 1:])
+        if hp.lam_perc > 0:
+            perc = self._perceptual_loss()
+            losses["perc"] = perc(f.recon_image, target, f.recon_mask, None if cp is None else cp[:, :1])
+            if hp.use_flip:
+                losses["perc_flip"] = perc(
+                    f.recon_image_flip, target, f.recon_mask, None if cp is None else cp[:, 1:])
+        if hp.lam_depth_sm > 0:
+            losses["depth_sm"] = depth_smoothness_loss(f.canon_depth_raw)
+        lam_flip = self.lam_flip_at(epoch)
+        total = losses["l1"] + lam_flip * losses.get("l1_flip", 0.0)
+        if "perc" in losses:
+            total = total + hp.lam_perc * (losses["perc"] + lam_flip * losses.get("perc_flip", 0.0))
+        if "depth_sm" in losses:
+            total = total + hp.lam_depth_sm * losses["depth_sm"]
+        losses["total"] = total
+        return losses
+
+    def _check_finite(self, losses: dict[str, torch.Tensor], stage: str) -> bool:
+        bad = [k for k, v in losses.items() if not torch.isfinite(v).all()]
+        if not bad:
+            return True
+        msg = (f"non-finite loss at {stage} global step {self.global_step} (epoch {self.current_epoch}, "
+               f"batch {self._batch_idx}): term(s) {', '.join(bad)} = "
+               f"{', '.join(f'{losses[k].item():.4g}' for k in bad)}")
+        if self.hparams.on_nonfinite == "skip" and stage == "train":
+            self.skipped_batches += 1
+            warnings.warn(msg + "; skipping this batch (model.on_nonfinite=skip)", RuntimeWarning, stacklevel=2)
+            return False
+        raise FloatingPointError(msg + ". Lower the learning rate, enable trainer.gradient_clip_val, or set "
+                                 "model.on_nonfinite=skip to skip such batches.")
+
+    # ------------------------------------------------------------------------------ lightning
+    _batch_idx = 0
+
+    def _images(self, batch) -> torch.Tensor:
+        return batch["image"] if isinstance(batch, dict) else batch
+
+    def training_step(self, batch, batch_idx: int):
+        self._batch_idx = batch_idx
+        images = self._images(batch)
+        f = self(images)
+        losses = self.compute_losses(f, self.current_epoch)
+        if not self._check_finite(losses, "train"):
+            return None
+        bs = images.shape[0]
+        self.log_dict({f"train/loss_{k}": v.detach() for k, v in losses.items()}, batch_size=bs,
+                      prog_bar=False, on_step=True, on_epoch=False)
+        self.log("train/loss", losses["total"].detach(), prog_bar=True, batch_size=bs)
+        self.log("train/lam_flip", self.lam_flip_at(self.current_epoch), batch_size=bs)
+        if self.hparams.on_nonfinite == "skip":
+            self.log("train/skipped_batches", float(self.skipped_batches), batch_size=bs)
+        if batch_idx % 50 == 0:
+            self._log_factor_stats(f, bs)
+        return losses["total"]
+
+    def _log_factor_stats(self, f: Factors, bs: int) -> None:
+        stats = {"light/ambient": f.light_ambient, "light/diffuse": f.light_diffuse}
+        for i, k in enumerate("xyz"):
+            stats[f"light/d{k}"] = f.light_direction[:, i]
+        for i, k in enumerate(("rx_deg", "ry_deg", "rz_deg", "tx", "ty", "tz")):
+            val = f.view[:, i] * (180 / math.pi if i < 3 else 1.0)
+            stats[f"view/{k}_mean"] = val
+            stats[f"view/{k}_std"] = val.std() if val.numel() > 1 else val * 0
+        self.log_dict({f"train/{k}": v.detach().float().mean() for k, v in stats.items()}, batch_size=bs)
+
+    def validation_step(self, batch, batch_idx: int):
+        self._batch_idx = batch_idx
+        images = self._images(batch)
+        f = self(images)
+        losses = self.compute_losses(f, self.current_epoch)
+        self._check_finite(losses, "validation")
+        bs = images.shape[0]
+        self.log_dict({f"val/loss_{k}": v for k, v in losses.items()}, batch_size=bs, sync_dist=True)
+        self.log("val/loss", losses["total"], prog_bar=True, batch_size=bs, sync_dist=True)
+        if isinstance(batch, dict) and "depth" in batch:
+            self._update_depth_metrics(f, batch["depth"])
+        return losses["total"]
+
+    # Depth metrics on validation data with ground truth (SIDE, MAD).
+    def _update_depth_metrics(self, f: Factors, gt_depth: torch.Tensor) -> None:
+        from unsup3d.metrics import DepthMetrics
+
+        if getattr(self, "val_depth_metrics", None) is None:
+            self.val_depth_metrics = DepthMetrics(fov=self.hparams.fov, background_depth=self.hparams.max_depth
+                                                  ).to(self.device)
+        valid = f.recon_depth < self.hparams.max_depth + self.renderer.margin
+        self.val_depth_metrics.update(f.recon_depth.detach(), gt_depth, valid)
+
+    def on_validation_epoch_end(self) -> None:
+        metrics = getattr(self, "val_depth_metrics", None)
+        if metrics is None or not metrics.update_called:
+            return
+        values = metrics.compute()
+        for k in ("side", "mad", "mae", "mse"):
+            if k in values:
+                self.log(f"val/{k}", values[k], sync_dist=False)
+        metrics.reset()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        bad = [k for k, v in checkpoint.get("state_dict", {}).items()
+               if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()]
+        if bad:
+            raise FloatingPointError(
+                f"refusing to write a checkpoint with non-finite weights ({', '.join(bad[:5])}"
+                f"{'...' if len(bad) > 5 else ''}) at global step {self.global_step}; the previous "
+                "checkpoints are kept")
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        params = [p for n in self.network_names for p in getattr(self, n).parameters()]
+        return torch.optim.Adam(params, lr=hp.lr, betas=(hp.beta1, hp.beta2), weight_decay=hp.weight_decay)
