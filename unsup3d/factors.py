@@ -3,7 +3,8 @@
 Training, evaluation, logging and export all read these fields instead of re-running parts of the
 model. ``B`` is the input batch size, ``H x W`` the model's image size. Images are in ``[-1, 1]``
 unless said otherwise. Fields ending in ``_flip`` belong to the mirrored canonical factors (the
-symmetry branch of the method); the unflipped fields are the prediction for the input as seen.
+symmetry branch of the method; ``None`` in the no-flip ablation); the unflipped fields are the
+prediction for the input as seen.
 """
 
 from __future__ import annotations
@@ -33,11 +34,11 @@ class Factors:
     recon_normal: torch.Tensor  # B x H x W x 3, normals of recon_depth
     recon_image: torch.Tensor  # B x 3 x H x W, reconstruction of the input (masked)
     recon_mask: torch.Tensor  # B x 1 x H x W, valid for both original and flip reconstruction (detached)
-    canon_depth_flip: torch.Tensor  # B x H x W, mirrored canonical depth
-    canon_albedo_flip: torch.Tensor  # B x 3 x H x W
-    canon_image_flip: torch.Tensor  # B x 3 x H x W
-    recon_depth_flip: torch.Tensor  # B x H x W
-    recon_image_flip: torch.Tensor  # B x 3 x H x W, reconstruction from the mirrored factors (masked)
+    canon_depth_flip: torch.Tensor | None  # B x H x W, mirrored canonical depth
+    canon_albedo_flip: torch.Tensor | None  # B x 3 x H x W
+    canon_image_flip: torch.Tensor | None  # B x 3 x H x W
+    recon_depth_flip: torch.Tensor | None  # B x H x W
+    recon_image_flip: torch.Tensor | None  # B x 3 x H x W, reconstruction from the mirrored factors (masked)
     conf_sigma_l1: torch.Tensor | None  # B x 2 x H x W (channel 0: original, 1: flip), None if off
     conf_sigma_percl: torch.Tensor | None  # B x 2 x H/4 x W/4, None if confidence is off
 

@@ -1,0 +1,114 @@
+"""ImageLogger tests: a tiny CPU fit writes PNG panels and turntable videos, with CSV and offline W&B."""
+
+import warnings
+
+import imageio.v3 as iio
+import pytest
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.loggers import CSVLogger
+from torch.utils.data import DataLoader, Dataset
+
+from unsup3d.callbacks import ImageLogger
+from unsup3d.model import Unsup3D
+
+S = 32
+
+
+class RandomImages(Dataset):
+    def __init__(self, n: int, seed: int) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.images = torch.rand(n, 3, S, S, generator=g)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return {"image": self.images[i]}
+
+
+class RandomData(pl.LightningDataModule):
+    def train_dataloader(self):
+        return DataLoader(RandomImages(4, 0), batch_size=2)
+
+    def val_dataloader(self):
+        return DataLoader(RandomImages(3, 1), batch_size=3)
+
+
+def _trainer(tmp_path, logger, callback):
+    return pl.Trainer(
+        max_steps=2, limit_val_batches=1, logger=logger, callbacks=[callback], enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, log_every_n_steps=1, accelerator="cpu",
+        devices=1, default_root_dir=tmp_path, num_sanity_val_steps=0,
+    )
+
+
+def _model():
+    torch.manual_seed(0)
+    return Unsup3D(image_size=S, width=0.125, lam_perc=0)
+
+
+def test_image_logger_csv(tmp_path):
+    cb = ImageLogger(log_images_every_n_steps=1, max_items=2, num_frames=3)
+    model = _model()
+    _trainer(tmp_path, CSVLogger(tmp_path), cb).fit(model, datamodule=RandomData())
+    # the fixed batch is the first validation batch, cut to max_items, kept on the callback only
+    assert cb.fixed_images is not None and cb.fixed_images.shape == (2, 3, S, S)
+    assert torch.equal(cb.fixed_images, RandomImages(3, 1).images[:2])
+    assert not any(torch.equal(v, cb.fixed_images) for v in vars(model).values() if torch.is_tensor(v))
+    for step in (1, 2):
+        folder = tmp_path / "images" / f"step_{step}"
+        names = {p.stem for p in folder.glob("*.png")}
+        assert {"input_symline", "canon_depth", "recon_image", "conf_map_l1"} <= names
+        img = iio.imread(folder / "canon_image.png")
+        assert img.shape == (S + 4, 2 * S + 6, 3)
+    for kind in ("textured", "shape"):
+        video = tmp_path / "videos" / f"epoch_0_{kind}.mp4"
+        assert video.exists(), kind
+        frames = iio.imread(video, plugin="FFMPEG")
+        assert frames.shape[0] == 3
+    assert model.training  # train mode restored
+
+
+def test_image_logger_dataloaders_and_failure_warns(tmp_path, monkeypatch):
+    """Dataloaders passed to fit(); a broken video writer warns instead of stopping the run."""
+    from unsup3d import callbacks
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("ffmpeg missing")
+
+    monkeypatch.setattr(callbacks, "write_video", broken)
+    cb = ImageLogger(log_images_every_n_steps=2, max_items=4, num_frames=1)
+    val = DataLoader(RandomImages(2, 3), batch_size=2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _trainer(tmp_path, False, cb).fit(_model(), DataLoader(RandomImages(4, 0), batch_size=2), val)
+    assert torch.equal(cb.fixed_images, RandomImages(2, 3).images)
+    assert (tmp_path / "images" / "step_1" / "recon_depth.png").exists()  # the first step is always shown
+    assert (tmp_path / "images" / "step_2" / "recon_depth.png").exists()
+    assert any("ffmpeg missing" in str(w.message) for w in caught)
+
+
+def test_image_logger_wandb_offline(tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    from pytorch_lightning.loggers import WandbLogger
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_CONSOLE", "off")
+    logger = WandbLogger(offline=True, save_dir=str(tmp_path), project="unsup3d-test")
+    cb = ImageLogger(log_images_every_n_steps=1, max_items=2, num_frames=2)
+    try:
+        _trainer(tmp_path, logger, cb).fit(_model(), datamodule=RandomData())
+        run_dir = logger.experiment.dir
+    finally:
+        import wandb
+
+        wandb.finish()
+    media = list((tmp_path / "wandb").rglob("media/**/*"))
+    names = [p.name for p in media if p.is_file()]
+    assert any(n.endswith(".png") for n in names), names
+    assert any(n.endswith(".mp4") for n in names), names
+    assert run_dir is not None
+    assert (tmp_path / "images" / "step_1" / "input_symline.png").exists()

@@ -1,0 +1,207 @@
+"""Visualisation tests: grids, factor panels, symmetry line, turntables, relighting, videos."""
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+
+from unsup3d.model import Unsup3D
+from unsup3d.visualize import (
+    confidence_to_image,
+    depth_to_image,
+    factor_panels,
+    frames_to_grids,
+    make_grid,
+    normal_shaded,
+    normal_to_image,
+    relight_frames,
+    symmetry_line,
+    to_uint8,
+    turntable_frames,
+    write_video,
+    yaw_views,
+)
+
+S = 32
+B = 3
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    m = Unsup3D(image_size=S, width=0.125, lam_perc=0)
+    return m.eval()
+
+
+@pytest.fixture(scope="module")
+def factors(model):
+    torch.manual_seed(1)
+    with torch.no_grad():
+        return model(torch.rand(B, 3, S, S))
+
+
+def _grid_size(n, h, w, nrow=None, padding=2):
+    import math
+
+    cols = min(nrow or math.ceil(math.sqrt(n)), n)
+    rows = math.ceil(n / cols)
+    return rows * (h + padding) + padding, cols * (w + padding) + padding
+
+
+def test_make_grid_layout():
+    imgs = torch.arange(5, dtype=torch.float32).view(5, 1, 1, 1).expand(5, 2, 4, 6) + 1
+    g = make_grid(imgs, padding=2, pad_value=-1)
+    # 5 images -> 3 per row, 2 rows
+    assert g.shape == (2, 2 * 6 + 2, 3 * 8 + 2)
+    for i in range(5):
+        r, c = divmod(i, 3)
+        y, x = r * 6 + 2, c * 8 + 2
+        assert torch.all(g[:, y:y + 4, x:x + 6] == i + 1)
+    assert torch.all(g[:, :2] == -1) and torch.all(g[:, :, :2] == -1)
+    assert torch.all(g[:, 8:14, 18:24] == -1)  # the empty sixth cell is padding
+    g2 = make_grid(imgs, nrow=5, padding=0)
+    assert g2.shape == (2, 4, 30)
+    assert torch.equal(g2[:, :, 6:12], imgs[1])
+    assert make_grid(imgs[0]).shape == (2, 8, 10)
+
+
+def test_to_uint8():
+    x = torch.tensor([0.0, 0.5, 1.0, 2.0, -1.0]).view(1, 1, 5).expand(3, 1, 5)
+    a = to_uint8(x)
+    assert a.dtype == np.uint8 and a.shape == (1, 5, 3)
+    assert a[0, :, 0].tolist() == [0, 128, 255, 255, 0]
+    assert to_uint8(torch.rand(2, 3, 4, 5)).shape == (2, 4, 5, 3)
+
+
+def test_maps_ranges():
+    d = torch.tensor([[[0.9, 1.0, 1.1, 1.3]]])
+    img = depth_to_image(d, 0.9, 1.1)
+    assert img.shape == (1, 1, 1, 4)
+    assert torch.allclose(img.flatten(), torch.tensor([0.0, 0.5, 1.0, 1.0]))
+    n = torch.nn.functional.normalize(torch.randn(2, 4, 5, 3), dim=-1)
+    ni = normal_to_image(n)
+    assert ni.shape == (2, 3, 4, 5) and ni.min() >= 0 and ni.max() <= 1
+    c = confidence_to_image(torch.tensor([0.0, 1.0, 3.0]))
+    assert torch.allclose(c, torch.tensor([1.0, 0.5, 0.25]))
+
+
+def test_factor_panels_shapes(model, factors):
+    panels = factor_panels(model, factors, max_items=16)
+    h, w = _grid_size(B, S, S)
+    hq, wq = _grid_size(B, S // 4, S // 4)
+    expected = {
+        "input": 3, "input_symline": 3, "canon_albedo": 3, "canon_image": 3, "canon_depth": 1,
+        "canon_normal": 3, "canon_diffuse_shading": 1, "recon_image": 3, "recon_image_flip": 3,
+        "conf_map_l1": 1, "conf_map_l1_flip": 1, "conf_map_percl": 1, "conf_map_percl_flip": 1,
+        "recon_depth": 1, "recon_normal": 3,
+    }
+    assert set(panels) == set(expected)
+    for name, c in expected.items():
+        size = (hq, wq) if "percl" in name else (h, w)
+        assert panels[name].shape == (c, *size), name
+        assert panels[name].min() >= 0 and panels[name].max() <= 1, name
+    # max_items limits the grid
+    small = factor_panels(model, factors, max_items=1)
+    assert small["input"].shape == (3, S + 4, S + 4)
+
+
+def test_factor_panels_without_flip_and_confidence():
+    m = Unsup3D(image_size=S, width=0.125, lam_perc=0, use_flip=False, use_conf_map=False).eval()
+    with torch.no_grad():
+        f = m(torch.rand(2, 3, S, S))
+    panels = factor_panels(m, f)
+    assert "recon_image_flip" not in panels
+    assert not any(k.startswith("conf_map") for k in panels)
+
+
+def test_symmetry_line_identity_view(model):
+    torch.manual_seed(2)
+    x = torch.rand(2, 3, S, S)
+    original = model.netV.forward
+    model.netV.forward = lambda inp: torch.zeros(inp.shape[0], 6, dtype=inp.dtype, device=inp.device)
+    try:
+        with torch.no_grad():
+            f = model(x)
+    finally:
+        model.netV.forward = original
+    assert torch.all(f.view == 0)
+    out = symmetry_line(model, f)
+    assert out.shape == (2, 3, S, S)
+    cols = [S // 2 - 1, S // 2]
+    mask = f.recon_mask[:, :, :, cols]
+    green = torch.tensor([0.0, 1.0, 0.0]).view(1, 3, 1, 1)
+    expected_line = (0.5 * green + 0.5 * x[:, :, :, cols]) * mask + x[:, :, :, cols] * (1 - mask)
+    assert mask.mean() > 0.9
+    assert torch.allclose(out[:, :, :, cols], expected_line, atol=1e-5)
+    other = [c for c in range(S) if c not in cols]
+    assert torch.allclose(out[:, :, :, other], x[:, :, :, other], atol=1e-5)
+
+
+def test_yaw_views():
+    v = yaw_views(5, max_yaw_deg=90, pitch_deg=-6)
+    assert v.shape == (5, 6)
+    assert torch.allclose(v[:, 1], torch.linspace(-np.pi / 2, np.pi / 2, 5))
+    assert torch.allclose(v[:, 0], torch.full((5,), -6 * np.pi / 180))
+    assert torch.all(v[:, 2:] == 0)
+    assert torch.all(yaw_views(1)[0, 1:] == 0)
+
+
+def test_turntable_frames(model, factors):
+    tex = (factors.canon_image / 2 + 0.5).clamp(0, 1)
+    frames = turntable_frames(model.renderer, tex, factors.canon_depth, num_frames=5, pitch_deg=0.0,
+                              max_batch=4)
+    assert frames.shape == (5, B, 3, S, S)
+    ref = model.renderer.render_view(tex, factors.canon_depth, torch.zeros(B, 6))
+    assert torch.allclose(frames[2], ref, atol=1e-6)
+    assert not torch.allclose(frames[0], ref)
+    big = turntable_frames(model.renderer, tex, factors.canon_depth, num_frames=3, image_size=48, background=1.0)
+    assert big.shape == (3, B, 3, 48, 48)
+    grids = frames_to_grids(big)
+    assert grids.shape == (3, 3, *_grid_size(B, 48, 48))
+
+
+def test_relight_and_shape_textures(model, factors):
+    r = model.renderer
+    frames = relight_frames(r, factors.canon_albedo, factors.canon_depth, factors.light_ambient,
+                            factors.light_diffuse, num_frames=6)
+    assert frames.shape == (6, B, 3, S, S)
+    assert frames.min() >= 0 and frames.max() <= 1
+    assert not torch.allclose(frames[0], frames[3])
+    viewed = relight_frames(r, factors.canon_albedo, factors.canon_depth, factors.light_ambient,
+                            factors.light_diffuse, num_frames=2, view=factors.view, image_size=40)
+    assert viewed.shape == (2, B, 3, 40, 40) and viewed.min() >= 0 and viewed.max() <= 1
+    # a fronto-parallel plane lit frontally: the model's shading formula
+    depth = torch.ones(1, S, S)
+    albedo = torch.zeros(1, 3, S, S)
+    flat = relight_frames(r, albedo, depth, torch.tensor([0.2]), torch.tensor([0.6]), num_frames=1, radius=0.0)
+    assert torch.allclose(flat, torch.full_like(flat, 0.5 * 0.8), atol=1e-5)
+    shape = normal_shaded(r, factors.canon_depth)
+    assert shape.shape == (B, 3, S, S) and shape.min() >= 0 and shape.max() <= 1
+    assert normal_shaded(r, factors.canon_depth, mode="normal").shape == (B, 3, S, S)
+
+
+def test_write_video_mp4_and_gif(tmp_path):
+    frames = torch.rand(7, 3, 33, 35)  # odd sizes get padded to even for H.264
+    mp4 = write_video(tmp_path / "sub" / "v.mp4", frames, fps=5)
+    assert mp4.exists()
+    back = iio.imread(mp4, plugin="FFMPEG")
+    assert back.shape[0] == 7 and back.shape[1:] == (34, 36, 3)
+    u8 = (np.random.rand(4, 16, 20, 3) * 255).astype(np.uint8)
+    gif = write_video(tmp_path / "v.gif", u8, fps=4)
+    back = iio.imread(gif, index=None)
+    assert back.shape[0] == 4 and back.shape[1:3] == (16, 20)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp files left
+    with pytest.raises(ValueError, match="extension"):
+        write_video(tmp_path / "v.avi", u8)
+
+
+def test_write_video_without_ffmpeg(tmp_path, monkeypatch):
+    import imageio_ffmpeg
+
+    def missing():
+        raise RuntimeError("No ffmpeg exe could be found")
+
+    monkeypatch.setattr(imageio_ffmpeg, "get_ffmpeg_exe", missing)
+    with pytest.raises(RuntimeError, match="imageio-ffmpeg"):
+        write_video(tmp_path / "v.mp4", torch.rand(2, 3, 8, 8))
+    assert not (tmp_path / "v.mp4").exists()
