@@ -114,6 +114,10 @@ class Unsup3D(pl.LightningModule):
         nets = build_networks(image_size=image_size, width=width, with_confidence=use_conf_map)
         self.netD, self.netA, self.netL, self.netV = nets["netD"], nets["netA"], nets["netL"], nets["netV"]
         self.netC = nets.get("netC")
+        if self.netC is not None and lam_perc == 0:
+            # The quarter-resolution confidence map only weights the perceptual loss: without it
+            # that head is unused, so freeze it (DDP requires every trainable parameter to be used).
+            self.netC.out_net2.requires_grad_(False)
         # The perceptual loss (frozen VGG16) is built on first use, so that inference, export and
         # evaluation never need the ImageNet weights; it keeps no weights in the state dict.
         self.perceptual: PerceptualLoss | None = None
@@ -372,5 +376,5 @@ class Unsup3D(pl.LightningModule):
 
     def configure_optimizers(self):
         hp = self.hparams
-        params = [p for n in self.network_names for p in getattr(self, n).parameters()]
+        params = [p for n in self.network_names for p in getattr(self, n).parameters() if p.requires_grad]
         return torch.optim.Adam(params, lr=hp.lr, betas=(hp.beta1, hp.beta2), weight_decay=hp.weight_decay)

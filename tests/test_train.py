@@ -1,0 +1,167 @@
+"""Training entry point: config composition and validation, fast_dev_run of every experiment,
+resume, W&B offline, DDP on CPU, evaluation on a tiny trained model."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from unsup3d.data.synthetic import SyntheticConfig, generate_dataset
+from unsup3d.training import ConfigError, train, validate_config
+
+REPO = Path(__file__).resolve().parents[1]
+CONF = REPO / "conf"
+EXPERIMENTS = ["celeba", "synface", "cat", "syncar", "synthetic_cpu"]
+TINY = ["model.width=0.125", "model.lam_perc=0", "dataset.image_size=32", "dataset.batch_size=4",
+        "dataset.num_workers=0", "dataset.crop=null", "callbacks.progress_bar=none",
+        "callbacks.image_logger.enabled=false"]
+
+
+def compose_cfg(overrides, config_name="config"):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name=config_name, overrides=list(overrides))
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    """Tiny synthetic dataset with depth, and an image-only copy (for the datasets without depth)."""
+    root = tmp_path_factory.mktemp("data")
+    generate_dataset(root / "synthetic", 24, 8, 8, 0, SyntheticConfig(image_size=32))
+    plain = root / "plain"
+    for split in ("train", "val", "test"):
+        shutil.copytree(root / "synthetic" / split / "image", plain / split)
+    return root
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_composes_and_validates(experiment):
+    cfg = compose_cfg([f"experiment={experiment}"])
+    validate_config(cfg)
+    assert cfg.name == experiment
+    assert cfg.model.image_size == cfg.dataset.image_size == 64
+    for key in ("root", "image_size", "batch_size", "num_workers"):
+        assert key in cfg.dataset
+
+
+def test_original_recipes():
+    cat = compose_cfg(["experiment=cat"])
+    assert cat.model.z_translation_range == 0.1 and cat.model.lam_flip_start_epoch == 10
+    car = compose_cfg(["experiment=syncar"])
+    assert car.model.use_conf_map is False and car.model.lam_perc == 0.01 and car.model.lam_depth_sm == 0.1
+    assert list(car.model.diff_light_range) == [0.5, 1.0] and car.model.border_depth == 1.08
+    celeba = compose_cfg(["experiment=celeba"])
+    assert celeba.model.lr == 1e-4 and celeba.model.weight_decay == 5e-4 and celeba.dataset.batch_size == 64
+
+
+@pytest.mark.parametrize("override, message", [
+    ("+model.lambda_flip=0.5", "unknown key 'model.lambda_flip'"),
+    ("model.lr=fast", "bad value for 'model.lr'"),
+    ("+trainer.max_epoch=3", "unknown key 'trainer.max_epoch'"),
+    ("+dataset.batchsize=3", "unknown key 'dataset.batchsize'"),
+    ("logger.type=mlflow", "logger.type"),
+    ("dataset.batch_size=0", "dataset.batch_size"),
+    ("model.use_flip=maybe", "bad value for 'model.use_flip'"),
+])
+def test_bad_config_fails_naming_the_key(override, message):
+    cfg = compose_cfg(["experiment=synthetic_cpu", override])
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        validate_config(cfg)
+
+
+def test_bad_model_value_fails_at_start(synth, tmp_path):
+    cfg = compose_cfg(["experiment=synthetic_cpu", *TINY, f"dataset.root={synth / 'synthetic'}",
+                       f"output_dir={tmp_path / 'run'}", "logger=none", "model.on_nonfinite=ignore"])
+    with pytest.raises(ConfigError, match="on_nonfinite"):
+        train(cfg)
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_fast_dev_run_every_experiment(experiment, synth, tmp_path):
+    root = synth / ("synthetic" if experiment in ("synface", "synthetic_cpu") else "plain")
+    cfg = compose_cfg([f"experiment={experiment}", *TINY, f"dataset.root={root}", "trainer.fast_dev_run=true",
+                       "trainer.accelerator=cpu", f"output_dir={tmp_path / 'run'}", "logger=none"])
+    summary = train(cfg)
+    assert summary["global_step"] == 1
+    assert all(torch.isfinite(torch.tensor(v)) for v in summary["metrics"].values())
+
+
+def test_resume_continues_step_count(synth, tmp_path):
+    base = ["experiment=synthetic_cpu", *TINY, f"dataset.root={synth / 'synthetic'}", "logger=csv",
+            f"output_dir={tmp_path / 'run'}", "trainer.max_time=null", "trainer.limit_val_batches=1",
+            "trainer.num_sanity_val_steps=0"]
+    first = train(compose_cfg([*base, "trainer.max_steps=3"]))
+    assert first["global_step"] == 3
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    assert last.is_file()
+    ckpt = torch.load(last, map_location="cpu", weights_only=True)
+    assert ckpt["global_step"] == 3
+    second = train(compose_cfg([*base, "trainer.max_steps=5"]))
+    assert second["global_step"] == 5
+    assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 5
+    assert not list((tmp_path / "run" / "checkpoints").glob("*.tmp*")), "temporary files left behind"
+
+
+def test_wandb_offline_writes_run_directory(synth, tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "config"))
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc: offline by default
+    cfg = compose_cfg(["experiment=synthetic_cpu", *TINY, f"dataset.root={synth / 'synthetic'}",
+                       "logger=wandb", f"output_dir={tmp_path / 'run'}", "trainer.max_steps=2",
+                       "trainer.max_time=null", "trainer.limit_val_batches=1", "trainer.num_sanity_val_steps=0"])
+    train(cfg)
+    runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+    assert runs, list((tmp_path / "run").rglob("*"))[:20]
+    assert (tmp_path / "run" / "wandb_run_id.txt").is_file()
+
+
+def test_ddp_two_processes_on_cpu(synth, tmp_path):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, str(REPO / "scripts" / "train.py"), "experiment=synthetic_cpu", *TINY,
+           f"dataset.root={synth / 'synthetic'}", "logger=csv", f"output_dir={out}",
+           "trainer.max_steps=2", "trainer.max_time=null", "trainer.limit_val_batches=1",
+           "trainer.num_sanity_val_steps=0", "trainer.strategy=ddp", "trainer.devices=2",
+           "trainer.accelerator=cpu"]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ckpt = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["global_step"] == 2
+
+
+def test_train_script_reports_config_errors(tmp_path):
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "train.py"), "experiment=synthetic_cpu",
+                           "+model.not_a_key=1", f"output_dir={tmp_path}"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "unknown key 'model.not_a_key'" in proc.stderr
+
+
+def test_eval_script_writes_scores(synth, tmp_path):
+    train(compose_cfg(["experiment=synthetic_cpu", *TINY, f"dataset.root={synth / 'synthetic'}",
+                       "logger=none", f"output_dir={tmp_path / 'run'}", "trainer.max_steps=2",
+                       "trainer.max_time=null", "trainer.limit_val_batches=1", "trainer.num_sanity_val_steps=0"]))
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    out = tmp_path / "eval"
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "eval.py"), f"checkpoint={ckpt}",
+                           "dataset=synthetic", f"dataset.root={synth / 'synthetic'}", "dataset.num_workers=0",
+                           "dataset.batch_size=4", f"output_dir={out}", "save_images=true"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    scores = json.loads((out / "scores.json").read_text())
+    assert set(scores["scores"]) == {"model", "constant", "avg_gt"}
+    for method in scores["scores"].values():
+        assert set(method) == {"side", "mad", "mad_original", "mae", "mse"}
+    assert set(scores["ratios"]) == {"constant", "avg_gt"}
+    header = (out / "per_image.csv").read_text().splitlines()[0]
+    assert header == "path,method,side,mad,mad_original,mae,mse,num_pixels"
+    assert len((out / "per_image.csv").read_text().splitlines()) == 1 + 3 * 8
+    assert len(list((out / "images").iterdir())) == 8

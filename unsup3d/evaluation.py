@@ -1,0 +1,265 @@
+"""Evaluate depth against ground truth: the model and two baselines, by the same code, in one run.
+
+Metrics follow the paper (see :mod:`unsup3d.metrics`): SIDE (reported x 10^-2 like the paper) and
+MAD (degrees) on the reconstruction's depth in the input view, plus masked MAE / MSE of depth.
+
+Baselines:
+
+* ``constant``: a constant ("null") depth map; SIDE and MAD are scale invariant, so any constant.
+* ``avg_gt``: the average ground-truth depth map of the training split.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from unsup3d.io import atomic_save_image, atomic_save_json, atomic_save_text
+from unsup3d.metrics import SIDE_SCALE, DepthMetrics, average_depth_map
+from unsup3d.model import Unsup3D
+
+__all__ = ["EvalReport", "evaluate", "average_train_depth", "METRIC_KEYS", "format_report"]
+
+METRIC_KEYS = ("side", "mad", "mad_original", "mae", "mse")
+
+
+@dataclass
+class EvalReport:
+    """Scores of every method: ``scores[method][metric] = (mean, std)`` in report units (SIDE
+    x 10^-2, MAD in degrees), the per-image rows, and model/baseline ratios."""
+
+    scores: dict[str, dict[str, tuple[float, float]]]
+    ratios: dict[str, dict[str, float]]
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    num_images: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "num_images": self.num_images,
+            "units": {"side": "x 10^-2 (scale-invariant log depth error)", "mad": "degrees",
+                      "mad_original": "degrees (the original code's normal normalisation)",
+                      "mae": "depth units", "mse": "depth units squared"},
+            "scores": {m: {k: {"mean": v[0], "std": v[1]} for k, v in s.items()} for m, s in self.scores.items()},
+            "ratios": self.ratios,
+        }
+
+
+def _device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+@torch.no_grad()
+def average_train_depth(loader: Iterable[dict], max_images: int | None = None) -> torch.Tensor:
+    """Average ground-truth depth map (``H x W``) over a loader of ``{"depth": B x H x W}`` batches."""
+    def batches():
+        seen = 0
+        for batch in loader:
+            if "depth" not in batch:
+                raise ValueError("the training split has no ground-truth depth (dataset.has_depth=false)")
+            depth = batch["depth"]
+            if max_images is not None:
+                depth = depth[: max(0, max_images - seen)]
+            if depth.shape[0] == 0:
+                return
+            seen += depth.shape[0]
+            yield depth
+
+    return average_depth_map(batches())
+
+
+def _report_units(values: dict[str, torch.Tensor]) -> dict[str, tuple[float, float]]:
+    out = {}
+    for k in METRIC_KEYS:
+        scale = SIDE_SCALE if k == "side" else 1.0
+        out[k] = (float(values[k]) * scale, float(values[f"{k}_std"]) * scale)
+    return out
+
+
+@torch.no_grad()
+def evaluate(
+    model: Unsup3D,
+    loader: DataLoader,
+    avg_gt_depth: torch.Tensor | None = None,
+    device: str = "auto",
+    max_images: int | None = None,
+    image_dir: Path | None = None,
+    progress: bool = True,
+) -> EvalReport:
+    """Evaluate ``model`` and the baselines on a loader of ``{"image", "depth", "path"}`` batches.
+
+    Args:
+        model: the model (put in eval mode here).
+        loader: test batches: ``image`` B x 3 x S x S in [0, 1], ``depth`` B x S x S, ``path``.
+        avg_gt_depth: ``S x S`` average training depth for the ``avg_gt`` baseline (skipped if None).
+        device: "auto", "cpu", "cuda", ...
+        max_images: stop after this many images.
+        image_dir: if given, per-image outputs are written there (input, canonical depth/albedo/
+            normal/shading, reconstruction, depth error maps).
+        progress: show a progress bar.
+
+    Returns:
+        :class:`EvalReport`.
+    """
+    dev = _device(device)
+    model = model.to(dev).eval()
+    hp = model.hparams
+    methods = {"model": DepthMetrics(fov=hp.fov, background_depth=hp.max_depth).to(dev),
+               "constant": DepthMetrics(fov=hp.fov, background_depth=hp.max_depth).to(dev)}
+    if avg_gt_depth is not None:
+        methods["avg_gt"] = DepthMetrics(fov=hp.fov, background_depth=hp.max_depth).to(dev)
+        avg_gt_depth = avg_gt_depth.to(dev)
+    paths: list[str] = []
+    total = len(loader.dataset) if hasattr(loader, "dataset") else None
+    if max_images is not None and total is not None:
+        total = min(total, max_images)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, desc="evaluating", unit="img")
+    for batch in loader:
+        if "depth" not in batch:
+            raise ValueError("evaluation needs ground-truth depth: use a dataset with has_depth=true "
+                             "(<split>/image and <split>/depth folders)")
+        images, gt = batch["image"], batch["depth"]
+        if max_images is not None:
+            keep = max_images - len(paths)
+            if keep <= 0:
+                break
+            images, gt = images[:keep], gt[:keep]
+        images, gt = images.to(dev), gt.to(dev).to(images.dtype)
+        f = model(images)
+        valid = f.recon_depth < hp.max_depth + model.renderer.margin
+        methods["model"].update(f.recon_depth, gt, valid)
+        methods["constant"].update(torch.ones_like(gt), gt, None)
+        if avg_gt_depth is not None:
+            methods["avg_gt"].update(avg_gt_depth.expand_as(gt), gt, None)
+        batch_paths = [str(p) for p in batch.get("path", [f"#{len(paths) + i}" for i in range(len(gt))])]
+        batch_paths = batch_paths[: len(gt)]
+        if image_dir is not None:
+            _save_outputs(model, f, gt, batch_paths, image_dir, start=len(paths))
+        paths.extend(batch_paths)
+        if bar is not None:
+            bar.update(len(gt))
+    if bar is not None:
+        bar.close()
+    if not paths:
+        raise ValueError("the evaluation split is empty")
+
+    scores = {m: _report_units(metric.compute()) for m, metric in methods.items()}
+    ratios = {b: {k: scores["model"][k][0] / scores[b][k][0] if scores[b][k][0] else math.nan
+                  for k in METRIC_KEYS} for b in methods if b != "model"}
+    rows = []
+    per_image = {m: metric.per_image() for m, metric in methods.items()}
+    for i, path in enumerate(paths):
+        for m, values in per_image.items():
+            row = {"path": path, "method": m}
+            for k in METRIC_KEYS:
+                v = float(values[k][i]) * (SIDE_SCALE if k == "side" else 1.0)
+                row[k] = v
+            row["num_pixels"] = int(values["num_pixels"][i])
+            rows.append(row)
+    return EvalReport(scores=scores, ratios=ratios, rows=rows, num_images=len(paths))
+
+
+def _save_outputs(model: Unsup3D, f, gt: torch.Tensor, paths: list[str], out: Path, start: int) -> None:
+    """Per-image maps as PNGs under ``out/<index>_<stem>/``."""
+    hp = model.hparams
+    rng = hp.max_depth - hp.min_depth
+
+    def depth_img(d):
+        return ((hp.max_depth - d) / rng).clamp(0, 1)
+
+    err = (f.recon_depth - gt).abs() / rng
+    maps = {
+        "input": f.input / 2 + 0.5,
+        "canonical_depth": depth_img(f.canon_depth).unsqueeze(1),
+        "canonical_albedo": f.canon_albedo / 2 + 0.5,
+        "canonical_normal": f.canon_normal.permute(0, 3, 1, 2) / 2 + 0.5,
+        "canonical_shading": f.canon_shading.clamp(0, 1),
+        "canonical_image": (f.canon_image / 2 + 0.5).clamp(0, 1),
+        "reconstruction": (f.recon_image / 2 + 0.5).clamp(0, 1),
+        "recon_depth": depth_img(f.recon_depth).unsqueeze(1),
+        "gt_depth": depth_img(gt).unsqueeze(1),
+        "depth_error": (err * 4).clamp(0, 1).unsqueeze(1),
+    }
+    for i, path in enumerate(paths):
+        folder = out / f"{start + i:05d}_{Path(path).stem}"
+        for name, tensor in maps.items():
+            arr = (tensor[i].detach().float().cpu().clamp(0, 1).permute(1, 2, 0).numpy() * 255).round()
+            arr = arr.astype(np.uint8)
+            atomic_save_image(folder / f"{name}.png", arr[..., 0] if arr.shape[-1] == 1 else arr)
+
+
+def format_report(report: EvalReport) -> str:
+    """A plain-text table: methods side by side, then model/baseline ratios."""
+    lines = [f"{'method':<10}" + "".join(f"{k:>22}" for k in METRIC_KEYS)]
+    for m, s in report.scores.items():
+        lines.append(f"{m:<10}" + "".join(f"{s[k][0]:>13.4f} ± {s[k][1]:<6.3f}" for k in METRIC_KEYS))
+    for b, r in report.ratios.items():
+        lines.append(f"{'model/' + b:<10}" + "".join(f"{r[k]:>22.3f}" for k in METRIC_KEYS))
+    lines.append(f"({report.num_images} images; SIDE x 10^-2, MAD in degrees; mad_original uses the "
+                 "original code's normal normalisation, as in the paper's table)")
+    return "\n".join(lines)
+
+
+def write_report(report: EvalReport, out_dir: Path, extra: dict[str, Any] | None = None) -> dict[str, Path]:
+    """Write ``scores.json``, ``scores.txt`` and ``per_image.csv`` (atomically) into ``out_dir``."""
+    out_dir = Path(out_dir)
+    data = report.to_json()
+    if extra:
+        data.update(extra)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=["path", "method", *METRIC_KEYS, "num_pixels"])
+    writer.writeheader()
+    writer.writerows(report.rows)
+    return {
+        "scores_json": atomic_save_json(out_dir / "scores.json", data),
+        "scores_txt": atomic_save_text(out_dir / "scores.txt", format_report(report) + "\n"),
+        "per_image_csv": atomic_save_text(out_dir / "per_image.csv", buf.getvalue()),
+    }
+
+
+def run_evaluation(cfg) -> EvalReport:
+    """Evaluate from a composed ``conf/eval.yaml`` config (used by ``scripts/eval.py``)."""
+    from omegaconf import OmegaConf
+
+    from unsup3d.checkpoint import load_model
+    from unsup3d.data import Unsup3DDataModule
+
+    model = load_model(cfg.checkpoint, trust=bool(cfg.trust_checkpoint))
+    data_cfg = {k: v for k, v in OmegaConf.to_container(cfg.dataset, resolve=True).items() if k != "_target_"}
+    data_cfg["image_size"] = int(model.hparams.image_size)  # the model decides the input size
+    data_cfg["train_flip"] = False
+    if not data_cfg.get("has_depth", False):
+        raise ValueError(f"dataset '{data_cfg.get('name')}' has no ground-truth depth (dataset.has_depth=false); "
+                         "evaluation needs <split>/image and <split>/depth folders")
+    dm = Unsup3DDataModule(**data_cfg)
+    split = str(cfg.split)
+    if split not in ("test", "val"):
+        raise ValueError(f"split must be 'test' or 'val', got {split!r}")
+    dm.setup("test" if split == "test" else "validate")
+    loader = dm.test_dataloader() if split == "test" else dm.val_dataloader()
+    avg = None
+    if cfg.baselines:
+        dm.setup("fit")
+        avg = average_train_depth(dm._loader("train", shuffle=False), cfg.baseline_train_images)
+    out_dir = Path(cfg.output_dir)
+    report = evaluate(model, loader, avg_gt_depth=avg, device=cfg.device, max_images=cfg.max_images,
+                      image_dir=out_dir / "images" if cfg.save_images else None)
+    paths = write_report(report, out_dir, extra={"checkpoint": str(cfg.checkpoint), "split": split,
+                                                  "dataset": data_cfg})
+    print(format_report(report))
+    for name, path in paths.items():
+        print(f"{name}: {path}")
+    return report
