@@ -1,0 +1,313 @@
+"""Fetch and safely unpack the original release's datasets and pretrained checkpoints.
+
+The archives are the ones of the original release (``data/download_*.sh`` and
+``pretrained/download_pretrained_*.sh`` in github.com/elliottwu/unsup3d), hosted by the Oxford VGG
+group. Downloads go to a ``.part`` file that is renamed only when complete; archives are checked
+(size, optional SHA-256, zip CRCs / tar headers) and every member is validated before anything is
+written: absolute paths, ``..`` components, links and special files are refused, so nothing can
+land outside the target folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import stat
+import sys
+import tarfile
+import tempfile
+import urllib.error
+import urllib.request
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+__all__ = [
+    "RESOURCES",
+    "DownloadError",
+    "Resource",
+    "check_archive",
+    "download_file",
+    "fetch",
+    "safe_extract",
+    "sha256sum",
+]
+
+BASE_URL = "https://www.robots.ox.ac.uk/~vgg/research/unsup3d/data"
+
+
+@dataclass(frozen=True)
+class Resource:
+    """One downloadable archive: where it lives, which folder it unpacks to, where it goes."""
+
+    url: str
+    folder: str  # top-level folder inside the archive
+    default_output: str  # parent folder it is unpacked into (relative to the repository root)
+    description: str
+    min_size: int = 1 << 20  # anything smaller is an error page, not the archive
+
+
+RESOURCES: dict[str, Resource] = {
+    "synface": Resource(
+        f"{BASE_URL}/synface.zip",
+        "synface",
+        "data",
+        "synthetic faces rendered from the Basel Face Model, with ground-truth depth",
+    ),
+    "cat": Resource(
+        f"{BASE_URL}/cat_combined.zip",
+        "cat_combined",
+        "data",
+        "cat faces (Cat Head dataset + Oxford-IIIT Pet), cropped",
+    ),
+    "syncar": Resource(f"{BASE_URL}/syncar.zip", "syncar", "data", "synthetic cars rendered from ShapeNet"),
+    "pretrained_celeba": Resource(
+        f"{BASE_URL}/pretrained_celeba.zip",
+        "pretrained_celeba",
+        "pretrained",
+        "authors' checkpoint trained on CelebA",
+    ),
+    "pretrained_synface": Resource(
+        f"{BASE_URL}/pretrained_synface.zip",
+        "pretrained_synface",
+        "pretrained",
+        "authors' checkpoint trained on synface",
+    ),
+    "pretrained_cat": Resource(
+        f"{BASE_URL}/pretrained_cat.zip",
+        "pretrained_cat",
+        "pretrained",
+        "authors' checkpoint trained on cat faces",
+    ),
+    "pretrained_syncar": Resource(
+        f"{BASE_URL}/pretrained_syncar.zip",
+        "pretrained_syncar",
+        "pretrained",
+        "authors' checkpoint trained on synthetic cars",
+    ),
+}
+
+
+class DownloadError(RuntimeError):
+    """A download, integrity check or extraction failed; the message says what to do."""
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def sha256sum(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def download_file(
+    url: str, dest: str | Path, timeout: float = 30.0, min_size: int = 0, progress: bool = True
+) -> Path:
+    """Download ``url`` to ``dest`` through ``dest.part`` (renamed when complete).
+
+    Raises:
+        DownloadError: network failure (offline, timeout, HTTP error), a truncated transfer, an
+            HTML page instead of a file, or a file smaller than ``min_size`` bytes.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    hint = (
+        f"If this machine is offline or the server is unreachable, download {url} by hand (browser, "
+        "curl) and unpack it with --archive /path/to/file (see data/README.md)."
+    )
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp, open(part, "wb") as out:
+            ctype = resp.headers.get("Content-Type", "")
+            if "text/html" in ctype:
+                raise DownloadError(f"{url} returned an HTML page, not an archive (moved?). {hint}")
+            total = int(resp.headers.get("Content-Length") or 0)
+            done, last = 0, -1
+            while block := resp.read(1 << 20):
+                out.write(block)
+                done += len(block)
+                if progress and total and (pct := done * 100 // total) != last and pct % 5 == 0:
+                    _log(f"  {dest.name}: {pct}% of {total / 2**20:.1f} MiB")
+                    last = pct
+    except DownloadError:
+        part.unlink(missing_ok=True)
+        raise
+    except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as err:
+        part.unlink(missing_ok=True)
+        reason = getattr(err, "reason", err)
+        raise DownloadError(f"could not download {url}: {reason}. {hint}") from err
+    if total and done != total:
+        part.unlink(missing_ok=True)
+        raise DownloadError(f"download of {url} is truncated ({done} of {total} bytes). {hint}")
+    if done < min_size:
+        part.unlink(missing_ok=True)
+        raise DownloadError(f"{url} gave only {done} bytes (expected at least {min_size}). {hint}")
+    os.replace(part, dest)
+    return dest
+
+
+def _archive_kind(path: Path) -> str:
+    if zipfile.is_zipfile(path):
+        return "zip"
+    if tarfile.is_tarfile(path):
+        return "tar"
+    raise DownloadError(f"'{path}' is neither a zip nor a tar archive")
+
+
+def _check_member_name(name: str, archive: Path) -> PurePosixPath:
+    p = PurePosixPath(name.replace("\\", "/"))
+    if p.is_absolute() or name.startswith(("/", "\\")) or (p.parts and ":" in p.parts[0]) or ".." in p.parts:
+        raise DownloadError(
+            f"refusing to unpack '{archive}': member '{name}' would land outside the target folder"
+        )
+    return p
+
+
+def check_archive(path: str | Path, min_size: int = 0, sha256: str | None = None) -> list[str]:
+    """Verify an archive before unpacking.
+
+    Checks the size, the optional SHA-256, the zip CRCs (or that every tar header reads), and
+    that no member is absolute, climbs with ``..``, or is a link or special file.
+
+    Returns:
+        The member names.
+
+    Raises:
+        DownloadError: naming the archive and the problem.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DownloadError(f"archive '{path}' does not exist")
+    size = path.stat().st_size
+    if size < min_size:
+        raise DownloadError(
+            f"archive '{path}' is {size} bytes, expected at least {min_size}: incomplete download?"
+        )
+    if sha256 and sha256sum(path).lower() != sha256.lower():
+        raise DownloadError(f"archive '{path}' does not match the expected SHA-256 {sha256}")
+    names = []
+    try:
+        if _archive_kind(path) == "zip":
+            with zipfile.ZipFile(path) as zf:
+                bad = zf.testzip()
+                if bad is not None:
+                    raise DownloadError(f"archive '{path}' is corrupt (bad CRC in '{bad}')")
+                for info in zf.infolist():
+                    _check_member_name(info.filename, path)
+                    ftype = stat.S_IFMT(info.external_attr >> 16)  # 0 when the archiver stored none
+                    if ftype and ftype not in (stat.S_IFREG, stat.S_IFDIR):
+                        raise DownloadError(
+                            f"refusing to unpack '{path}': member '{info.filename}' is a link or special file"
+                        )
+                    names.append(info.filename)
+        else:
+            with tarfile.open(path) as tf:
+                for m in tf.getmembers():
+                    _check_member_name(m.name, path)
+                    if not (m.isfile() or m.isdir()):
+                        raise DownloadError(
+                            f"refusing to unpack '{path}': member '{m.name}' is a link or special file"
+                        )
+                    names.append(m.name)
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as err:
+        raise DownloadError(f"archive '{path}' is corrupt: {err}") from err
+    if not names:
+        raise DownloadError(f"archive '{path}' is empty")
+    return names
+
+
+def safe_extract(
+    archive: str | Path, target: str | Path, min_size: int = 0, sha256: str | None = None
+) -> Path:
+    """Check ``archive`` (:func:`check_archive`) and unpack it into ``target``.
+
+    Members are written one by one to paths resolved inside ``target`` (never through links).
+    """
+    archive, target = Path(archive), Path(target)
+    check_archive(archive, min_size, sha256)
+    target.mkdir(parents=True, exist_ok=True)
+    root = target.resolve()
+
+    def dest_of(name: str) -> Path:
+        out = (root / _check_member_name(name, archive)).resolve()
+        if out != root and root not in out.parents:
+            raise DownloadError(f"refusing to unpack '{archive}': '{name}' resolves outside '{target}'")
+        return out
+
+    if _archive_kind(archive) == "zip":
+        with zipfile.ZipFile(archive) as zf:
+            for info in zf.infolist():
+                out = dest_of(info.filename)
+                if info.is_dir():
+                    out.mkdir(parents=True, exist_ok=True)
+                    continue
+                out.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(info) as src, open(out, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+    else:
+        with tarfile.open(archive) as tf:
+            for m in tf.getmembers():
+                out = dest_of(m.name)
+                if m.isdir():
+                    out.mkdir(parents=True, exist_ok=True)
+                    continue
+                out.parent.mkdir(parents=True, exist_ok=True)
+                src = tf.extractfile(m)
+                with src, open(out, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+    return target
+
+
+def fetch(
+    name: str,
+    output: str | Path | None = None,
+    url: str | None = None,
+    archive: str | Path | None = None,
+    sha256: str | None = None,
+    timeout: float = 30.0,
+    force: bool = False,
+    keep_archive: bool = False,
+) -> Path:
+    """Download (or take ``archive``) and unpack resource ``name`` into ``output``.
+
+    Returns:
+        The unpacked folder ``<output>/<resource folder>``.
+    """
+    if name not in RESOURCES:
+        raise DownloadError(f"unknown resource '{name}'; choose from {', '.join(RESOURCES)}")
+    res = RESOURCES[name]
+    output = Path(output if output is not None else res.default_output)
+    final = output / res.folder
+    if final.exists() and not force:
+        _log(f"{name}: '{final}' already exists, skipping (use --force to unpack again)")
+        return final
+    if archive is None:
+        url = url or res.url
+        created = not output.exists()
+        output.mkdir(parents=True, exist_ok=True)
+        tmpdir = Path(tempfile.mkdtemp(prefix=f".{name}-download-", dir=output))
+        try:
+            _log(f"{name}: downloading {url}")
+            path = download_file(url, tmpdir / Path(url).name, timeout=timeout, min_size=res.min_size)
+            _log(f"{name}: unpacking into '{output}'")
+            safe_extract(path, output, res.min_size, sha256)
+            if keep_archive:
+                shutil.move(str(path), output / path.name)
+        finally:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+            if created and not any(output.iterdir()):
+                output.rmdir()  # leave nothing behind after a failed download
+    else:
+        _log(f"{name}: unpacking '{archive}' into '{output}'")
+        safe_extract(archive, output, 0, sha256)
+    if not final.is_dir():
+        _log(
+            f"{name}: warning: the archive did not create '{final}'; look inside '{output}' and point "
+            "dataset.root at the folder that holds train/val/test"
+        )
+    return final
