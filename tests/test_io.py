@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 
 import numpy as np
 import pytest
@@ -155,6 +156,56 @@ def test_atomic_dir_success_and_failure(tmp_path):
         (tmp / "b.txt").write_text("b")
     assert sorted(p.name for p in target.iterdir()) == ["b.txt"]
     assert _leftovers(target.parent) == []
+
+
+def _count_fsyncs(monkeypatch):
+    import unsup3d.io as io_mod
+
+    calls = []
+    real = io_mod.os.fsync
+
+    def counting(fd):
+        st = os.fstat(fd)
+        calls.append((stat.S_ISREG(st.st_mode), st.st_size))  # (a file?, its size)
+        return real(fd)
+
+    monkeypatch.setattr(io_mod.os, "fsync", counting)
+    return calls
+
+
+def test_durable_false_skips_fsync_but_stays_atomic(tmp_path, monkeypatch):
+    calls = _count_fsyncs(monkeypatch)
+    atomic_save_bytes(tmp_path / "a.bin", b"1")
+    assert len(calls) == 2  # the file, then its folder
+    calls.clear()
+    atomic_save_bytes(tmp_path / "b.bin", b"2", durable=False)
+    atomic_save_image(tmp_path / "c.png", np.zeros((4, 4, 3), np.uint8), durable=False)
+    atomic_save_json(tmp_path / "d.json", {"a": 1}, durable=False)
+    atomic_save_npy(tmp_path / "e.npy", np.arange(3), durable=False)
+    assert calls == []
+    assert (tmp_path / "b.bin").read_bytes() == b"2" and json.loads((tmp_path / "d.json").read_text()) == {"a": 1}
+    with pytest.raises(RuntimeError), atomic_write(tmp_path / "b.bin", durable=False) as fh:
+        fh.write(b"partial")
+        raise RuntimeError("boom")
+    assert (tmp_path / "b.bin").read_bytes() == b"2"
+    assert _leftovers(tmp_path) == []
+
+
+def test_atomic_dir_durable_fsyncs_each_file_once(tmp_path, monkeypatch):
+    calls = _count_fsyncs(monkeypatch)
+    target = tmp_path / "out" / "img"
+    with atomic_dir(target) as tmp:
+        atomic_save_bytes(tmp / "a.bin", b"a", durable=False)
+        atomic_save_bytes(tmp / "sub" / "b.bin", b"b", durable=False)
+        assert calls == []
+    assert (target / "a.bin").read_bytes() == b"a" and (target / "sub" / "b.bin").read_bytes() == b"b"
+    assert sorted(c for c in calls if c[0]) == [(True, 1), (True, 1)]  # each file once, then folders
+    assert len(calls) > 2
+    calls.clear()
+    with atomic_dir(tmp_path / "out" / "fast", durable=False) as tmp:
+        atomic_save_bytes(tmp / "a.bin", b"a", durable=False)
+    assert calls == [] and (tmp_path / "out" / "fast" / "a.bin").read_bytes() == b"a"
+    assert _leftovers(tmp_path / "out") == []
 
 
 def test_permission_error_message_names_folder_simulated(tmp_path, monkeypatch):

@@ -9,11 +9,13 @@ import trimesh
 
 from unsup3d.mesh import (
     camera_to_export,
+    glb_bytes,
     grid_faces,
     grid_mesh,
     grid_uvs,
     grid_vertex_colors,
     lift_canonical,
+    obj_text,
     write_glb,
     write_obj,
     write_ply,
@@ -151,6 +153,41 @@ def test_write_obj_roundtrip(tmp_path):
     assert sorted(p.name for p in obj.parent.iterdir()) == ["face.mtl", "face.obj", "face.png"]
 
 
+def _obj_text_savetxt(vertices, faces, uvs, mtl_name, material):
+    """The OBJ text as first written with ``numpy.savetxt`` (the reference ``obj_text`` must match)."""
+    import io
+
+    def rows(prefix, arr, fmt):
+        buf = io.StringIO()
+        np.savetxt(buf, arr, fmt=f"{prefix} {fmt}")
+        return buf.getvalue()
+
+    f1 = faces.astype(np.int64) + 1
+    return (
+        f"# unsup3d grid mesh: {len(vertices)} vertices, {len(faces)} faces\nmtllib {mtl_name}\n"
+        + rows("v", vertices, "%.6f %.6f %.6f")
+        + rows("vt", uvs, "%.6f %.6f")
+        + f"usemtl {material}\n"
+        + rows("f", np.repeat(f1, 2, axis=1), "%d/%d %d/%d %d/%d")
+    )
+
+
+def test_obj_text_matches_savetxt():
+    v, f, uv = grid_mesh(_depth(9, 7), crop_border=1)
+    assert obj_text(v, f, uv, "a.mtl", "material_0") == _obj_text_savetxt(v, f, uv, "a.mtl", "material_0")
+    assert obj_text(v, f, uv, "a.mtl") == _obj_text_savetxt(v, f, uv, "a.mtl", "material_0")
+    # the cached uv/face lines are reused only for equal uvs and faces
+    v2 = v * 2
+    assert obj_text(v2, f, uv, "b.mtl", "m") == _obj_text_savetxt(v2, f, uv, "b.mtl", "m")
+    f2, uv2 = f[:, ::-1].copy(), 1 - uv
+    assert obj_text(v, f2, uv2, "a.mtl", "material_0") == _obj_text_savetxt(v, f2, uv2, "a.mtl", "material_0")
+    # float64 / int32 inputs, negative zeros, large values and NaN format like numpy.savetxt
+    v3 = v.astype(np.float64)
+    v3[0] = (-0.0, 1e7, np.nan)
+    f3 = f.astype(np.int32)
+    assert obj_text(v3, f3, uv2, "c.mtl", "x") == _obj_text_savetxt(v3, f3, uv2, "c.mtl", "x")
+
+
 def test_write_obj_texture_size(tmp_path):
     v, f, uv = grid_mesh(_depth())
     chw = torch.rand(3, H, W)
@@ -172,6 +209,40 @@ def test_write_glb_roundtrip(tmp_path):
     _sampled_colors_match_texture(m, tex, b=1)
     write_glb(tmp_path / "big.glb", v, f, uv, tex, texture_size=128)
     assert _load(tmp_path / "big.glb").visual.material.baseColorTexture.size == (128, 128)
+
+
+def test_glb_bytes_matches_write_glb(tmp_path):
+    v, f, uv = grid_mesh(_depth())
+    tex = _texture()
+    write_glb(tmp_path / "ref.glb", v, f, uv, tex, 32)
+    data = glb_bytes(v, f, uv, tex, 32)
+    assert data == (tmp_path / "ref.glb").read_bytes()
+    (tmp_path / "fast.glb").write_bytes(data)
+    a, b = _load(tmp_path / "ref.glb"), _load(tmp_path / "fast.glb")
+    for attr in ("vertices", "faces"):
+        assert np.array_equal(getattr(a, attr), getattr(b, attr))
+    assert np.array_equal(a.visual.uv, b.visual.uv)
+    assert np.array_equal(np.asarray(a.visual.material.baseColorTexture),
+                          np.asarray(b.visual.material.baseColorTexture))
+
+
+def test_write_obj_shared_material_and_no_fsync(tmp_path, monkeypatch):
+    v, f, uv = grid_mesh(_depth(), crop_border=2)
+    tex = _texture()
+    write_obj(tmp_path / "mesh.obj", v, f, uv, tex)
+    synced = []
+    monkeypatch.setattr("unsup3d.io.os.fsync", lambda fd: synced.append(fd))
+    paths = write_obj(tmp_path / "posed.obj", v * 2, f, uv, None, material_file="mesh.mtl", durable=False)
+    write_glb(tmp_path / "posed.glb", v, f, uv, tex, durable=False)
+    write_ply(tmp_path / "posed.ply", v, f, grid_vertex_colors(tex, 2), durable=False)
+    assert synced == []
+    assert [p.name for p in paths] == ["posed.obj"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "mesh.mtl", "mesh.obj", "mesh.png", "posed.glb", "posed.obj", "posed.ply"]
+    assert "mtllib mesh.mtl" in (tmp_path / "posed.obj").read_text()
+    m = _load(tmp_path / "posed.obj")
+    _check_textured(m, v * 2, f, uv)
+    _sampled_colors_match_texture(m, tex, b=2)
 
 
 def test_write_ply_vertex_colors(tmp_path):

@@ -14,9 +14,10 @@ from __future__ import annotations
 import csv
 import io
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import torch
@@ -253,7 +254,7 @@ def run_evaluation(cfg) -> EvalReport:
     avg = None
     if cfg.baselines:
         dm.setup("fit")
-        avg = average_train_depth(dm._loader("train", shuffle=False), cfg.baseline_train_images)
+        avg = average_train_depth(dm.dataloader("train"), cfg.baseline_train_images)
     out_dir = Path(cfg.output_dir)
     report = evaluate(model, loader, avg_gt_depth=avg, device=cfg.device, max_images=cfg.max_images,
                       image_dir=out_dir / "images" if cfg.save_images else None)

@@ -46,7 +46,7 @@ class Factors:
     def batch_size(self) -> int:
         return self.input.shape[0]
 
-    def detach(self) -> "Factors":
+    def detach(self) -> Factors:
         """A copy with every tensor detached (for logging and export)."""
         return Factors(
             **{
@@ -56,7 +56,7 @@ class Factors:
             }
         )
 
-    def to(self, *args, **kwargs) -> "Factors":
+    def to(self, *args, **kwargs) -> Factors:
         """A copy with every tensor moved with ``Tensor.to(*args, **kwargs)``."""
         return Factors(
             **{
@@ -66,7 +66,7 @@ class Factors:
             }
         )
 
-    def select(self, index) -> "Factors":
+    def select(self, index) -> Factors:
         """The factors of a subset of the batch (``index``: slice, int list or bool mask)."""
         return Factors(
             **{

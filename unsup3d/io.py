@@ -7,6 +7,12 @@ fsynced, then moved onto the target with :func:`os.replace` (atomic on POSIX and
 on the same file system, which a sibling always is). On any exception the temporary file is removed
 and the target is left untouched.
 
+Durability: by default (``durable=True``) every file is fsynced before the rename and its folder after
+it, so a completed write also survives a power cut. Files written inside a folder that
+:func:`atomic_dir` is building can pass ``durable=False``: they still go through a temporary file and a
+rename (never half-written), but skip the per-file fsyncs - the folder appears as a whole, and
+``atomic_dir(durable=True)`` fsyncs all its files once, just before renaming it into place.
+
 Folders that cannot be written raise :class:`PermissionError` (or another :class:`OSError`) whose
 message names the folder.
 """
@@ -77,8 +83,26 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
+def _fsync_tree(folder: Path) -> None:
+    """fsync every file under ``folder``, then (best effort) every folder, deepest first."""
+    flags = os.O_RDONLY if os.name == "posix" else os.O_RDWR  # Windows' fsync needs a writable handle
+    for root, _, files in os.walk(folder, topdown=False):
+        for name in files:
+            path = os.path.join(root, name)
+            if os.path.islink(path):
+                continue
+            fd = os.open(path, flags)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_dir(Path(root))
+
+
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike, mode: str = "wb", encoding: str | None = None) -> Iterator[IO]:
+def atomic_write(
+    path: str | os.PathLike, mode: str = "wb", encoding: str | None = None, *, durable: bool = True
+) -> Iterator[IO]:
     """Open a temporary sibling of ``path`` for writing; move it onto ``path`` on success.
 
     Missing parent folders are created. The file gets the permissions a plain ``open()`` would give.
@@ -87,6 +111,9 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", encoding: str | None
         path: target file.
         mode: ``"wb"`` (default) or ``"w"`` (text; ``encoding`` defaults to UTF-8). Only write modes.
         encoding: text encoding for ``"w"``.
+        durable: fsync the file before the rename and its folder after it. Pass False for files inside
+            a folder being built by :func:`atomic_dir` (which makes the folder durable as a whole); the
+            write stays atomic (temporary file + rename) either way.
 
     Yields:
         The open temporary file object. Write to it; do not close it.
@@ -107,26 +134,28 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", encoding: str | None
         with os.fdopen(fd, mode, encoding=encoding) as fh:
             yield fh
             fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                os.fsync(fh.fileno())
         os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    _fsync_dir(parent)
+    if durable:
+        _fsync_dir(parent)
 
 
-def atomic_save_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically. Returns the path."""
-    with atomic_write(path, "wb") as fh:
+def atomic_save_bytes(path: str | os.PathLike, data: bytes, *, durable: bool = True) -> Path:
+    """Write ``data`` to ``path`` atomically (``durable``: see :func:`atomic_write`). Returns the path."""
+    with atomic_write(path, "wb", durable=durable) as fh:
         fh.write(data)
     return Path(path)
 
 
-def atomic_save_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` atomically. Returns the path."""
-    return atomic_save_bytes(path, text.encode("utf-8"))
+def atomic_save_text(path: str | os.PathLike, text: str, *, durable: bool = True) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically (``durable``: see :func:`atomic_write`). Returns the path."""
+    return atomic_save_bytes(path, text.encode("utf-8"), durable=durable)
 
 
 def _format_for(path: Path, format: str | None) -> str:
@@ -176,13 +205,16 @@ def _as_numpy(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
-def atomic_save_image(path: str | os.PathLike, image: Any, format: str | None = None, **save_kwargs) -> Path:
+def atomic_save_image(
+    path: str | os.PathLike, image: Any, format: str | None = None, *, durable: bool = True, **save_kwargs
+) -> Path:
     """Save an image atomically with PIL.
 
     Args:
         path: target file; the format is inferred from the suffix unless ``format`` is given.
         image: see :func:`to_pil` (uint8 gray/RGB/RGBA, uint16 gray -> 16-bit PNG, float in [0, 1]).
         format: PIL format name (``"PNG"``, ``"JPEG"``...).
+        durable: see :func:`atomic_write`.
         **save_kwargs: passed to ``PIL.Image.save`` (e.g. ``quality=95``).
 
     Returns:
@@ -195,30 +227,39 @@ def atomic_save_image(path: str | os.PathLike, image: Any, format: str | None = 
         pil = pil.convert("RGB")
     buf = io.BytesIO()
     pil.save(buf, format=fmt, **save_kwargs)  # encode fully before touching the file system
-    return atomic_save_bytes(path, buf.getvalue())
+    return atomic_save_bytes(path, buf.getvalue(), durable=durable)
 
 
-def atomic_save_npy(path: str | os.PathLike, array: Any) -> Path:
-    """Save an array in ``.npy`` format atomically (no pickling). Returns the path."""
-    with atomic_write(path, "wb") as fh:
+def atomic_save_npy(path: str | os.PathLike, array: Any, *, durable: bool = True) -> Path:
+    """Save an array in ``.npy`` format atomically (no pickling; ``durable``: see :func:`atomic_write`).
+
+    Returns the path.
+    """
+    with atomic_write(path, "wb", durable=durable) as fh:
         np.save(fh, _as_numpy(array), allow_pickle=False)
     return Path(path)
 
 
-def atomic_save_json(path: str | os.PathLike, obj: Any, indent: int = 2, **dump_kwargs) -> Path:
+def atomic_save_json(
+    path: str | os.PathLike, obj: Any, indent: int = 2, *, durable: bool = True, **dump_kwargs
+) -> Path:
     """Save ``obj`` as UTF-8 JSON (with a final newline) atomically. Returns the path.
 
     The object is serialised before the file is opened, so a non-serialisable object leaves no file.
+    ``durable``: see :func:`atomic_write`.
     """
     text = json.dumps(obj, indent=indent, ensure_ascii=False, **dump_kwargs) + "\n"
-    return atomic_save_text(path, text)
+    return atomic_save_text(path, text, durable=durable)
 
 
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save(obj, path)`` atomically (for checkpoints). Returns the path."""
+def atomic_torch_save(obj: Any, path: str | os.PathLike, *, durable: bool = True) -> Path:
+    """``torch.save(obj, path)`` atomically (for checkpoints; ``durable``: see :func:`atomic_write`).
+
+    Returns the path.
+    """
     import torch
 
-    with atomic_write(path, "wb") as fh:
+    with atomic_write(path, "wb", durable=durable) as fh:
         torch.save(obj, fh)
     return Path(path)
 
@@ -228,17 +269,22 @@ def _rmtree_quiet(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_dir(target: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+def atomic_dir(target: str | os.PathLike, overwrite: bool = False, *, durable: bool = True) -> Iterator[Path]:
     """Build a whole folder in a temporary sibling, then rename it onto ``target``.
 
-    Write every file of the folder under the yielded path (plain writes are fine there). On success the
-    temporary folder becomes ``target``; on an exception it is deleted and ``target`` is untouched.
+    Write every file of the folder under the yielded path: plain writes are fine there, and so are the
+    ``atomic_*`` helpers with ``durable=False`` (no per-file fsync). On success the temporary folder
+    becomes ``target``; on an exception it is deleted and ``target`` is untouched.
 
     Args:
         target: final folder.
         overwrite: when ``target`` already exists, replace it (the old folder is moved aside and deleted
             only once the new one is in place). When False, an existing ``target`` raises
             :class:`FileExistsError` - checked both before and after the body runs.
+        durable: fsync every file and folder of the new folder once, just before the rename, and the
+            parent folder after it, so the completed folder also survives a power cut. With False
+            nothing is fsynced: the folder still appears whole or not at all to other processes and
+            after an interruption, but an OS crash soon after may lose its contents.
 
     Yields:
         Path of the (empty) temporary folder ``.name.tmp-XXXX`` next to ``target``.
@@ -257,11 +303,14 @@ def atomic_dir(target: str | os.PathLike, overwrite: bool = False) -> Iterator[P
     try:
         yield tmp
         os.chmod(tmp, _umask_mode(0o777))
+        if durable:
+            _fsync_tree(tmp)
         _move_into_place(tmp, target, overwrite)
     except BaseException:
         _rmtree_quiet(tmp)
         raise
-    _fsync_dir(parent)
+    if durable:
+        _fsync_dir(parent)
 
 
 def _move_into_place(tmp: Path, target: Path, overwrite: bool) -> None:

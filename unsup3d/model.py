@@ -359,10 +359,13 @@ class Unsup3D(pl.LightningModule):
         metrics = getattr(self, "val_depth_metrics", None)
         if metrics is None or not metrics.update_called:
             return
+        from unsup3d.metrics import SIDE_SCALE
+
         values = metrics.compute()
-        for k in ("side", "mad", "mae", "mse"):
+        # SIDE in the paper's units (x 10^-2), MAD in degrees (exact and the original's operator).
+        for k in ("side", "mad", "mad_original", "mae", "mse"):
             if k in values:
-                self.log(f"val/{k}", values[k], sync_dist=False)
+                self.log(f"val/{k}", values[k] * (SIDE_SCALE if k == "side" else 1.0), sync_dist=False)
         metrics.reset()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -466,7 +466,7 @@ def _require_ffmpeg() -> None:
         ) from exc
 
 
-def write_video(path: str | os.PathLike, frames, fps: float = 10) -> Path:
+def write_video(path: str | os.PathLike, frames, fps: float = 10, *, durable: bool = True) -> Path:
     """Write a video atomically: ``.mp4`` (H.264 via imageio-ffmpeg) or ``.gif`` (Pillow).
 
     The video is encoded in memory, then written to a temporary sibling file and moved onto ``path``
@@ -478,6 +478,7 @@ def write_video(path: str | os.PathLike, frames, fps: float = 10) -> Path:
         frames: ``T x H x W x 3`` uint8, or ``T x 3 x H x W`` float in ``[0, 1]`` (tensor or array;
             1-channel frames are shown grey).
         fps: frames per second.
+        durable: see :func:`unsup3d.io.atomic_write`.
 
     Returns:
         The path.
@@ -508,5 +509,5 @@ def write_video(path: str | os.PathLike, frames, fps: float = 10) -> Path:
         )
         if not data:
             raise RuntimeError(f"ffmpeg produced no data for {str(path)!r} (frames {arr.shape})")
-    atomic_save_bytes(path, data)
+    atomic_save_bytes(path, data, durable=durable)
     return path

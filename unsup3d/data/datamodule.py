@@ -159,6 +159,10 @@ class Unsup3DDataModule(pl.LightningDataModule):
                 self.datasets[split] = self.build_dataset(split)
 
     # ------------------------------------------------------------------------------- loaders
+    def dataloader(self, split: str, shuffle: bool = False) -> DataLoader:
+        """Loader of any split ("train", "val", "test"), e.g. the training split without shuffling."""
+        return self._loader(split, shuffle)
+
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         if split not in self.datasets:
             self.setup({"train": "fit", "val": "validate", "test": "test"}[split])

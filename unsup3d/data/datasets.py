@@ -47,6 +47,7 @@ __all__ = [
     "UnreadableFileError",
     "crop_array",
     "depth_to_png_value",
+    "depth_to_uint16",
     "find_depth_pairs",
     "find_images",
     "load_depth",
@@ -178,6 +179,24 @@ def png_value_to_depth(v: np.ndarray, min_depth: float, max_depth: float) -> np.
 def depth_to_png_value(depth: np.ndarray, min_depth: float, max_depth: float) -> np.ndarray:
     """Encode depth as ``v = (max - depth) / (max - min)`` clamped to ``[0, 1]`` (inverse of the above)."""
     return np.clip((max_depth - depth) / (max_depth - min_depth), 0.0, 1.0)
+
+
+def depth_to_uint16(depth: np.ndarray | torch.Tensor, min_depth: float, max_depth: float) -> np.ndarray:
+    """16-bit PNG values of a depth map: ``round(65535 * v)`` with ``v`` from :func:`depth_to_png_value`.
+
+    Nearer is brighter: ``min_depth`` (and nearer) -> 65535, ``max_depth`` (and farther) -> 0; decoded
+    by :func:`load_depth`. Computed in float64.
+
+    Args:
+        depth: ``H x W`` depth, numpy or torch.
+
+    Returns:
+        ``H x W`` uint16.
+    """
+    if isinstance(depth, torch.Tensor):
+        depth = depth.detach().cpu().numpy()
+    v = depth_to_png_value(np.asarray(depth, dtype=np.float64), min_depth, max_depth)
+    return np.round(v * 65535.0).astype(np.uint16)
 
 
 def load_depth(path: str | Path, min_depth: float, max_depth: float) -> np.ndarray:

@@ -51,7 +51,7 @@ from PIL import Image
 
 from ..renderer.camera import pixel_grid, pixels_to_normalized
 from ..renderer.rasterize import grid_faces, interpolate_face_attributes
-from .datasets import depth_to_png_value
+from .datasets import depth_to_uint16
 
 __all__ = [
     "PARAM_SPEC",
@@ -517,12 +517,6 @@ def render_samples(params: dict, cfg: SyntheticConfig | None = None, renderer=No
 def image_to_uint8(image: torch.Tensor) -> np.ndarray:
     """``3 x H x W`` in [0, 1] -> ``H x W x 3`` uint8 (round to nearest)."""
     return (image.permute(1, 2, 0).numpy() * 255.0 + 0.5).clip(0, 255).astype(np.uint8)
-
-
-def depth_to_uint16(depth: torch.Tensor, min_depth: float, max_depth: float) -> np.ndarray:
-    """``H x W`` depth -> 16-bit PNG values ``round(65535 * (max - d) / (max - min))``."""
-    v = depth_to_png_value(depth.numpy().astype(np.float64), min_depth, max_depth)
-    return (v * 65535.0 + 0.5).astype(np.uint16)
 
 
 def _write(path_img: Path, path_depth: Path, img: np.ndarray, dep: np.ndarray) -> None:
