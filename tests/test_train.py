@@ -123,6 +123,17 @@ def test_wandb_offline_writes_run_directory(synth, tmp_path, monkeypatch):
     assert (tmp_path / "run" / "wandb_run_id.txt").is_file()
 
 
+@pytest.mark.parametrize("logger, expected", [("csv", "csv/metrics.csv"), ("tensorboard", "tensorboard"),
+                                              ("none", None)])
+def test_other_loggers(logger, expected, synth, tmp_path):
+    cfg = compose_cfg(["experiment=synthetic_cpu", *TINY, f"dataset.root={synth / 'synthetic'}",
+                       f"logger={logger}", f"output_dir={tmp_path / 'run'}", "trainer.max_steps=1", "trainer.log_every_n_steps=1",
+                       "trainer.max_time=null", "trainer.limit_val_batches=1", "trainer.num_sanity_val_steps=0"])
+    assert train(cfg)["global_step"] == 1
+    if expected:
+        assert (tmp_path / "run" / expected).exists()
+
+
 def test_ddp_two_processes_on_cpu(synth, tmp_path):
     out = tmp_path / "ddp"
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}

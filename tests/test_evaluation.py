@@ -1,0 +1,58 @@
+"""Evaluation: baselines on constructed cases, report contents."""
+
+import math
+
+import torch
+
+from unsup3d.evaluation import METRIC_KEYS, average_train_depth, evaluate, format_report, write_report
+from unsup3d.metrics import SIDE_SCALE, evaluation_mask
+from unsup3d.model import Unsup3D
+
+
+def _dome(n: int, s: int = 32, seed: int = 0) -> torch.Tensor:
+    """Domes of random height on a far background (max_depth 1.1): ``n x s x s``."""
+    g = torch.Generator().manual_seed(seed)
+    lin = torch.linspace(-1, 1, s)
+    yy, xx = torch.meshgrid(lin, lin, indexing="ij")
+    r2 = (xx**2 + yy**2).expand(n, s, s)
+    h = 0.05 + 0.05 * torch.rand(n, 1, 1, generator=g)
+    return torch.where(r2 < 0.6, 1.05 - h * (1 - r2 / 0.6), torch.full_like(r2, 1.1))
+
+
+def _loader(depth: torch.Tensor, batch: int = 3):
+    images = torch.rand(depth.shape[0], 3, depth.shape[1], depth.shape[2], generator=torch.Generator().manual_seed(1))
+    return [{"image": images[i:i + batch], "depth": depth[i:i + batch], "path": [f"im{j}.png" for j in
+                                                                                 range(i, min(i + batch, len(depth)))]}
+            for i in range(0, len(depth), batch)]
+
+
+def test_average_train_depth_is_the_mean_map():
+    d = _dome(7)
+    avg = average_train_depth(_loader(d), max_images=None)
+    assert torch.allclose(avg.float(), d.mean(0), atol=1e-6)
+    avg5 = average_train_depth(_loader(d), max_images=5)
+    assert torch.allclose(avg5.float(), d[:5].mean(0), atol=1e-6)
+
+
+def test_baselines_on_a_constructed_case(tmp_path):
+    torch.manual_seed(0)
+    model = Unsup3D(image_size=32, width=0.125, lam_perc=0.0)
+    test = _dome(5, seed=3)
+    # avg_gt baseline equal to every test map: zero error. Constant baseline: SIDE = std of log gt.
+    same = test[:1].expand(5, -1, -1).clone()
+    report = evaluate(model, _loader(same), avg_gt_depth=same[0], progress=False)
+    assert report.num_images == 5
+    assert report.scores["avg_gt"]["side"][0] < 1e-6 and report.scores["avg_gt"]["mad"][0] < 1e-3
+    mask = evaluation_mask(same[:1], None, 1.1)
+    logd = same[0][mask[0]].double().log()
+    expected_side = math.sqrt(((logd - logd.mean()) ** 2).mean()) * SIDE_SCALE
+    assert abs(report.scores["constant"]["side"][0] - expected_side) < 1e-4
+    # Ratios are model / baseline.
+    r = report.ratios["constant"]["side"]
+    assert abs(r - report.scores["model"]["side"][0] / report.scores["constant"]["side"][0]) < 1e-9
+    # Per-image rows: one per image and method, with every metric.
+    assert len(report.rows) == 5 * 3 and set(METRIC_KEYS) <= set(report.rows[0])
+    paths = write_report(report, tmp_path)
+    assert paths["scores_json"].is_file() and "model/avg_gt" in format_report(report)
+    lines = paths["per_image_csv"].read_text().splitlines()
+    assert len(lines) == 1 + 15 and lines[1].startswith("im0.png,model,")
