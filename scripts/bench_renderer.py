@@ -11,12 +11,12 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
-import time
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from unsup3d.benchmark import time_runs
 from unsup3d.renderer import Renderer
 from unsup3d.renderer.pytorch3d_backend import is_available as p3d_available
 
@@ -32,20 +32,6 @@ def realistic_inputs(batch: int, size: int, device, seed: int = 0):
     rot = (torch.rand(batch, 3, generator=g) * 2 - 1) * torch.tensor([20.0, 60.0, 15.0]) * math.pi / 180
     trans = (torch.rand(batch, 3, generator=g) * 2 - 1) * torch.tensor([0.1, 0.1, 0.0])
     return d.to(device), torch.cat([rot, trans], 1).to(device)
-
-
-def timeit(fn, repeats: int, device) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def reference_workload(device, size: int):
@@ -77,7 +63,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}")
 
     ref_fn, ref_flops = reference_workload(device, args.size)
-    t_ref = timeit(ref_fn, args.repeats, device)
+    t_ref = statistics.median(time_runs(ref_fn, args.repeats, device))
     print(f"reference conv workload fwd+bwd: {t_ref * 1e3:8.1f} ms ({ref_flops / t_ref / 1e9:.1f} GFLOP/s)")
 
     backends = ["torch"] + (["pytorch3d"] if p3d_available() else [])
@@ -91,7 +77,7 @@ def main() -> None:
             d.grad = v.grad = None
             r.warp_canon_depth(d, v).square().mean().backward()
 
-        t_warp = timeit(warp, args.repeats, device)
+        t_warp = statistics.median(time_runs(warp, args.repeats, device))
         tex = torch.rand(args.render_batch, 3, args.size, args.size, device=device)
         dd, vv = d.detach()[: args.render_batch], v.detach()[: args.render_batch]
 
@@ -99,7 +85,7 @@ def main() -> None:
             with torch.no_grad():
                 r.render_view(tex, dd, vv, image_size=args.render_size)
 
-        t_render = timeit(render, args.repeats, device)
+        t_render = statistics.median(time_runs(render, args.repeats, device))
         print(f"[{backend}] warp_canon_depth fwd+bwd B={args.batch} {args.size}x{args.size}: "
               f"{t_warp:.3f} s  ratio to reference {t_warp / t_ref:.2f}  "
               f"(target < 0.5 s: {'PASS' if t_warp < 0.5 else 'FAIL'})")

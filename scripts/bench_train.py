@@ -15,26 +15,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 import warnings
 
 import torch
 
+from unsup3d.benchmark import time_runs
 from unsup3d.model import Unsup3D
-
-
-def timeit(fn, repeats: int, device) -> list[float]:
-    fn()  # warm-up
-    out = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        out.append(time.perf_counter() - t)
-    return out
 
 
 def main() -> None:
@@ -89,8 +75,8 @@ def main() -> None:
         total.backward()
         opt.step()
 
-    t_full = timeit(full_step, args.repeats, device)
-    t_nets = timeit(networks_step, args.repeats, device)
+    t_full = time_runs(full_step, args.repeats, device)
+    t_nets = time_runs(networks_step, args.repeats, device)
     full, nets = statistics.median(t_full), statistics.median(t_nets)
     overhead = 1 - nets / full
     print(f"full training step:              {full:8.3f} s  (runs: {', '.join(f'{t:.3f}' for t in t_full)})")
