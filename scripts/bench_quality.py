@@ -66,10 +66,45 @@ def train_and_eval(name: str, root: Path, out: Path, minutes: float, overrides: 
     dm.setup("test")
     avg = average_train_depth(dm.dataloader("train"), 5000)
     report = evaluate(model, dm.test_dataloader(), avg_gt_depth=avg, device="cpu", progress=False)
-    write_report(report, run_dir / "eval", extra={"train_seconds": train_s, "steps": summary["global_step"]})
+    diag = diagnose(model, root / "test", dm.test_dataloader())
+    write_report(report, run_dir / "eval", extra={"train_seconds": train_s, "steps": summary["global_step"],
+                                                   "diagnostics": diag})
     print(f"\n[{name}] trained {summary['global_step']} steps ({summary['epoch']} epochs) in {train_s / 60:.1f} min")
     print(format_report(report))
-    return {"report": report, "steps": summary["global_step"], "train_s": train_s}
+    print("diagnostics: " + ", ".join(f"{k}={v:.3f}" for k, v in diag.items()))
+    return {"report": report, "steps": summary["global_step"], "train_s": train_s, "diag": diag}
+
+
+def diagnose(model, test_dir: Path, loader) -> dict:
+    """What the model got wrong, against the generator's saved parameters: predicted vs true yaw
+    and pitch (slope of a least-squares fit and correlation), and the relief of the predicted depth
+    in the view relative to the ground truth (std of depth over the evaluation mask)."""
+    import torch
+
+    from unsup3d.data.synthetic import load_split_params
+    from unsup3d.metrics import evaluation_mask
+
+    _, records = load_split_params(test_dir)
+    true_view = {str((test_dir / r["image"]).resolve()): r["view"] for r in records}
+    pred, true, relief = [], [], []
+    with torch.no_grad():
+        for batch in loader:
+            f = model(batch["image"])
+            pred.append(f.view[:, :2])
+            true.append(torch.tensor([true_view[str(Path(p).resolve())][:2] for p in batch["path"]]))
+            valid = f.recon_depth < model.hparams.max_depth + model.renderer.margin
+            mask = evaluation_mask(batch["depth"], valid, model.hparams.max_depth)
+            for i in range(len(mask)):
+                if mask[i].sum() > 10:
+                    relief.append(float(f.recon_depth[i][mask[i]].std() / batch["depth"][i][mask[i]].std()))
+    pred, true = torch.cat(pred).double(), torch.cat(true).double()
+    out = {}
+    for j, name in enumerate(("pitch", "yaw")):
+        x, y = true[:, j] - true[:, j].mean(), pred[:, j] - pred[:, j].mean()
+        out[f"{name}_slope"] = float((x * y).sum() / (x * x).sum())
+        out[f"{name}_corr"] = float((x * y).sum() / ((x * x).sum() * (y * y).sum()).sqrt())
+    out["relief_ratio"] = float(torch.tensor(relief).median())
+    return out
 
 
 def main() -> None:
