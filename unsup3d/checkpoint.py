@@ -24,7 +24,7 @@ import torch
 
 from unsup3d.model import NETWORK_NAMES, Unsup3D
 
-__all__ = ["CheckpointError", "load_checkpoint_file", "load_model", "model_from_checkpoint", "is_original_format"]
+__all__ = ["resolve_device", "CheckpointError", "load_checkpoint_file", "load_model", "model_from_checkpoint", "is_original_format"]
 
 
 class CheckpointError(RuntimeError):
@@ -127,3 +127,18 @@ def load_model(path: str | os.PathLike, trust: bool = False, map_location="cpu",
     ckpt = load_checkpoint_file(path, trust=trust, map_location=map_location)
     model = model_from_checkpoint(ckpt, source=f"checkpoint '{path}'", **overrides)
     return model.eval()
+
+
+def resolve_device(device: str = "auto"):
+    """``"auto"`` -> CUDA when available, else CPU; ``"cuda"`` without a GPU raises ValueError."""
+    import torch
+
+    device = str(device)
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("--device cuda was requested but CUDA is not available (use --device auto or cpu)")
+    try:
+        return torch.device(device)
+    except RuntimeError as exc:
+        raise ValueError(f"unknown device {device!r} (use auto, cpu or cuda)") from exc

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from unsup3d.checkpoint import resolve_device
 from unsup3d.io import atomic_save_image, atomic_save_json, atomic_save_text
 from unsup3d.metrics import SIDE_SCALE, DepthMetrics, average_depth_map
 from unsup3d.model import Unsup3D
@@ -51,12 +52,6 @@ class EvalReport:
             "scores": {m: {k: {"mean": v[0], "std": v[1]} for k, v in s.items()} for m, s in self.scores.items()},
             "ratios": self.ratios,
         }
-
-
-def _device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 @torch.no_grad()
@@ -111,7 +106,7 @@ def evaluate(
     Returns:
         :class:`EvalReport`.
     """
-    dev = _device(device)
+    dev = resolve_device(device)
     model = model.to(dev).eval()
     hp = model.hparams
     methods = {"model": DepthMetrics(fov=hp.fov, background_depth=hp.max_depth).to(dev),

@@ -81,7 +81,6 @@ __all__ = [
     "main",
     "prepare_image",
     "prepare_input",
-    "resolve_device",
 ]
 
 #: File extensions picked up when expanding folders and glob patterns (files named explicitly are
@@ -680,21 +679,6 @@ class ExportSummary:
         return "\n".join(lines)
 
 
-def resolve_device(device: str = "auto"):
-    """``"auto"`` -> CUDA when available, else CPU; ``"cuda"`` without a GPU raises ValueError."""
-    import torch
-
-    device = str(device)
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("--device cuda was requested but CUDA is not available (use --device auto or cpu)")
-    try:
-        return torch.device(device)
-    except RuntimeError as exc:
-        raise ValueError(f"unknown device {device!r} (use auto, cpu or cuda)") from exc
-
-
 def _error_message(exc: BaseException) -> str:
     from unsup3d.images import FaceNotFoundError, ImageLoadError
 
@@ -978,6 +962,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {msg}", file=sys.stderr)
         return code
 
+    from unsup3d.checkpoint import CheckpointError, load_model, resolve_device
+
     try:
         options = ExportOptions(
             formats=args.formats, texture=args.texture, texture_size=args.texture_size,
@@ -989,8 +975,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         device = resolve_device(args.device)
     except ValueError as exc:
         return fail(str(exc))
-
-    from unsup3d.checkpoint import CheckpointError, load_model
 
     try:
         out_dir = check_output_dir(args.output)
