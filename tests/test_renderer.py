@@ -125,7 +125,9 @@ def _surfaces(r: Renderer):
     sphere = 1.05 - 0.12 * torch.sqrt((1 - 0.8 * (xx**2 + yy**2)).clamp(min=0))
     step = torch.where(xx > 0.1, torch.full_like(xx, 0.93), torch.full_like(xx, 1.07))
     tilted = plane_depth(r, (math.sin(math.radians(20)), 0.0, math.cos(math.radians(20))), 1.0, size)[0]
+    noisy = 0.92 + 0.16 * torch.rand(size, size, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
     return {
+        "noisy": noisy,
         "plane": torch.full((size, size), 1.0, dtype=torch.float64),
         "tilted": tilted,
         "sphere_cap": sphere,
@@ -133,7 +135,7 @@ def _surfaces(r: Renderer):
     }
 
 
-@pytest.mark.parametrize("surface", ["plane", "tilted", "sphere_cap", "step"])
+@pytest.mark.parametrize("surface", ["plane", "tilted", "sphere_cap", "step", "noisy"])
 @pytest.mark.parametrize("view_name", ["identity", "yaw+30", "yaw-30", "all6"])
 def test_warp_canon_depth_matches_ray_cast(surface, view_name):
     r = Renderer(image_size=S)

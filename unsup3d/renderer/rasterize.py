@@ -10,8 +10,9 @@ Design (the same split as PyTorch3D: rasterize to fragments, then shade):
 
 1. Selection, without gradients. For every face, the integer pixel centres inside its screen
    bounding box are enumerated exactly (``repeat_interleave`` over per-face counts, so there is
-   no padding: grid meshes, whose faces cover about one pixel, cost about one candidate per face,
-   while faces stretched across depth jumps enumerate all the pixels they cover). Each candidate
+   no padding: grid meshes, whose faces cover about one pixel, cost a few candidates per face,
+   while faces stretched across depth jumps enumerate only the pixels they cover, row by row
+   (scanline spans), not their bounding box). Each candidate
    is tested with screen-space barycentrics, gets its perspective-correct depth, and a single
    ``scatter_reduce(amin)`` over a packed 64-bit key ``(depth bits << 32) | face`` keeps the
    nearest face per pixel (ties go to the lower face index, so results are deterministic).
@@ -128,6 +129,51 @@ def _perspective_correct(bary: torch.Tensor, z: torch.Tensor):
     return w / inv_z.unsqueeze(-1), 1.0 / inv_z
 
 
+def _row_spans(fx: torch.Tensor, fy: torch.Tensor, py: torch.Tensor, width: int):
+    """Integer pixel-centre x range where the horizontal line ``y = py`` crosses each triangle.
+
+    Args:
+        fx, fy: ``R x 3`` vertex coordinates of the triangle of each row entry.
+        py: ``R`` row coordinate (an integer pixel-centre row).
+
+    Returns:
+        ``(x0, count)``: ``R`` int64 first column and number of columns (0 if the row misses).
+        The range is widened by a hair so that centres on an edge are candidates; the exact
+        inside test happens afterwards.
+    """
+    tol = 1e-4  # pixels: vertices at integer coordinates (identity views) carry float error
+    xa, ya = fx, fy
+    xb, yb = fx.roll(-1, dims=1), fy.roll(-1, dims=1)  # edges (0,1), (1,2), (2,0)
+    y = py.unsqueeze(1)
+    dy = yb - ya
+    # Edges reaching the row cross it at the clamped interpolation point; vertices lying on the row
+    # (within tol) count themselves, which also covers horizontal edges.
+    crosses = (y >= torch.minimum(ya, yb) - tol) & (y <= torch.maximum(ya, yb) + tol) & (dy.abs() > 1e-12)
+    t = ((y - ya) / torch.where(dy.abs() > 1e-12, dy, torch.ones_like(dy))).clamp(0, 1)
+    xi = xa + t * (xb - xa)
+    on_row = (ya - y).abs() <= tol
+    inf = torch.full_like(xi, float("inf"))
+    lo = torch.minimum(torch.where(crosses, xi, inf), torch.where(on_row, xa, inf))
+    hi = torch.maximum(torch.where(crosses, xi, -inf), torch.where(on_row, xa, -inf))
+    lo, hi = lo.amin(1), hi.amax(1)
+    hit = torch.isfinite(lo) & torch.isfinite(hi)
+    lo = torch.where(hit, lo, torch.zeros_like(lo))
+    hi = torch.where(hit, hi, -torch.ones_like(hi))
+    x0 = (lo - 1e-4).ceil().clamp(min=0)
+    x1 = (hi + 1e-4).floor().clamp(max=width - 1)
+    count = torch.where(hit, (x1 - x0 + 1).clamp(min=0), torch.zeros_like(x0))
+    return x0.long(), count.long()
+
+
+def _expand(counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For ``counts`` ``N`` -> ``(owner, k)``: each of the ``sum(counts)`` items' owner index and
+    its rank within the owner (``repeat_interleave`` enumeration without padding)."""
+    total = int(counts.sum())
+    owner = torch.repeat_interleave(torch.arange(counts.numel(), device=counts.device), counts, output_size=total)
+    first = torch.cumsum(counts, 0) - counts
+    return owner, torch.arange(total, device=counts.device) - first[owner]
+
+
 @torch.no_grad()
 def _select_nearest(
     face_verts: torch.Tensor,
@@ -137,6 +183,10 @@ def _select_nearest(
     chunk_size: int,
 ) -> torch.Tensor:
     """Nearest face per pixel centre.
+
+    Candidates are enumerated per face and pixel row (scanline spans), so the work is proportional
+    to the rows a face spans plus the pixels it covers, not to its bounding box: thin slivers
+    stretched across depth jumps at oblique views stay cheap.
 
     Args:
         face_verts: ``B x F x 3 x 3`` screen-space vertices ``(x_pixel, y_pixel, z)`` per face.
@@ -151,25 +201,19 @@ def _select_nearest(
     fx, fy, fz = fv[..., 0], fv[..., 1], fv[..., 2]
 
     ok = (fz > near).all(-1) & torch.isfinite(fv).all(-1).all(-1)
-    # Pixel centres are the integers; the candidates of a face are those inside its bounding box.
-    x0 = fx.amin(-1).ceil().clamp(min=0)
-    x1 = fx.amax(-1).floor().clamp(max=w - 1)
-    y0 = fy.amin(-1).ceil().clamp(min=0)
-    y1 = fy.amax(-1).floor().clamp(max=h - 1)
-    nx = torch.where(ok, (x1 - x0 + 1).clamp(min=0), torch.zeros_like(x0)).long()
+    # Pixel centres are the integers; a face's candidate rows are those inside its y extent.
+    y0 = (fy.amin(-1) - 1e-4).ceil().clamp(min=0)
+    y1 = (fy.amax(-1) + 1e-4).floor().clamp(max=h - 1)
     ny = torch.where(ok, (y1 - y0 + 1).clamp(min=0), torch.zeros_like(y0)).long()
-    counts = nx * ny
-    face_ids = counts.nonzero().squeeze(1)
-    counts = counts[face_ids]
-
+    face_ids = ny.nonzero().squeeze(1)
     keys = torch.full((b * h * w,), _INT64_MAX, dtype=torch.int64, device=dev)
     if face_ids.numel() == 0:
         return torch.full((b, h, w), -1, dtype=torch.int64, device=dev)
-    x0, y0, nx = x0.long()[face_ids], y0.long()[face_ids], nx[face_ids]
+    ny, y0 = ny[face_ids], y0.long()[face_ids]
     fx, fy, fz = fx[face_ids], fy[face_ids], fz[face_ids]
 
-    # Process the faces in chunks of about chunk_size candidates (a single face may exceed it).
-    ends = torch.cumsum(counts, 0)
+    # Process the faces in chunks of about chunk_size rows (a single face may exceed it).
+    ends = torch.cumsum(ny, 0)
     start, num = 0, face_ids.numel()
     while start < num:
         base = int(ends[start - 1]) if start > 0 else 0
@@ -177,23 +221,22 @@ def _select_nearest(
         stop = max(int(torch.searchsorted(ends, limit, right=True)), start + 1)
         sl = slice(start, stop)
         start = stop
-        cnt = counts[sl]
-        n = int(cnt.sum())
-        local_face = torch.repeat_interleave(torch.arange(cnt.numel(), device=dev), cnt, output_size=n)
-        first = torch.cumsum(cnt, 0) - cnt
-        k = torch.arange(n, device=dev) - first[local_face]
-        cnx = nx[sl][local_face]
-        px = x0[sl][local_face] + k % cnx
-        py = y0[sl][local_face] + k // cnx
-        cfx, cfy, cfz = fx[sl][local_face], fy[sl][local_face], fz[sl][local_face]
-        bary, area = _screen_barycentrics(cfx, cfy, px.to(cfx.dtype), py.to(cfx.dtype))
+        row_face, k = _expand(ny[sl])  # one entry per (face, row)
+        py_row = (y0[sl][row_face] + k).to(fx.dtype)
+        x0, nx = _row_spans(fx[sl][row_face], fy[sl][row_face], py_row, w)
+        pix_row, k = _expand(nx)  # one entry per (face, row, column) candidate
+        px = x0[pix_row] + k
+        py = py_row[pix_row]
+        local = row_face[pix_row]
+        cfx, cfy, cfz = fx[sl][local], fy[sl][local], fz[sl][local]
+        bary, area = _screen_barycentrics(cfx, cfy, px.to(cfx.dtype), py)
         inside = (bary >= -eps).all(-1) & (area.abs() > 1e-12)
         _, z = _perspective_correct(bary, cfz)
         inside &= z > near
-        gid = face_ids[sl][local_face][inside]
+        gid = face_ids[sl][local][inside]
         batch = gid // f
         face = gid - batch * f
-        pix = (batch * h + py[inside]) * w + px[inside]
+        pix = (batch * h + py[inside].long()) * w + px[inside]
         zbits = z[inside].float().view(torch.int32).to(torch.int64)  # z > 0: bits sort like floats
         keys.scatter_reduce_(0, pix, (zbits << _FACE_BITS) | face, reduce="amin")
 
@@ -209,7 +252,7 @@ def rasterize(
     *,
     near: float = 1e-3,
     eps: float = 1e-6,
-    chunk_size: int = 1 << 22,
+    chunk_size: int = 1 << 20,
 ) -> Fragments:
     """Rasterize a batch of triangle meshes given in screen space.
 
@@ -221,7 +264,7 @@ def rasterize(
         near: faces with a vertex at ``z <= near`` are skipped.
         eps: tolerance of the inside test in barycentric units (edges are inclusive, so shared
             edges leave no cracks; the z-test settles which face wins).
-        chunk_size: maximum number of (face, pixel) candidates processed at once.
+        chunk_size: about how many (face, pixel row) spans are processed at once.
 
     Returns:
         :class:`Fragments` with ``pix_to_face``, perspective-correct ``bary_coords`` and ``zbuf``.
