@@ -811,17 +811,22 @@ def _progress(total: int, enabled: bool):
 class WandbLogger:
     """Log each exported folder to a W&B run: the maps as images, ``mesh.glb`` as a 3D object, videos.
 
-    The run is offline unless ``WANDB_API_KEY`` is set (an explicit ``WANDB_MODE`` wins).
+    The run is offline unless ``WANDB_API_KEY`` is set (an explicit ``WANDB_MODE`` wins). Its files go
+    to ``$WANDB_DIR`` if set, else to ``dir`` (the export folder), passed explicitly because wandb keeps
+    process-wide settings from an earlier run.
     """
 
-    def __init__(self, project: str = "unsup3d-export", name: str | None = None, config: dict | None = None):
+    def __init__(self, project: str = "unsup3d-export", name: str | None = None, config: dict | None = None,
+                 dir: str | os.PathLike | None = None):
         try:
             import wandb
         except ImportError as exc:  # pragma: no cover - wandb is a dependency
             raise RuntimeError("--wandb needs the wandb package (pip install wandb)") from exc
         self.wandb = wandb
         mode = os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
-        self.run = wandb.init(project=project, name=name, mode=mode, config=config or {}, job_type="export")
+        run_dir = os.environ.get("WANDB_DIR") or (str(dir) if dir is not None else None)
+        self.run = wandb.init(project=project, name=name, mode=mode, config=config or {}, job_type="export",
+                              dir=run_dir)
         self.step = 0
 
     def __call__(self, name: str, folder: Path, params: dict[str, Any]) -> None:
@@ -997,7 +1002,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.wandb:
         try:
             logger = WandbLogger(args.wandb_project, args.wandb_name,
-                                 {"checkpoint": str(args.checkpoint), **options.to_json()})
+                                 {"checkpoint": str(args.checkpoint), **options.to_json()}, dir=out_dir)
         except Exception as exc:  # noqa: BLE001 - wandb raises its own error types
             return fail(f"could not start a W&B run: {exc}")
     if options.progress:

@@ -172,6 +172,14 @@ def build_logger(cfg: DictConfig, output_dir: Path):
     return logger
 
 
+def _finish_wandb(logger) -> None:
+    """Close the W&B run so a later run in the same process starts its own (wandb reuses an active run)."""
+    from pytorch_lightning.loggers import WandbLogger
+
+    if isinstance(logger, WandbLogger) and logger._experiment is not None:
+        logger.experiment.finish()
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Checkpoints written to a temporary file in the same folder, then renamed: an interrupted
     save never leaves a half-written file or destroys the previous one."""
@@ -246,7 +254,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     ckpt_path = resume_checkpoint(cfg, output_dir)
     if ckpt_path:
         log.info("resuming from %s", ckpt_path)
-    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    finally:
+        _finish_wandb(logger)
     summary = {
         "output_dir": str(output_dir),
         "global_step": trainer.global_step,
