@@ -163,6 +163,15 @@ def _down_stages(cin: int, nf: int, image_size: int, norm: bool, act: type[nn.Mo
 # ----------------------------------------------------------------------------------------------
 
 
+def _encoder_to_code(cin: int, nf: int, zdim: int, image_size: int) -> list[nn.Module]:
+    """The normalised downsampling half shared by EDDeconv and ConfNet: ``S x S`` -> ``4 x 4``,
+    then a 4x4 convolution to a ``zdim x 1 x 1`` code (ReLU)."""
+    return _down_stages(cin, nf, image_size, norm=True, act=nn.LeakyReLU) + [
+        nn.Conv2d(nf * 8, zdim, kernel_size=4, stride=1, padding=0, bias=False),  # 4x4 -> 1x1
+        nn.ReLU(inplace=True),
+    ]
+
+
 class Encoder(nn.Module):
     """Plain convolutional encoder to a vector (netL: lighting, netV: viewpoint).
 
@@ -237,12 +246,7 @@ class EDDeconv(nn.Module):
         super().__init__()
         self.cin, self.cout, self.zdim, self.nf = cin, cout, zdim, nf
         image_size = self.image_size = _check_image_size(image_size)
-        # downsampling
-        network = _down_stages(cin, nf, image_size, norm=True, act=nn.LeakyReLU)
-        network += [
-            nn.Conv2d(nf * 8, zdim, kernel_size=4, stride=1, padding=0, bias=False),  # 4x4 -> 1x1
-            nn.ReLU(inplace=True),
-        ]
+        network = _encoder_to_code(cin, nf, zdim, image_size)
         # upsampling
         network += [
             nn.ConvTranspose2d(zdim, nf * 8, kernel_size=4, stride=1, padding=0, bias=False),  # 1 -> 4
@@ -305,12 +309,7 @@ class ConfNet(nn.Module):
         super().__init__()
         self.cin, self.cout, self.zdim, self.nf = cin, cout, zdim, nf
         image_size = self.image_size = _check_image_size(image_size)
-        # downsampling
-        network = _down_stages(cin, nf, image_size, norm=True, act=nn.LeakyReLU)
-        network += [
-            nn.Conv2d(nf * 8, zdim, kernel_size=4, stride=1, padding=0, bias=False),  # 4x4 -> 1x1
-            nn.ReLU(inplace=True),
-        ]
+        network = _encoder_to_code(cin, nf, zdim, image_size)
         # upsampling to quarter resolution
         network += [
             nn.ConvTranspose2d(zdim, nf * 8, kernel_size=4, stride=1, padding=0, bias=False),  # 1 -> 4

@@ -165,11 +165,8 @@ def transform_points(
         Tensor of the same shape as ``points``.
     """
     R, t = split_view(view)
-    b = points.shape[0]
-    flat = points.reshape(b, -1, 3)
-    c = flat.new_tensor([0.0, 0.0, rot_center_depth])
-    out = torch.baddbmm((c + t).unsqueeze(1), flat - c, R.transpose(1, 2))
-    return out.view(points.shape)
+    c = points.new_tensor([0.0, 0.0, rot_center_depth])
+    return _rotate_about(points, R.transpose(1, 2), pre=-c, post=c + t)
 
 
 def inverse_transform_points(
@@ -185,11 +182,17 @@ def inverse_transform_points(
         Tensor of the same shape as ``points``.
     """
     R, t = split_view(view)
+    c = points.new_tensor([0.0, 0.0, rot_center_depth])
+    return _rotate_about(points, R, pre=-t - c, post=c.expand_as(t))
+
+
+def _rotate_about(points: torch.Tensor, Rt: torch.Tensor, pre: torch.Tensor, post: torch.Tensor) -> torch.Tensor:
+    """``(P + pre) @ Rt + post`` for ``B x ... x 3`` points, ``B x 3 x 3`` ``Rt`` (a transposed
+    rotation, acting on row vectors) and offsets of shape ``3`` or ``B x 3``."""
     b = points.shape[0]
     flat = points.reshape(b, -1, 3)
-    c = flat.new_tensor([0.0, 0.0, rot_center_depth])
-    out = torch.baddbmm(c.expand(b, 1, 3), flat - t.unsqueeze(1) - c, R)
-    return out.view(points.shape)
+    pre, post = pre.expand(b, 3).unsqueeze(1), post.expand(b, 3).unsqueeze(1)
+    return torch.baddbmm(post, flat + pre, Rt).view(points.shape)
 
 
 def normals_from_points(points: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
