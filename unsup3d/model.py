@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from unsup3d.factors import Factors
 from unsup3d.losses import PerceptualLoss, depth_smoothness_loss, photometric_loss
+from unsup3d.metrics import SIDE_SCALE, DepthMetrics
 from unsup3d.networks import build_networks
 from unsup3d.renderer import Renderer
 
@@ -121,6 +122,8 @@ class Unsup3D(pl.LightningModule):
         # The perceptual loss (frozen VGG16) is built on first use, so that inference, export and
         # evaluation never need the ImageNet weights; it keeps no weights in the state dict.
         self.perceptual: PerceptualLoss | None = None
+        # SIDE / MAD on validation data with ground-truth depth (states are not saved in checkpoints).
+        self.val_depth_metrics = DepthMetrics(fov=fov, background_depth=max_depth)
         self.skipped_batches = 0
 
     # ------------------------------------------------------------------------------- networks
@@ -284,12 +287,12 @@ class Unsup3D(pl.LightningModule):
         losses["total"] = total
         return losses
 
-    def _check_finite(self, losses: dict[str, torch.Tensor], stage: str) -> bool:
+    def _check_finite(self, losses: dict[str, torch.Tensor], stage: str, batch_idx: int = 0) -> bool:
         bad = [k for k, v in losses.items() if not torch.isfinite(v).all()]
         if not bad:
             return True
         msg = (f"non-finite loss at {stage} global step {self.global_step} (epoch {self.current_epoch}, "
-               f"batch {self._batch_idx}): term(s) {', '.join(bad)} = "
+               f"batch {batch_idx}): term(s) {', '.join(bad)} = "
                f"{', '.join(f'{losses[k].item():.4g}' for k in bad)}")
         if self.hparams.on_nonfinite == "skip" and stage == "train":
             self.skipped_batches += 1
@@ -299,17 +302,14 @@ class Unsup3D(pl.LightningModule):
                                  "model.on_nonfinite=skip to skip such batches.")
 
     # ------------------------------------------------------------------------------ lightning
-    _batch_idx = 0
-
     def _images(self, batch) -> torch.Tensor:
         return batch["image"] if isinstance(batch, dict) else batch
 
     def training_step(self, batch, batch_idx: int):
-        self._batch_idx = batch_idx
         images = self._images(batch)
         f = self(images)
         losses = self.compute_losses(f, self.current_epoch)
-        if not self._check_finite(losses, "train"):
+        if not self._check_finite(losses, "train", batch_idx):
             return None
         bs = images.shape[0]
         self.log_dict({f"train/loss_{k}": v.detach() for k, v in losses.items()}, batch_size=bs,
@@ -333,11 +333,10 @@ class Unsup3D(pl.LightningModule):
         self.log_dict({f"train/{k}": v.detach().float().mean() for k, v in stats.items()}, batch_size=bs)
 
     def validation_step(self, batch, batch_idx: int):
-        self._batch_idx = batch_idx
         images = self._images(batch)
         f = self(images)
         losses = self.compute_losses(f, self.current_epoch)
-        self._check_finite(losses, "validation")
+        self._check_finite(losses, "validation", batch_idx)
         bs = images.shape[0]
         self.log_dict({f"val/loss_{k}": v for k, v in losses.items()}, batch_size=bs, sync_dist=True)
         self.log("val/loss", losses["total"], prog_bar=True, batch_size=bs, sync_dist=True)
@@ -347,20 +346,13 @@ class Unsup3D(pl.LightningModule):
 
     # Depth metrics on validation data with ground truth (SIDE, MAD).
     def _update_depth_metrics(self, f: Factors, gt_depth: torch.Tensor) -> None:
-        from unsup3d.metrics import DepthMetrics
-
-        if getattr(self, "val_depth_metrics", None) is None:
-            self.val_depth_metrics = DepthMetrics(fov=self.hparams.fov, background_depth=self.hparams.max_depth
-                                                  ).to(self.device)
         valid = f.recon_depth < self.hparams.max_depth + self.renderer.margin
         self.val_depth_metrics.update(f.recon_depth.detach(), gt_depth, valid)
 
     def on_validation_epoch_end(self) -> None:
-        metrics = getattr(self, "val_depth_metrics", None)
-        if metrics is None or not metrics.update_called:
+        metrics = self.val_depth_metrics
+        if not metrics.update_called:
             return
-        from unsup3d.metrics import SIDE_SCALE
-
         values = metrics.compute()
         # SIDE in the paper's units (x 10^-2), MAD in degrees (exact and the original's operator).
         for k in ("side", "mad", "mad_original", "mae", "mse"):

@@ -221,6 +221,18 @@ def check_archive(path: str | Path, min_size: int = 0, sha256: str | None = None
     return names
 
 
+def _members(archive: Path):
+    """``(name, is_dir, open_member)`` for every member of a zip or tar archive, in order."""
+    if _archive_kind(archive) == "zip":
+        with zipfile.ZipFile(archive) as zf:
+            for info in zf.infolist():
+                yield info.filename, info.is_dir(), (lambda info=info: zf.open(info))
+    else:
+        with tarfile.open(archive) as tf:
+            for m in tf.getmembers():
+                yield m.name, m.isdir(), (lambda m=m: tf.extractfile(m))
+
+
 def safe_extract(
     archive: str | Path, target: str | Path, min_size: int = 0, sha256: str | None = None
 ) -> Path:
@@ -239,27 +251,14 @@ def safe_extract(
             raise DownloadError(f"refusing to unpack '{archive}': '{name}' resolves outside '{target}'")
         return out
 
-    if _archive_kind(archive) == "zip":
-        with zipfile.ZipFile(archive) as zf:
-            for info in zf.infolist():
-                out = dest_of(info.filename)
-                if info.is_dir():
-                    out.mkdir(parents=True, exist_ok=True)
-                    continue
-                out.parent.mkdir(parents=True, exist_ok=True)
-                with zf.open(info) as src, open(out, "wb") as dst:
-                    shutil.copyfileobj(src, dst)
-    else:
-        with tarfile.open(archive) as tf:
-            for m in tf.getmembers():
-                out = dest_of(m.name)
-                if m.isdir():
-                    out.mkdir(parents=True, exist_ok=True)
-                    continue
-                out.parent.mkdir(parents=True, exist_ok=True)
-                src = tf.extractfile(m)
-                with src, open(out, "wb") as dst:
-                    shutil.copyfileobj(src, dst)
+    for name, is_dir, open_member in _members(archive):
+        out = dest_of(name)
+        if is_dir:
+            out.mkdir(parents=True, exist_ok=True)
+            continue
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with open_member() as src, open(out, "wb") as dst:
+            shutil.copyfileobj(src, dst)
     return target
 
 
