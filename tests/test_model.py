@@ -154,6 +154,38 @@ def test_loss_terms_and_flip_schedule():
     assert torch.allclose(losses["total"], expected)
 
 
+def test_view_prior_centres_the_batch_mean_view():
+    m = tiny(lam_view_prior=2.0)
+    f = m(torch.rand(4, 3, 32, 32))
+    view = torch.zeros(4, 6)
+    view[:, 0] = torch.tensor([0.1, 0.3, 0.2, 0.2])  # pitch (rad), mean 0.2
+    view[:, 1] = torch.tensor([0.5, -0.5, 0.7, -0.7])  # yaw: mean 0, spread must not count
+    view[:, 4] = 0.05  # ty, half the 0.1 range
+    view[:, 5] = 0.3  # tz: its range is 0 for faces, so it is not part of the prior
+    f.view = view
+    losses = m.compute_losses(f)
+    expected = (0.2 / (60 * math.pi / 180)) ** 2 + 0.5**2
+    assert losses["view_prior"].item() == pytest.approx(expected, rel=1e-5)
+    rest = losses["l1"] + 0.5 * losses["l1_flip"]
+    assert torch.allclose(losses["total"], rest + 2.0 * losses["view_prior"])
+    # The default (0) is the original objective: no such term.
+    assert "view_prior" not in tiny().compute_losses(tiny()(torch.rand(2, 3, 32, 32)))
+    with pytest.raises(ValueError, match="lam_view_prior"):
+        tiny(lam_view_prior=-1.0)
+
+
+def test_view_prior_gradient_moves_the_mean_not_the_spread():
+    m = tiny(lam_view_prior=1.0)
+    v = torch.tensor([[0.3, 0.2, 0.0, 0.0, 0.0, 0.1], [0.1, -0.2, 0.0, 0.0, 0.0, 0.1]], requires_grad=True)
+    from unsup3d.losses import view_gauge_loss
+
+    view_gauge_loss(m.normalized_view(v)).backward()
+    g = v.grad[:, 0]
+    assert g[0] > 0 and torch.allclose(g[0], g[1])  # same push on every image: the spread is kept
+    assert torch.count_nonzero(v.grad[:, 1:5]) == 0  # yaw has mean 0 already: no push at all
+    assert torch.count_nonzero(v.grad[:, 5]) == 0
+
+
 def test_no_flip_ablation_and_no_confidence():
     m = tiny(use_flip=False, use_conf_map=False)
     assert m.netC is None and m.network_names == ("netD", "netA", "netL", "netV")

@@ -18,6 +18,7 @@ from unsup3d.networks import (
     VGG16Features,
     build_networks,
     group_count,
+    init_encoder,
     load_vgg16_features,
 )
 
@@ -320,3 +321,25 @@ def test_bad_files_raise(no_weights: list[str], tmp_path: Path, monkeypatch) -> 
     torch.save({"features.0.weight": torch.zeros(64, 3, 3, 3)}, bad)
     with pytest.raises(RuntimeError, match="missing"):
         load_vgg16_features(bad)
+
+
+def test_kaiming_encoder_init_wakes_up_the_plain_encoders() -> None:
+    torch.manual_seed(0)
+    x = torch.rand(16, 3, 64, 64) * 2 - 1
+
+    def spread(enc: nn.Module) -> float:  # across-image spread of the pre-tanh output
+        with torch.no_grad():
+            return float(enc.network[:-1](x).flatten(1).std(0).mean())
+
+    default = build_networks(64, 0.25)["netV"]
+    keys = {k: v.shape for k, v in default.state_dict().items()}
+    assert spread(default) < 5e-3  # PyTorch's default init: the output barely depends on the image
+    woken = init_encoder(build_networks(64, 0.25)["netV"], "kaiming", output_std=0.1)
+    assert 0.02 < spread(woken) < 0.2
+    assert {k: v.shape for k, v in woken.state_dict().items()} == keys  # checkpoints unaffected
+    same = build_networks(64, 0.25)["netL"]
+    before = [p.clone() for p in same.parameters()]
+    assert init_encoder(same, "pytorch") is same
+    assert all(torch.equal(a, b) for a, b in zip(before, same.parameters()))
+    with pytest.raises(ValueError, match="encoder init"):
+        init_encoder(same, "xavier")

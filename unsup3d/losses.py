@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from unsup3d.networks import VGG16Features, load_vgg16_features
 
-__all__ = ["EPS", "PerceptualLoss", "depth_smoothness_loss", "masked_mean", "photometric_loss"]
+__all__ = ["EPS", "PerceptualLoss", "depth_smoothness_loss", "masked_mean", "photometric_loss", "view_gauge_loss"]
 
 EPS = 1e-7
 
@@ -234,3 +234,23 @@ def depth_smoothness_loss(depth: Tensor, mask: Tensor | None = None) -> Tensor:
     mx = mask[:, :, 1:] * mask[:, :, :-1]
     my = mask[:, 1:, :] * mask[:, :-1, :]
     return masked_mean(dx, mx) + masked_mean(dy, my)
+
+
+def view_gauge_loss(view: Tensor, components: tuple[int, ...] = (0, 1, 2, 3, 4)) -> Tensor:
+    """Squared batch mean of chosen viewpoint components (a prior on the canonical frame).
+
+    The canonical frame should be the data's mean viewpoint. Symmetry pins its yaw, roll and
+    horizontal shift only through the flip losses, and leaves its pitch and vertical shift free;
+    without a preference the optimiser can drift to a constant offset. Pulling the *batch mean*
+    of those components to 0 fixes that; the spread across images is untouched.
+
+    Args:
+        view: ``B x 6`` viewpoint in normalised units (netV's ``[-1, 1]`` output).
+        components: indices of the components to centre (default the rotations and xy shift).
+
+    Returns:
+        Scalar: ``sum_k mean_b(view[b, k])^2``.
+    """
+    if view.dim() != 2:
+        raise ValueError(f"view_gauge_loss expects B x 6 viewpoints; got {tuple(view.shape)}")
+    return view[:, list(components)].mean(0).pow(2).sum()

@@ -22,15 +22,17 @@ import torch
 import torch.nn.functional as F
 
 from unsup3d.factors import Factors
-from unsup3d.losses import PerceptualLoss, depth_smoothness_loss, photometric_loss
+from unsup3d.losses import PerceptualLoss, depth_smoothness_loss, photometric_loss, view_gauge_loss
 from unsup3d.metrics import SIDE_SCALE, DepthMetrics
-from unsup3d.networks import build_networks
+from unsup3d.networks import ENCODER_INITS, build_networks, init_encoder
 from unsup3d.renderer import Renderer
 
 __all__ = ["Unsup3D", "Factors", "LOSS_TERMS"]
 
 NETWORK_NAMES = ("netD", "netA", "netL", "netV", "netC")
-LOSS_TERMS = ("l1", "l1_flip", "perc", "perc_flip", "depth_sm")
+LOSS_TERMS = ("l1", "l1_flip", "perc", "perc_flip", "depth_sm", "view_prior")
+# Viewpoint components centred by ``lam_view_prior``: the three rotations and the xy shift.
+GAUGE_VIEW_COMPONENTS = (0, 1, 2, 3, 4)
 
 
 def _rescale(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
@@ -59,6 +61,20 @@ class Unsup3D(pl.LightningModule):
         lam_flip_before_start: weight of the flip losses before that epoch. The original code
             uses 1 here (``lam_flip = 1 if epoch < lam_flip_start_epoch else self.lam_flip``).
         lam_depth_sm: weight of the depth smoothness prior (0.1 for synthetic cars).
+        lam_view_prior: weight of a prior that makes the canonical frame the training data's mean
+            viewpoint: the squared batch mean of netV's normalised rotations and xy shift
+            (``view / range``, in ``[-1, 1]``). Left-right symmetry fixes the canonical yaw, roll
+            and x shift only as long as the flip losses are strong, and not the pitch or y shift
+            at all; early in training (and with the confidence maps turning the flip losses
+            down) netV can drift to a constant offset, e.g. -57 degrees of pitch and -52 of yaw
+            after 870 steps at lr 5e-4. Training images are flipped at random, so the data's mean
+            yaw, roll and x shift are 0 by construction. Only the batch mean is pulled, not the
+            spread across images. 0 (the default) is the original method.
+        encoder_init: initialisation of the two plain encoders (netV, netL), which have no
+            normalisation layers: ``"pytorch"`` (PyTorch's default, as the original release) or
+            ``"kaiming"`` (He-normal hidden layers, small last layer). With the default, their
+            outputs barely vary across images for the first few hundred steps; see
+            :func:`unsup3d.networks.init_encoder`. Checkpoints are unaffected.
         lr, beta1, beta2, weight_decay: Adam settings.
         vgg_weights: path of the ImageNet VGG16 weights (torchvision's ``vgg16-397923af.pth``);
             default: ``$UNSUP3D_VGG16_WEIGHTS``, torch hub's cache, then a download.
@@ -90,6 +106,8 @@ class Unsup3D(pl.LightningModule):
         lam_flip_start_epoch: int = 0,
         lam_flip_before_start: float = 1.0,
         lam_depth_sm: float = 0.0,
+        lam_view_prior: float = 0.0,
+        encoder_init: str = "pytorch",
         lr: float = 1e-4,
         beta1: float = 0.9,
         beta2: float = 0.999,
@@ -102,11 +120,13 @@ class Unsup3D(pl.LightningModule):
         super().__init__()
         if on_nonfinite not in ("raise", "skip"):
             raise ValueError(f"model.on_nonfinite must be 'raise' or 'skip', got {on_nonfinite!r}")
+        if encoder_init not in ENCODER_INITS:
+            raise ValueError(f"model.encoder_init must be one of {ENCODER_INITS}, got {encoder_init!r}")
         for name, rng in (("amb_light_range", amb_light_range), ("diff_light_range", diff_light_range)):
             if len(rng) != 2 or float(rng[0]) > float(rng[1]):
                 raise ValueError(f"model.{name} must be [low, high] with low <= high, got {list(rng)}")
         for name, val in (("lam_perc", lam_perc), ("lam_flip", lam_flip), ("lam_depth_sm", lam_depth_sm),
-                          ("lr", lr), ("weight_decay", weight_decay)):
+                          ("lam_view_prior", lam_view_prior), ("lr", lr), ("weight_decay", weight_decay)):
             if not math.isfinite(float(val)) or float(val) < 0:
                 raise ValueError(f"model.{name} must be a finite non-negative number, got {val}")
         self.save_hyperparameters()
@@ -114,6 +134,8 @@ class Unsup3D(pl.LightningModule):
         self.renderer = Renderer(image_size, fov, min_depth, max_depth, rot_center_depth, renderer_backend)
         nets = build_networks(image_size=image_size, width=width, with_confidence=use_conf_map)
         self.netD, self.netA, self.netL, self.netV = nets["netD"], nets["netA"], nets["netL"], nets["netV"]
+        init_encoder(self.netV, encoder_init)
+        init_encoder(self.netL, encoder_init)
         self.netC = nets.get("netC")
         if self.netC is not None and lam_perc == 0:
             # The quarter-resolution confidence map only weights the perceptual loss: without it
@@ -235,6 +257,17 @@ class Unsup3D(pl.LightningModule):
             conf_sigma_percl=conf_perc,
         )
 
+    def normalized_view(self, view: torch.Tensor) -> torch.Tensor:
+        """Viewpoint in netV's units: ``B x 6`` radians and translations -> ``B x 6`` in ``[-1, 1]``.
+
+        Components whose range is 0 (``tz`` for faces) are returned as 0.
+        """
+        hp = self.hparams
+        ranges = [hp.xyz_rotation_range * math.pi / 180] * 3 + [hp.xy_translation_range] * 2 \
+            + [hp.z_translation_range]
+        scale = torch.tensor([1 / r if r > 0 else 0.0 for r in ranges], device=view.device, dtype=view.dtype)
+        return view * scale
+
     # --------------------------------------------------------------------------------- losses
     def _perceptual_loss(self) -> PerceptualLoss:
         if self.perceptual is None:
@@ -258,8 +291,8 @@ class Unsup3D(pl.LightningModule):
             epoch: current epoch (decides the flip weight).
 
         Returns:
-            Dict of scalar tensors: ``l1``, ``l1_flip``, ``perc``, ``perc_flip``, ``depth_sm``
-            (terms that are switched off are absent) and ``total``.
+            Dict of scalar tensors: ``l1``, ``l1_flip``, ``perc``, ``perc_flip``, ``depth_sm``,
+            ``view_prior`` (terms that are switched off are absent) and ``total``.
         """
         hp = self.hparams
         target = f.input
@@ -278,12 +311,16 @@ class Unsup3D(pl.LightningModule):
                     f.recon_image_flip, target, f.recon_mask, None if cp is None else cp[:, 1:])
         if hp.lam_depth_sm > 0:
             losses["depth_sm"] = depth_smoothness_loss(f.canon_depth_raw)
+        if hp.lam_view_prior > 0:
+            losses["view_prior"] = view_gauge_loss(self.normalized_view(f.view), GAUGE_VIEW_COMPONENTS)
         lam_flip = self.lam_flip_at(epoch)
         total = losses["l1"] + lam_flip * losses.get("l1_flip", 0.0)
         if "perc" in losses:
             total = total + hp.lam_perc * (losses["perc"] + lam_flip * losses.get("perc_flip", 0.0))
         if "depth_sm" in losses:
             total = total + hp.lam_depth_sm * losses["depth_sm"]
+        if "view_prior" in losses:
+            total = total + hp.lam_view_prior * losses["view_prior"]
         losses["total"] = total
         return losses
 
