@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import sys
 import time
@@ -77,8 +78,10 @@ def train_and_eval(name: str, root: Path, out: Path, minutes: float, overrides: 
 
 def diagnose(model, test_dir: Path, loader) -> dict:
     """What the model got wrong, against the generator's saved parameters: predicted vs true yaw
-    and pitch (slope of a least-squares fit and correlation), and the relief of the predicted depth
-    in the view relative to the ground truth (std of depth over the evaluation mask)."""
+    and pitch (slope of a least-squares fit and correlation), the mean predicted pitch, yaw and roll
+    in degrees (a constant offset means netV drifted away from the data's mean view), and the relief
+    of the predicted depth in the view relative to the ground truth (std of depth over the
+    evaluation mask)."""
     import torch
 
     from unsup3d.data.synthetic import load_split_params
@@ -90,7 +93,7 @@ def diagnose(model, test_dir: Path, loader) -> dict:
     with torch.no_grad():
         for batch in loader:
             f = model(batch["image"])
-            pred.append(f.view[:, :2])
+            pred.append(f.view[:, :3])
             true.append(torch.tensor([true_view[str(Path(p).resolve())][:2] for p in batch["path"]]))
             valid = f.recon_depth < model.hparams.max_depth + model.renderer.margin
             mask = evaluation_mask(batch["depth"], valid, model.hparams.max_depth)
@@ -103,6 +106,8 @@ def diagnose(model, test_dir: Path, loader) -> dict:
         x, y = true[:, j] - true[:, j].mean(), pred[:, j] - pred[:, j].mean()
         out[f"{name}_slope"] = float((x * y).sum() / (x * x).sum())
         out[f"{name}_corr"] = float((x * y).sum() / ((x * x).sum() * (y * y).sum()).sqrt())
+    for j, name in enumerate(("pitch", "yaw", "roll")):
+        out[f"{name}_mean_deg"] = float(pred[:, j].mean() * 180 / math.pi)
     out["relief_ratio"] = float(torch.tensor(relief).median())
     return out
 
