@@ -31,8 +31,6 @@ __all__ = ["Unsup3D", "Factors", "LOSS_TERMS"]
 
 NETWORK_NAMES = ("netD", "netA", "netL", "netV", "netC")
 LOSS_TERMS = ("l1", "l1_flip", "perc", "perc_flip", "depth_sm", "view_prior")
-# Viewpoint components centred by ``lam_view_prior``: the three rotations and the xy shift.
-GAUGE_VIEW_COMPONENTS = (0, 1, 2, 3, 4)
 
 
 def _rescale(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
@@ -197,12 +195,7 @@ class Unsup3D(pl.LightningModule):
         light_b = _rescale(light[:, 1], *hp.diff_light_range)
         light_d = torch.cat([light[:, 2:], torch.ones_like(light[:, :1])], 1)
         light_d = light_d / light_d.norm(dim=1, keepdim=True)
-        v = self.netV(x)
-        view = torch.cat([
-            v[:, :3] * math.pi / 180 * hp.xyz_rotation_range,
-            v[:, 3:5] * hp.xy_translation_range,
-            v[:, 5:] * hp.z_translation_range,
-        ], 1)
+        view = self.netV(x) * self._view_ranges(x)
 
         # The symmetry branch renders the mirrored canonical factors with the same light and view.
         n = 2 if hp.use_flip else 1
@@ -257,16 +250,21 @@ class Unsup3D(pl.LightningModule):
             conf_sigma_percl=conf_perc,
         )
 
+    def _view_ranges(self, like: torch.Tensor) -> torch.Tensor:
+        """``6``: what netV's ``[-1, 1]`` outputs are multiplied by (rotations in radians, then
+        translations), on ``like``'s device and dtype."""
+        hp = self.hparams
+        rot = hp.xyz_rotation_range * math.pi / 180
+        ranges = [rot, rot, rot, hp.xy_translation_range, hp.xy_translation_range, hp.z_translation_range]
+        return torch.tensor(ranges, device=like.device, dtype=like.dtype)
+
     def normalized_view(self, view: torch.Tensor) -> torch.Tensor:
         """Viewpoint in netV's units: ``B x 6`` radians and translations -> ``B x 6`` in ``[-1, 1]``.
 
         Components whose range is 0 (``tz`` for faces) are returned as 0.
         """
-        hp = self.hparams
-        ranges = [hp.xyz_rotation_range * math.pi / 180] * 3 + [hp.xy_translation_range] * 2 \
-            + [hp.z_translation_range]
-        scale = torch.tensor([1 / r if r > 0 else 0.0 for r in ranges], device=view.device, dtype=view.dtype)
-        return view * scale
+        ranges = self._view_ranges(view)
+        return torch.where(ranges > 0, view / ranges.clamp(min=1e-12), torch.zeros_like(view))
 
     # --------------------------------------------------------------------------------- losses
     def _perceptual_loss(self) -> PerceptualLoss:
@@ -312,7 +310,7 @@ class Unsup3D(pl.LightningModule):
         if hp.lam_depth_sm > 0:
             losses["depth_sm"] = depth_smoothness_loss(f.canon_depth_raw)
         if hp.lam_view_prior > 0:
-            losses["view_prior"] = view_gauge_loss(self.normalized_view(f.view), GAUGE_VIEW_COMPONENTS)
+            losses["view_prior"] = view_gauge_loss(self.normalized_view(f.view))
         lam_flip = self.lam_flip_at(epoch)
         total = losses["l1"] + lam_flip * losses.get("l1_flip", 0.0)
         if "perc" in losses:
