@@ -95,7 +95,7 @@ def diagnose(model, test_dir: Path, loader) -> dict:
             f = model(batch["image"])
             pred.append(f.view[:, :3])
             true.append(torch.tensor([true_view[str(Path(p).resolve())][:2] for p in batch["path"]]))
-            valid = f.recon_depth < model.hparams.max_depth + model.renderer.margin
+            valid = model.renderer.visible_mask(f.recon_depth)
             mask = evaluation_mask(batch["depth"], valid, model.hparams.max_depth)
             for i in range(len(mask)):
                 if mask[i].sum() > 10:

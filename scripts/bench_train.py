@@ -32,6 +32,9 @@ def main() -> None:
     ap.add_argument("--no-perceptual", action="store_true", help="lam_perc=0 (no VGG)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--compare-bf16", action="store_true",
+                    help="also time the full step under bf16 autocast (trainer.precision=bf16-mixed: networks "
+                         "in bf16, geometry in fp32) and print the renderer's largest difference to fp32")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -75,6 +78,13 @@ def main() -> None:
         total.backward()
         opt.step()
 
+    def bf16_step():
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            losses = model.compute_losses(model(x), epoch=0)
+        losses["total"].backward()
+        opt.step()
+
     t_full = time_runs(full_step, args.repeats, device)
     t_nets = time_runs(networks_step, args.repeats, device)
     full, nets = statistics.median(t_full), statistics.median(t_nets)
@@ -83,6 +93,18 @@ def main() -> None:
     print(f"networks (+VGG) fwd+bwd+step:    {nets:8.3f} s  (runs: {', '.join(f'{t:.3f}' for t in t_nets)})")
     print(f"everything else (renderer, shading, sampling, losses): {full - nets:.3f} s")
     print(f"overhead_ratio={overhead:.3f} (target <= 0.10: {'PASS' if overhead <= 0.10 else 'FAIL'})")
+    if args.compare_bf16:
+        t_bf16 = statistics.median(time_runs(bf16_step, args.repeats, device))
+        with torch.no_grad():
+            xi = x * 2 - 1
+            with torch.autocast(device.type, dtype=torch.bfloat16):
+                raw = model.predict(xi)
+                f_auto = model.render_factors(xi, raw)
+            f_fp32 = model.render_factors(xi, raw)  # the same network outputs, geometry outside autocast
+        diff = max((getattr(f_auto, k) - getattr(f_fp32, k)).abs().max().item()
+                   for k in ("recon_depth", "recon_image", "recon_image_flip", "canon_normal"))
+        print(f"full step under bf16 autocast:   {t_bf16:8.3f} s  (fp32 / bf16 = {full / t_bf16:.2f}x)")
+        print(f"bf16_speedup={full / t_bf16:.2f} max_renderer_diff_bf16_vs_fp32={diff:.2e}")
 
 
 if __name__ == "__main__":

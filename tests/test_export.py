@@ -13,12 +13,13 @@ import pytest
 import torch
 from PIL import Image
 
-from unsup3d.data.datasets import depth_to_uint16
+from unsup3d.depth_encoding import depth_to_uint16
 from unsup3d.export import (
     ExportOptions,
     InputError,
     assign_output_names,
     collect_inputs,
+    export_images,
     main,
     prepare_image,
 )
@@ -286,7 +287,7 @@ def test_interrupt_leaves_no_half_folder(tiny, tmp_path, capsys, monkeypatch):
     def boom(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("unsup3d.data.datasets.depth_to_uint16", boom)  # after the meshes were written
+    monkeypatch.setattr("unsup3d.export.depth_to_uint16", boom)  # after the meshes were written
     out = tmp_path / "out"
     code, _, err = _run(capsys, "-c", ckpt, "-o", out, img)
     assert code == 130 and "interrupted" in err
@@ -368,17 +369,47 @@ def test_script_help():
 
 
 def test_posed_vertices_follow_the_view(tiny):
-    from unsup3d.export import _posed_vertices
-    from unsup3d.mesh import grid_mesh
+    from unsup3d.mesh import grid_mesh, grid_vertices
 
     model, _ = tiny
-    depth = np.random.default_rng(1).uniform(0.95, 1.05, (S, S)).astype(np.float32)
-    still = _posed_vertices(model, depth, np.zeros(6), crop_border=0)
-    plain, _, _ = grid_mesh(depth, 10.0, center=False)
+    r = model.renderer
+    depth = torch.from_numpy(np.random.default_rng(1).uniform(0.95, 1.05, (1, S, S)).astype(np.float32))
+
+    def posed(view):
+        return grid_vertices(r, depth, torch.tensor([view], dtype=torch.float32))[0].numpy()
+
+    still = posed([0.0] * 6)
+    plain, _, _ = grid_mesh(depth[0], 10.0, center=False)
     np.testing.assert_allclose(still, plain + np.float32([0, 0, 1]), atol=1e-5)
     # a pure rotation turns the mesh about the rotation centre (the origin of the posed frame)
-    turned = _posed_vertices(model, depth, np.array([0.1, 0.5, -0.2, 0, 0, 0]), crop_border=0)
+    turned = posed([0.1, 0.5, -0.2, 0, 0, 0])
     np.testing.assert_allclose(np.linalg.norm(turned, axis=1), np.linalg.norm(still, axis=1), atol=1e-5)
     assert np.abs(turned - still).max() > 0.01
-    moved = _posed_vertices(model, depth, np.array([0, 0, 0, 0.05, 0.02, 0]), crop_border=0)
+    moved = posed([0, 0, 0, 0.05, 0.02, 0])
     np.testing.assert_allclose(moved - still, np.broadcast_to([0.05, -0.02, 0], still.shape), atol=1e-5)
+    # the posed vertices are the renderer's own warped points, in the export axes
+    view = torch.tensor([[0.1, 0.5, -0.2, 0.03, -0.01, 0.0]])
+    pts = r.view_points(depth, view)[0].reshape(-1, 3).numpy()
+    np.testing.assert_allclose(posed(view[0].tolist()), (pts - [0, 0, 1]) * [1, -1, -1], atol=1e-6)
+
+
+def test_exported_faces_are_the_rasterized_faces(tiny, tmp_path):
+    """The OBJ's faces are exactly the renderer's grid faces (the original's triangulation), in order;
+    with a crop border, they are the same triangulation of the trimmed grid."""
+    from unsup3d.renderer import grid_faces
+
+    model, _ = tiny
+    photo = tmp_path / "face.png"
+    Image.fromarray(_pattern(S, S)).save(photo)
+    for border in (0, 2):
+        out = tmp_path / f"b{border}"
+        summary = export_images(model, [photo], out, ExportOptions(progress=False, crop_border=border,
+                                                                   formats=("obj",)))
+        assert not summary.failed, summary.report()
+        obj = next(out.rglob("mesh.obj"))
+        faces = [[int(tok.split("/")[0]) - 1 for tok in line.split()[1:]]
+                 for line in obj.read_text().splitlines() if line.startswith("f ")]
+        n = S - 2 * border
+        assert np.array_equal(np.array(faces), grid_faces(n, n).numpy())
+        if border == 0:
+            assert np.array_equal(np.array(faces), grid_faces(S, S).numpy())

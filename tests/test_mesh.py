@@ -8,18 +8,19 @@ import torch
 import trimesh
 
 from unsup3d.mesh import (
-    camera_to_export,
     glb_bytes,
     grid_faces,
     grid_mesh,
     grid_uvs,
     grid_vertex_colors,
-    lift_canonical,
     obj_text,
+    to_export_frame,
     write_glb,
     write_obj,
     write_ply,
 )
+from unsup3d.renderer import Renderer
+from unsup3d.renderer import grid_faces as render_grid_faces
 
 H, W = 16, 20
 
@@ -71,7 +72,7 @@ def test_uvs_match_pixel_positions():
 
 def test_vertices_follow_camera_lift_and_export_frame():
     d = _depth()
-    pts = lift_canonical(d, fov=10.0).reshape(-1, 3)
+    pts = Renderer(image_size=W, fov=10.0).depth_to_points(torch.from_numpy(d)[None])[0].reshape(-1, 3).numpy()
     v, _, _ = grid_mesh(d, fov=10.0, center=False)
     assert np.allclose(v, pts * np.array([1, -1, -1], np.float32), atol=1e-6)
     vc, _, _ = grid_mesh(torch.from_numpy(d)[None], fov=10.0, center=True)
@@ -86,8 +87,11 @@ def test_vertices_follow_camera_lift_and_export_frame():
 
 def test_export_frame_is_a_rotation():
     p = np.random.default_rng(1).standard_normal((5, 3))
-    q = camera_to_export(p, center=False)
+    q = to_export_frame(torch.from_numpy(p)[None])[0].numpy()
     assert np.allclose(q, p * [1, -1, -1], atol=1e-6)
+    o = np.array([0.1, -0.2, 1.0])
+    q = to_export_frame(torch.from_numpy(p)[None], torch.from_numpy(o))[0].numpy()
+    assert np.allclose(q, (p - o) * [1, -1, -1], atol=1e-6)
 
 
 def test_faces_point_to_viewer_for_flat_depth():
@@ -105,8 +109,10 @@ def test_faces_consistently_oriented_on_bumpy_depth():
 
 
 def test_grid_faces_small():
+    # the original's get_face_idx: (tl, bl, tr) of every cell, then (tr, bl, br) of every cell
     f = grid_faces(2, 3)
-    assert f.tolist() == [[0, 3, 1], [1, 3, 4], [1, 4, 2], [2, 4, 5]]
+    assert f.tolist() == [[0, 3, 1], [1, 4, 2], [1, 3, 4], [2, 4, 5]]
+    assert np.array_equal(grid_faces(5, 7), render_grid_faces(5, 7).numpy())
 
 
 def test_vertex_colors_follow_grid():

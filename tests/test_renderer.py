@@ -12,13 +12,32 @@ from unsup3d.renderer.pytorch3d_backend import is_available as p3d_available
 S = 16  # tiny images keep the exact ray cast cheap
 
 
-def ray_cast_depth(renderer: Renderer, canon_depth: torch.Tensor, view: torch.Tensor, size: int) -> torch.Tensor:
+def original_faces(h: int, w: int, diagonal: str = "bl-tr") -> torch.Tensor:
+    """The grid triangulation written out independently of the package: the original release's
+    ``get_face_idx`` splits each cell along its bottom-left/top-right diagonal into (tl, bl, tr) and
+    (tr, bl, br); ``diagonal="tl-br"`` gives the other split, (tl, bl, br) and (tl, br, tr)."""
+    first, second = [], []  # the original concatenates the first triangle of every cell, then the second
+    for i in range(h - 1):
+        for j in range(w - 1):
+            tl, tr, bl, br = i * w + j, i * w + j + 1, (i + 1) * w + j, (i + 1) * w + j + 1
+            if diagonal == "bl-tr":
+                first.append((tl, bl, tr))
+                second.append((tr, bl, br))
+            else:
+                first.append((tl, bl, br))
+                second.append((tl, br, tr))
+    return torch.tensor(first + second)
+
+
+def ray_cast_depth(renderer: Renderer, canon_depth: torch.Tensor, view: torch.Tensor, size: int,
+                   diagonal: str = "bl-tr") -> torch.Tensor:
     """Exact reference: a ray from the camera centre through each pixel centre, nearest hit of the
-    transformed grid-mesh triangles (Moller-Trumbore), returns z of the hit or NaN (B x S x S)."""
+    transformed grid-mesh triangles of the original's triangulation (Moller-Trumbore), in float64;
+    returns z of the hit or NaN (B x S x S)."""
     b, h, w = canon_depth.shape
     pts = renderer.depth_to_points(canon_depth.double()).view(b, -1, 3)
     pts = camera.transform_points(pts, view.double(), renderer.rot_center_depth)
-    faces = grid_faces(h, w)
+    faces = original_faces(h, w, diagonal)
     tri = pts[:, faces]  # B x F x 3 x 3
     K = camera.intrinsics(size, size, renderer.fov, dtype=torch.float64)
     uv = camera.pixel_grid(size, size, dtype=torch.float64).view(-1, 2)
@@ -148,12 +167,28 @@ def test_warp_canon_depth_matches_ray_cast(surface, view_name):
     assert inner.sum() > 0.2 * S * S
     assert torch.all(frags.mask[inner])
     got = frags.zbuf[inner]
-    assert torch.allclose(got, ref[inner], atol=1e-4), (got - ref[inner]).abs().max()
+    assert torch.allclose(got, ref[inner], atol=1e-6), (got - ref[inner]).abs().max()
     warped = r.warp_canon_depth(d, view)
-    assert torch.allclose(warped[inner], ref[inner].clamp(max=r.background_depth), atol=1e-4)
+    assert torch.allclose(warped[inner], ref[inner].clamp(max=r.background_depth), atol=1e-6)
     # Pixels the ray cast misses are background.
     miss = torch.isnan(ref) & ~F.max_pool2d((~torch.isnan(ref)).double()[None], 3, 1, 1)[0].bool()
     assert torch.all(warped[miss] == r.background_depth)
+
+
+def test_triangulation_is_the_originals():
+    """The renderer's faces are the original's (same triangles, same order), and the ray-cast test
+    above can tell the two diagonals apart: on a curved surface seen from a view with all six
+    components non-zero, the other diagonal's mesh differs by far more than the 1e-6 tolerance."""
+    assert torch.equal(grid_faces(5, 7), original_faces(5, 7))
+    r = Renderer(image_size=S)
+    d = _surfaces(r)["sphere_cap"].unsqueeze(0)
+    view = torch.tensor([_views()["all6"]], dtype=torch.float64)
+    ours = ray_cast_depth(r, d, view, S)
+    other = ray_cast_depth(r, d, view, S, diagonal="tl-br")
+    inner = interior_mask(ours) & interior_mask(other)
+    assert (ours[inner] - other[inner]).abs().max() > 1e-5
+    warped = r.warp_canon_depth(d, view)
+    assert (warped[inner] - ours[inner]).abs().max() < 1e-6
 
 
 def test_step_occlusion_nearest_wins():

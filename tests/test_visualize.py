@@ -77,7 +77,11 @@ def test_maps_ranges():
     d = torch.tensor([[[0.9, 1.0, 1.1, 1.3]]])
     img = depth_to_image(d, 0.9, 1.1)
     assert img.shape == (1, 1, 1, 4)
-    assert torch.allclose(img.flatten(), torch.tensor([0.0, 0.5, 1.0, 1.0]))
+    assert torch.allclose(img.flatten(), torch.tensor([1.0, 0.5, 0.0, 0.0]))  # nearer is brighter
+    # the same rule as the depth PNGs
+    from unsup3d.depth_encoding import depth_to_uint16
+
+    assert np.array_equal(np.round(img.flatten().numpy() * 65535).astype(np.uint16), depth_to_uint16(d[0, 0], 0.9, 1.1))
     n = torch.nn.functional.normalize(torch.randn(2, 4, 5, 3), dim=-1)
     ni = normal_to_image(n)
     assert ni.shape == (2, 3, 4, 5) and ni.min() >= 0 and ni.max() <= 1

@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from unsup3d.checkpoint import resolve_device
+from unsup3d.depth_encoding import depth_to_unit
 from unsup3d.io import atomic_save_image, atomic_save_json, atomic_save_text
 from unsup3d.metrics import SIDE_SCALE, DepthMetrics, average_depth_map
 from unsup3d.model import Unsup3D
@@ -135,7 +136,7 @@ def evaluate(
             images, gt = images[:keep], gt[:keep]
         images, gt = images.to(dev), gt.to(dev).to(images.dtype)
         f = model(images)
-        valid = f.recon_depth < hp.max_depth + model.renderer.margin
+        valid = model.renderer.visible_mask(f.recon_depth)
         methods["model"].update(f.recon_depth, gt, valid)
         methods["constant"].update(torch.ones_like(gt), gt, None)
         if avg_gt_depth is not None:
@@ -174,7 +175,7 @@ def _save_outputs(model: Unsup3D, f, gt: torch.Tensor, paths: list[str], out: Pa
     rng = hp.max_depth - hp.min_depth
 
     def depth_img(d):
-        return ((hp.max_depth - d) / rng).clamp(0, 1)
+        return depth_to_unit(d, hp.min_depth, hp.max_depth)
 
     err = (f.recon_depth - gt).abs() / rng
     maps = {

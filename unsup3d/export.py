@@ -61,6 +61,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+
+from unsup3d.depth_encoding import DEPTH_PNG_MAPPING, depth_to_uint16
+from unsup3d.io import atomic_save_image, atomic_save_json, atomic_save_npy
+from unsup3d.mesh import grid_faces, grid_uvs, grid_vertices
 
 __all__ = [
     "DEPTH_PNG_MAPPING",
@@ -90,8 +95,6 @@ IMAGE_EXTENSIONS = frozenset({
     ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".ico",
 })
 
-#: How ``depth.png`` encodes depth (also written to ``params.json``).
-DEPTH_PNG_MAPPING = "v = round(clip((max_depth - d) / (max_depth - min_depth), 0, 1) * 65535)"
 
 #: Face crop margins (see :func:`unsup3d.images.detect_face_crop`): a square of ``FACE_SCALE`` times the
 #: detection's larger side, its centre moved down by ``FACE_SHIFT`` times the detection's height.
@@ -416,18 +419,28 @@ def check_output_dir(path: str | os.PathLike) -> Path:
 
 def _to_u8(x) -> np.ndarray:
     """``B x C x H x W`` tensor in [0, 1] -> ``B x H x W x C`` uint8 numpy."""
-    import torch
 
     x = torch.as_tensor(x).detach().float().cpu().clamp(0, 1).mul(255).round().to(torch.uint8)
     return x.permute(0, 2, 3, 1).contiguous().numpy()
 
 
 class _Batch:
-    """CPU numpy views of one batch of factors, converted once for all its items."""
+    """CPU numpy views of one batch of factors, converted once for all its items.
 
-    def __init__(self, factors) -> None:
+    The mesh vertices of the whole batch are computed here, in torch, through the renderer
+    (:func:`unsup3d.mesh.grid_vertices`), and converted to numpy once.
+    """
+
+    def __init__(self, factors, model, options: ExportOptions) -> None:
         f = factors
-        self.depth = f.canon_depth.detach().float().cpu().numpy()  # B x H x W
+        r = model.renderer
+        depth = f.canon_depth.detach().float()
+        with torch.no_grad():
+            self.vertices = grid_vertices(r, depth, crop_border=options.crop_border, center=True).cpu().numpy()
+            self.posed_vertices = (
+                grid_vertices(r, depth, f.view.detach().float(), crop_border=options.crop_border).cpu().numpy()
+                if options.posed else None)
+        self.depth = depth.cpu().numpy()  # B x H x W
         self.view = f.view.detach().double().cpu().numpy()  # B x 6
         self.ambient = f.light_ambient.detach().double().cpu().numpy()
         self.diffuse = f.light_diffuse.detach().double().cpu().numpy()
@@ -450,24 +463,6 @@ def _mesh_stats(vertices: np.ndarray, faces: np.ndarray) -> dict[str, Any]:
         "bounds_min": _float_list(vertices.min(0)),
         "bounds_max": _float_list(vertices.max(0)),
     }
-
-
-def _posed_vertices(model, depth, view, crop_border: int) -> np.ndarray:
-    """Canonical points warped into the predicted view, in the export axes (origin at the rotation centre)."""
-    import torch
-
-    from unsup3d.mesh import camera_to_export
-    from unsup3d.renderer.camera import transform_points
-
-    r = model.renderer
-    d = torch.as_tensor(depth, dtype=torch.float32)[None]
-    v = torch.as_tensor(view, dtype=torch.float32)[None]
-    pts = transform_points(r.depth_to_points(d), v, r.rot_center_depth)[0].numpy()  # H x W x 3
-    h, w = pts.shape[:2]
-    b = int(crop_border)
-    pts = pts[b:h - b, b:w - b].reshape(-1, 3).astype(np.float64)
-    pts[:, 2] -= r.rot_center_depth
-    return camera_to_export(pts, center=False)
 
 
 def _write_meshes(
@@ -494,8 +489,6 @@ def _write_meshes(
 
 
 def _write_videos(model, factors, index: int, out_dir: Path, options: ExportOptions) -> list[str]:
-    import torch
-
     from unsup3d.visualize import normal_shaded, relight_frames, turntable_frames, write_video
 
     r = model.renderer
@@ -547,20 +540,18 @@ def export_factors(
     Returns:
         The ``params.json`` content (also written).
     """
-    from unsup3d.data.datasets import depth_to_uint16
-    from unsup3d.io import atomic_save_image, atomic_save_json, atomic_save_npy
-    from unsup3d.mesh import grid_mesh
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    b = batch if batch is not None else _Batch(factors)
+    b = batch if batch is not None else _Batch(factors, model, options)
     hp = model.hparams
     r = model.renderer
     depth = b.depth[index]
     texture = b.albedo[index] if options.texture == "albedo" else b.canonical[index]
     files: list[str] = []
 
-    verts, faces, uvs = grid_mesh(depth, r.fov, options.crop_border, center=True, rot_center_depth=r.rot_center_depth)
+    h, w = depth.shape
+    verts, uvs = b.vertices[index], grid_uvs(h, w, options.crop_border)
+    faces = grid_faces(h - 2 * options.crop_border, w - 2 * options.crop_border)
     files += _write_meshes(out_dir, "mesh", verts, faces, uvs, texture, options)
     mesh_info = {
         "frame": "y up, facing +z (towards the viewer), x/y centred, z = 0 at the rotation centre",
@@ -572,7 +563,7 @@ def export_factors(
         **_mesh_stats(verts, faces),
     }
     if options.posed:
-        pverts = _posed_vertices(model, depth, b.view[index], options.crop_border)
+        pverts = b.posed_vertices[index]
         files += _write_meshes(out_dir, "mesh_posed", pverts, faces, uvs, texture, options,
                                material_file="mesh.mtl")
         mesh_info["posed"] = {
@@ -717,8 +708,6 @@ def export_images(
     Returns:
         :class:`ExportSummary` in input order (input errors first).
     """
-    import torch
-
     from unsup3d.io import atomic_dir
 
     options = options or ExportOptions()
@@ -761,7 +750,7 @@ def export_images(
             try:
                 with torch.inference_mode():
                     factors = model(batch)
-                arrays = _Batch(factors)
+                arrays = _Batch(factors, model, options)
             except Exception as exc:  # noqa: BLE001 - e.g. out of memory: fail this batch only
                 for path, _, _ in items:
                     note(ImageResult(str(path), "failed", f"model failed on this batch: {_error_message(exc)}"))

@@ -27,20 +27,23 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from unsup3d.io import atomic_save_bytes, atomic_save_image, atomic_save_text, to_pil
+from unsup3d.renderer import Renderer
+from unsup3d.renderer import grid_faces as render_grid_faces
 
 __all__ = [
     "MATERIAL_NAME",
-    "camera_to_export",
     "glb_bytes",
     "grid_faces",
     "grid_mesh",
+    "grid_vertices",
     "grid_uvs",
     "grid_vertex_colors",
-    "lift_canonical",
     "obj_text",
     "texture_to_uint8",
+    "to_export_frame",
     "write_glb",
     "write_obj",
     "write_ply",
@@ -56,35 +59,22 @@ def _to_numpy(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
-def _depth_2d(depth: Any) -> np.ndarray:
-    d = _to_numpy(depth).astype(np.float32)
-    while d.ndim > 2 and d.shape[0] == 1:
-        d = d[0]
-    if d.ndim != 2:
-        raise ValueError(f"expected a depth map of shape H x W, got {tuple(_to_numpy(depth).shape)}")
-    return d
-
-
 def _check_border(h: int, w: int, crop_border: int) -> None:
     if crop_border < 0 or h - 2 * crop_border < 2 or w - 2 * crop_border < 2:
         raise ValueError(f"crop_border={crop_border} leaves no grid cell of a {h}x{w} map")
 
 
 def grid_faces(h: int, w: int) -> np.ndarray:
-    """Triangles of an ``h x w`` vertex grid (vertex ``(i, j)`` has index ``i * w + j``).
+    """Triangles of an ``h x w`` vertex grid as numpy: exactly :func:`unsup3d.renderer.grid_faces`,
+    the faces the renderer rasterizes (the original's triangulation, in its order).
 
-    Two triangles per cell, ``(a, c, b)`` and ``(b, c, d)`` with ``a = (i, j)``, ``b = (i, j+1)``,
-    ``c = (i+1, j)``, ``d = (i+1, j+1)``: counter-clockwise seen from +z once rows go downwards (-y) in
-    the export frame.
+    Vertex ``(i, j)`` has index ``i * w + j``; each cell gives ``(tl, bl, tr)`` and ``(tr, bl, br)``,
+    counter-clockwise seen from +z once rows go downwards (-y) in the export frame.
 
     Returns:
         ``2 (h-1)(w-1) x 3`` int64.
     """
-    idx = np.arange(h * w, dtype=np.int64).reshape(h, w)
-    a, b = idx[:-1, :-1].ravel(), idx[:-1, 1:].ravel()
-    c, d = idx[1:, :-1].ravel(), idx[1:, 1:].ravel()
-    tri = np.stack([np.stack([a, c, b], -1), np.stack([b, c, d], -1)], axis=1)  # cell-major
-    return tri.reshape(-1, 3)
+    return render_grid_faces(h, w).numpy()
 
 
 def grid_uvs(h: int, w: int, crop_border: int = 0) -> np.ndarray:
@@ -99,64 +89,98 @@ def grid_uvs(h: int, w: int, crop_border: int = 0) -> np.ndarray:
     return uv.reshape(-1, 2).astype(np.float32)
 
 
-def lift_canonical(depth: Any, fov: float = 10.0) -> np.ndarray:
-    """Camera-space points ``P = d K^-1 [u, v, 1]`` of a depth map with the model's camera.
+def to_export_frame(points: torch.Tensor, origin: torch.Tensor | None = None) -> torch.Tensor:
+    """OpenCV-camera points to the export frame (y up, facing +z): ``(P - origin) * (1, -1, -1)``.
+
+    A 180 degree rotation about x (handedness and face orientation are preserved).
 
     Args:
-        depth: ``H x W`` depth (numpy or torch; leading singleton dims are dropped).
-        fov: field of view in degrees (the model's ``fov``).
+        points: ``B x N x 3`` camera-space points.
+        origin: ``B x 3`` (or ``3``) point that becomes the origin; default ``0``.
 
     Returns:
-        ``H x W x 3`` float32 points in the OpenCV camera frame (x right, y down, z forward).
+        ``B x N x 3``.
     """
-    import torch
-
-    from unsup3d.renderer.camera import intrinsics, lift_depth
-
-    d = torch.from_numpy(_depth_2d(depth))
-    K = intrinsics(d.shape[0], d.shape[1], fov)
-    return lift_depth(d[None], K)[0].numpy().astype(np.float32)
+    flip = points.new_tensor([1.0, -1.0, -1.0])
+    if origin is None:
+        return points * flip
+    return (points - origin.reshape(-1, 1, 3)) * flip
 
 
-def camera_to_export(points: np.ndarray, center: bool = True, rot_center_depth: float = 1.0) -> np.ndarray:
-    """Convert ``N x 3`` OpenCV-camera points to the export frame (y up, facing +z).
+def grid_vertices(
+    renderer: Renderer,
+    depth: torch.Tensor,
+    view: torch.Tensor | None = None,
+    crop_border: int = 0,
+    center: bool = True,
+) -> torch.Tensor:
+    """Vertices of the grid meshes of a batch of canonical depth maps, in the export frame.
 
-    ``x' = x - x_c``, ``y' = -(y - y_c)``, ``z' = -(z - z_c)``; with ``center`` the x/y centroid and
-    ``z_c = rot_center_depth`` are used, otherwise ``x_c = y_c = z_c = 0`` (a pure rotation).
+    The points are the renderer's own (:meth:`~unsup3d.renderer.Renderer.depth_to_points`, or
+    :meth:`~unsup3d.renderer.Renderer.view_points` for a posed mesh), so an exported mesh is the
+    mesh the model rendered.
+
+    Args:
+        renderer: the model's renderer (camera and rotation centre).
+        depth: ``B x H x W`` canonical depth.
+        view: optional ``B x 6`` viewpoint: the canonical mesh moved into that view (the posed mesh;
+            its origin is the rotation centre ``(0, 0, rot_center_depth)``, the camera looking
+            along -z from ``(0, 0, rot_center_depth)``).
+        crop_border: rows/columns trimmed on every side before meshing (the model pins a 2-px border
+            at a fixed depth). The camera is that of the full map.
+        center: for the canonical mesh, put the x/y centroid at 0 and ``rot_center_depth`` at
+            ``z = 0``; otherwise the camera centre is the origin. (Posed meshes are always
+            relative to the rotation centre.)
+
+    Returns:
+        ``B x V x 3`` with ``V = h w``, ``h = H - 2 b``, ``w = W - 2 b``; vertex ``(i, j)`` of the
+        trimmed grid is row ``i * w + j``.
     """
-    p = np.asarray(points, dtype=np.float64).reshape(-1, 3).copy()
-    if center:
-        p[:, :2] -= p[:, :2].mean(axis=0)
-        p[:, 2] -= rot_center_depth
-    p[:, 1:] *= -1.0
-    return p.astype(np.float32)
+    if depth.ndim != 3:
+        raise ValueError(f"expected depth maps of shape B x H x W, got {tuple(depth.shape)}")
+    b_, H, W = depth.shape
+    b = int(crop_border)
+    _check_border(H, W, b)
+    pts = renderer.depth_to_points(depth) if view is None else renderer.view_points(depth, view)
+    pts = pts[:, b:H - b, b:W - b].reshape(b_, -1, 3)
+    zc = renderer.rot_center_depth
+    if view is not None:
+        origin = pts.new_tensor([0.0, 0.0, zc])
+    elif center:
+        origin = torch.cat([pts[..., :2].mean(1), pts.new_full((b_, 1), zc)], -1)
+    else:
+        origin = None
+    return to_export_frame(pts, origin)
 
 
 def grid_mesh(
     depth: Any, fov: float = 10.0, crop_border: int = 0, center: bool = True, rot_center_depth: float = 1.0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Canonical-view grid mesh of a depth map, in the export frame.
+    """Canonical-view grid mesh of one depth map, in the export frame, as numpy.
+
+    A convenience over :func:`grid_vertices` for a single map (a renderer with this ``fov`` and
+    ``rot_center_depth``).
 
     Args:
-        depth: ``H x W`` canonical depth (numpy or torch).
+        depth: ``H x W`` canonical depth (numpy or torch; leading singleton dims are dropped).
         fov: camera field of view in degrees.
-        crop_border: rows/columns trimmed on every side before meshing (the model pins a 2-px border
-            at a fixed depth). The camera is that of the full map.
-        center: centre x/y on the centroid and z on ``rot_center_depth`` (see :func:`camera_to_export`).
+        crop_border, center: see :func:`grid_vertices`.
 
     Returns:
         ``(vertices, faces, uvs)``: ``V x 3`` float32, ``F x 3`` int64, ``V x 2`` float32 with
-        ``V = h w``, ``F = 2 (h-1)(w-1)``, ``h = H - 2 b``, ``w = W - 2 b``. Vertex ``(i, j)`` of the
-        trimmed grid is row ``i * w + j``.
+        ``V = h w``, ``F = 2 (h-1)(w-1)``, ``h = H - 2 b``, ``w = W - 2 b``.
     """
-    d = _depth_2d(depth)
+    d = torch.as_tensor(_to_numpy(depth), dtype=torch.float32)
+    while d.ndim > 2 and d.shape[0] == 1:
+        d = d[0]
+    if d.ndim != 2:
+        raise ValueError(f"expected a depth map of shape H x W, got {tuple(_to_numpy(depth).shape)}")
     H, W = d.shape
     b = int(crop_border)
     _check_border(H, W, b)
-    pts = lift_canonical(d, fov)[b : H - b, b : W - b]
-    h, w = pts.shape[:2]
-    verts = camera_to_export(pts.reshape(-1, 3), center=center, rot_center_depth=rot_center_depth)
-    return verts, grid_faces(h, w), grid_uvs(H, W, b)
+    renderer = Renderer(image_size=max(H, W, 2), fov=fov, rot_center_depth=rot_center_depth)
+    verts = grid_vertices(renderer, d[None], crop_border=b, center=center)[0].numpy()
+    return verts, grid_faces(H - 2 * b, W - 2 * b), grid_uvs(H, W, b)
 
 
 def texture_to_uint8(texture: Any) -> np.ndarray:

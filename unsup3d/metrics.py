@@ -62,6 +62,7 @@ import torch.nn.functional as F
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
+from unsup3d.renderer import geometry_precision
 from unsup3d.renderer.camera import intrinsics, lift_depth, normals_from_points
 
 __all__ = [
@@ -189,6 +190,7 @@ def evaluation_mask(
     return mask
 
 
+@geometry_precision
 def side(pred_depth: torch.Tensor, gt_depth: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Scale-invariant depth error per image (raw; multiply by :data:`SIDE_SCALE` for the paper).
 
@@ -226,6 +228,7 @@ def _original_normal_length(points: torch.Tensor, eps: float = _ORIGINAL_NORMAL_
     return length
 
 
+@geometry_precision
 def normal_angle_map(
     pred_depth: torch.Tensor,
     gt_depth: torch.Tensor,
@@ -266,6 +269,7 @@ def normal_angle_map(
     return angle * (180.0 / math.pi)
 
 
+@geometry_precision
 def mad(
     pred_depth: torch.Tensor,
     gt_depth: torch.Tensor,
@@ -290,12 +294,14 @@ def mad(
     return _masked_mean(angles, m)
 
 
+@geometry_precision
 def masked_mae(pred_depth: torch.Tensor, gt_depth: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Masked mean absolute depth error per image (depth units). ``B x H x W`` inputs -> ``B``."""
     pred, gt = _as_bhw(pred_depth, "pred_depth"), _as_bhw(gt_depth, "gt_depth")
     return _masked_mean((pred - gt.to(pred.dtype)).abs(), _as_bool(_as_bhw(mask, "mask")))
 
 
+@geometry_precision
 def masked_mse(pred_depth: torch.Tensor, gt_depth: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Masked mean squared depth error per image (depth units^2). ``B x H x W`` inputs -> ``B``."""
     pred, gt = _as_bhw(pred_depth, "pred_depth"), _as_bhw(gt_depth, "gt_depth")
@@ -390,6 +396,7 @@ class DepthMetrics(Metric):
             self.add_state(key, default=[], dist_reduce_fx="cat")
         self.add_state("num_pixels", default=[], dist_reduce_fx="cat")
 
+    @geometry_precision
     def update(
         self,
         pred_depth: torch.Tensor,

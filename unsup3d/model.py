@@ -25,7 +25,7 @@ from unsup3d.factors import Factors
 from unsup3d.losses import PerceptualLoss, depth_smoothness_loss, photometric_loss, view_gauge_loss
 from unsup3d.metrics import SIDE_SCALE, DepthMetrics
 from unsup3d.networks import ENCODER_INITS, build_networks, init_encoder
-from unsup3d.renderer import Renderer
+from unsup3d.renderer import Renderer, full_precision, shading, to_full
 
 __all__ = ["Unsup3D", "Factors", "LOSS_TERMS"]
 
@@ -167,21 +167,63 @@ class Unsup3D(pl.LightningModule):
     def forward(self, images: torch.Tensor) -> Factors:
         """Factor images into depth, albedo, light and view, and re-render them.
 
+        The five networks run in whatever precision the caller's autocast context gives them
+        (bf16 under ``trainer.precision=bf16-mixed``); their outputs are then cast to float32 and
+        everything after them (depth normalisation, normals, shading, warping, rasterization,
+        inverse warp and ``grid_sample``) runs with autocast off (:meth:`render_factors`).
+
         Args:
             images: ``B x 3 x S x S`` in ``[0, 1]``, ``S = image_size``.
 
         Returns:
-            :class:`~unsup3d.factors.Factors` (every field documents its shape).
+            :class:`~unsup3d.factors.Factors` (every field documents its shape), all float32
+            for half-precision networks.
         """
         s = self.hparams.image_size
         if images.ndim != 4 or images.shape[1] != 3 or tuple(images.shape[-2:]) != (s, s):
             raise ValueError(f"expected images of shape B x 3 x {s} x {s} in [0, 1], got {tuple(images.shape)}")
-        hp = self.hparams
         x = images * 2 - 1
+        return self.render_factors(x, self.predict(x))
+
+    def predict(self, x: torch.Tensor) -> dict[str, torch.Tensor | None]:
+        """The five networks' raw outputs for ``x`` (``B x 3 x S x S`` in ``[-1, 1]``).
+
+        Returns:
+            ``{"depth": B x 1 x S x S (netD, linear), "albedo": B x 3 x S x S (netA, tanh),
+            "light": B x 4 (netL, tanh), "view": B x 6 (netV, tanh), "conf": None or the pair
+            (B x 2 x S x S, B x 2 x S/4 x S/4) of netC}``, in the autocast context's precision.
+        """
+        return {
+            "depth": self.netD(x),
+            "albedo": self.netA(x),
+            "light": self.netL(x),
+            "view": self.netV(x),
+            "conf": self.netC(x) if self.netC is not None else None,
+        }
+
+    def render_factors(self, x: torch.Tensor, raw: dict[str, Any]) -> Factors:
+        """Decode the networks' raw outputs and re-render the input, in full precision.
+
+        Args:
+            x: ``B x 3 x S x S`` input in ``[-1, 1]``.
+            raw: the output of :meth:`predict` (any float dtype; cast to float32 if half).
+
+        Returns:
+            :class:`~unsup3d.factors.Factors`.
+        """
+        with full_precision(x.device):
+            x = to_full(x)
+            conf = raw.get("conf")
+            conf_l1, conf_perc = (None, None) if conf is None else (to_full(conf[0]), to_full(conf[1]))
+            return self._render(x, to_full(raw["depth"]), to_full(raw["albedo"]), to_full(raw["light"]),
+                                to_full(raw["view"]), conf_l1, conf_perc)
+
+    def _render(self, x, depth_raw, albedo, light, view_raw, conf_l1, conf_perc) -> Factors:
+        hp = self.hparams
         b, _, h, w = x.shape
 
         # Canonical depth: zero-mean, tanh, rescaled, fixed 2-px left/right border.
-        depth_raw = self.netD(x).squeeze(1)
+        depth_raw = depth_raw.squeeze(1)
         depth = depth_raw - depth_raw.view(b, -1).mean(1).view(b, 1, 1)
         depth = _rescale(depth.tanh(), hp.min_depth, hp.max_depth)
         border = torch.zeros(1, h, w, device=x.device, dtype=x.dtype)
@@ -189,13 +231,10 @@ class Unsup3D(pl.LightningModule):
         border[..., -2:] = 1
         depth = depth * (1 - border) + border * self.border_depth
 
-        albedo = self.netA(x)
-        light = self.netL(x)
         light_a = _rescale(light[:, 0], *hp.amb_light_range)
         light_b = _rescale(light[:, 1], *hp.diff_light_range)
-        light_d = torch.cat([light[:, 2:], torch.ones_like(light[:, :1])], 1)
-        light_d = light_d / light_d.norm(dim=1, keepdim=True)
-        view = self.netV(x) * self._view_ranges(x)
+        light_d = shading.light_direction(light[:, 2:])
+        view = view_raw * self._view_ranges(x)
 
         # The symmetry branch renders the mirrored canonical factors with the same light and view.
         n = 2 if hp.use_flip else 1
@@ -205,23 +244,18 @@ class Unsup3D(pl.LightningModule):
         light_d_all, view_all = light_d.repeat(n, 1), view.repeat(n, 1)
 
         normal = self.renderer.normals(depth_all)
-        diffuse = (normal * light_d_all.view(-1, 1, 1, 3)).sum(3).clamp(min=0).unsqueeze(1)
-        shading = light_a_all.view(-1, 1, 1, 1) + light_b_all.view(-1, 1, 1, 1) * diffuse
-        canon_im = (albedo_all / 2 + 0.5) * shading * 2 - 1
+        diffuse = shading.lambertian(normal, light_d_all)  # 2B x H x W
+        shade_map = shading.shading_map(light_a_all, light_b_all, diffuse)
+        canon_im = shading.shade(albedo_all / 2 + 0.5, shade_map) * 2 - 1
 
         recon_depth = self.renderer.warp_canon_depth(depth_all, view_all)
         recon_normal = self.renderer.normals(recon_depth)
         grid = self.renderer.inverse_warp_grid(recon_depth, view_all)
         recon_im = F.grid_sample(canon_im, grid, mode="bilinear", align_corners=True)
-        valid = (recon_depth < hp.max_depth + self.renderer.margin).to(x.dtype)
+        valid = self.renderer.visible_mask(recon_depth).to(x.dtype)
         valid = valid[:b] * valid[b:] if hp.use_flip else valid
         mask = valid.unsqueeze(1).detach()  # B x 1 x H x W, valid for both reconstructions
         recon_im = recon_im * mask.repeat(n, 1, 1, 1)
-
-        if self.netC is not None:
-            conf_l1, conf_perc = self.netC(x)
-        else:
-            conf_l1 = conf_perc = None
 
         flip = slice(b, 2 * b) if hp.use_flip else None
         return Factors(
@@ -230,8 +264,8 @@ class Unsup3D(pl.LightningModule):
             canon_depth=depth_all[:b],
             canon_albedo=albedo,
             canon_normal=normal[:b],
-            canon_diffuse_shading=diffuse[:b],
-            canon_shading=shading[:b],
+            canon_diffuse_shading=diffuse[:b].unsqueeze(1),
+            canon_shading=shade_map[:b].unsqueeze(1),
             canon_image=canon_im[:b],
             light_ambient=light_a,
             light_diffuse=light_b,
@@ -381,8 +415,7 @@ class Unsup3D(pl.LightningModule):
 
     # Depth metrics on validation data with ground truth (SIDE, MAD).
     def _update_depth_metrics(self, f: Factors, gt_depth: torch.Tensor) -> None:
-        valid = f.recon_depth < self.hparams.max_depth + self.renderer.margin
-        self.val_depth_metrics.update(f.recon_depth.detach(), gt_depth, valid)
+        self.val_depth_metrics.update(f.recon_depth.detach(), gt_depth, self.renderer.visible_mask(f.recon_depth))
 
     def on_validation_epoch_end(self) -> None:
         metrics = self.val_depth_metrics

@@ -17,9 +17,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from unsup3d.depth_encoding import depth_to_unit
 from unsup3d.factors import Factors
 from unsup3d.io import atomic_save_bytes
-from unsup3d.renderer import Renderer
+from unsup3d.renderer import Renderer, shading
 
 __all__ = [
     "VIDEO_EXTENSIONS",
@@ -148,7 +149,8 @@ def symmetry_line(model_or_renderer, factors: Factors) -> torch.Tensor:
 
 
 def depth_to_image(depth: torch.Tensor, min_depth: float, max_depth: float) -> torch.Tensor:
-    """Depth as a grey image, ``(d - min_depth) / (max_depth - min_depth)`` clipped (far is bright).
+    """Depth as a grey image, nearer is brighter (:func:`unsup3d.depth_encoding.depth_to_unit`, the
+    rule of the depth PNGs): ``clip((max_depth - d) / (max_depth - min_depth), 0, 1)``.
 
     Args:
         depth: ``B x H x W`` (or ``B x 1 x H x W``).
@@ -160,7 +162,7 @@ def depth_to_image(depth: torch.Tensor, min_depth: float, max_depth: float) -> t
         depth = depth.unsqueeze(1)
     if depth.ndim != 4 or depth.shape[1] != 1:
         raise ValueError(f"expected depth of shape B x H x W, got {tuple(depth.shape)}")
-    return ((depth.detach() - min_depth) / (max_depth - min_depth)).clamp(0, 1)
+    return depth_to_unit(depth.detach(), min_depth, max_depth)
 
 
 def normal_to_image(normals: torch.Tensor) -> torch.Tensor:
@@ -379,11 +381,10 @@ def relight_frames(
         depth = canon_depth.detach()
         normal = renderer.normals(depth)  # B x H x W x 3
         ang = torch.arange(t, device=depth.device, dtype=depth.dtype) * (2 * math.pi / t)
-        light = torch.stack([radius * ang.cos(), radius * ang.sin(), torch.ones_like(ang)], -1)
-        light = light / light.norm(dim=-1, keepdim=True)  # T x 3
-        lambert = torch.einsum("bhwk,tk->tbhw", normal, light).clamp_min(0)  # T x B x H x W
-        shading = ambient.detach().view(1, b, 1, 1) + diffuse.detach().view(1, b, 1, 1) * lambert
-        frames = ((albedo.detach() / 2 + 0.5).unsqueeze(0) * shading.unsqueeze(2)).clamp(0, 1)
+        light = shading.light_direction(torch.stack([radius * ang.cos(), radius * ang.sin()], -1))  # T x 3
+        lambert = shading.lambertian(normal.unsqueeze(0), light.unsqueeze(1))  # T x B x H x W
+        shade_map = shading.shading_map(ambient.detach().view(1, b), diffuse.detach().view(1, b), lambert)
+        frames = shading.shade((albedo.detach() / 2 + 0.5).unsqueeze(0), shade_map).clamp(0, 1)
         if view is None and image_size is None:
             return frames
         views = depth.new_zeros(b, 6) if view is None else view.detach()
@@ -422,7 +423,7 @@ def normal_shaded(
             raise ValueError(f"mode must be 'lambertian' or 'normal', got {mode!r}")
         l_dir = normal.new_tensor(light)
         l_dir = l_dir / l_dir.norm()
-        grey = (ambient + diffuse * (normal @ l_dir).clamp_min(0)).clamp(0, 1)  # B x H x W
+        grey = shading.shading_map(ambient, diffuse, shading.lambertian(normal, l_dir)).clamp(0, 1)  # B x H x W
         return grey.unsqueeze(1).expand(-1, 3, -1, -1).contiguous()
 
 

@@ -39,6 +39,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, get_worker_info
 
+from unsup3d.depth_encoding import depth_to_uint16, depth_to_unit, unit_to_depth
+
 __all__ = [
     "DEPTH_EXTENSIONS",
     "IMG_EXTENSIONS",
@@ -172,31 +174,15 @@ def _pair(value, name: str) -> tuple[str, str]:
 
 
 def png_value_to_depth(v: np.ndarray, min_depth: float, max_depth: float) -> np.ndarray:
-    """Decode a normalised PNG value ``v`` in ``[0, 1]`` (larger = nearer) to depth."""
-    return max_depth - (max_depth - min_depth) * v
+    """Decode a normalised PNG value ``v`` in ``[0, 1]`` (larger = nearer) to depth
+    (:func:`unsup3d.depth_encoding.unit_to_depth`)."""
+    return unit_to_depth(v, min_depth, max_depth)
 
 
 def depth_to_png_value(depth: np.ndarray, min_depth: float, max_depth: float) -> np.ndarray:
-    """Encode depth as ``v = (max - depth) / (max - min)`` clamped to ``[0, 1]`` (inverse of the above)."""
-    return np.clip((max_depth - depth) / (max_depth - min_depth), 0.0, 1.0)
-
-
-def depth_to_uint16(depth: np.ndarray | torch.Tensor, min_depth: float, max_depth: float) -> np.ndarray:
-    """16-bit PNG values of a depth map: ``round(65535 * v)`` with ``v`` from :func:`depth_to_png_value`.
-
-    Nearer is brighter: ``min_depth`` (and nearer) -> 65535, ``max_depth`` (and farther) -> 0; decoded
-    by :func:`load_depth`. Computed in float64.
-
-    Args:
-        depth: ``H x W`` depth, numpy or torch.
-
-    Returns:
-        ``H x W`` uint16.
-    """
-    if isinstance(depth, torch.Tensor):
-        depth = depth.detach().cpu().numpy()
-    v = depth_to_png_value(np.asarray(depth, dtype=np.float64), min_depth, max_depth)
-    return np.round(v * 65535.0).astype(np.uint16)
+    """Encode depth as ``v = (max - depth) / (max - min)`` clamped to ``[0, 1]``
+    (:func:`unsup3d.depth_encoding.depth_to_unit`)."""
+    return depth_to_unit(np.asarray(depth), min_depth, max_depth)
 
 
 def load_depth(path: str | Path, min_depth: float, max_depth: float) -> np.ndarray:

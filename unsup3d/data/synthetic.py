@@ -49,9 +49,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ..depth_encoding import depth_to_uint16
+from ..renderer import grid_faces, interpolate_face_attributes, shading
 from ..renderer.camera import pixel_grid, pixels_to_normalized
-from ..renderer.rasterize import grid_faces, interpolate_face_attributes
-from .datasets import depth_to_uint16
 
 __all__ = [
     "PARAM_SPEC",
@@ -469,12 +469,9 @@ def render_samples(params: dict, cfg: SyntheticConfig | None = None, renderer=No
     depth, head = canonical_shape(params, csize, cfg.min_depth, cfg.max_depth)
     albedo = canonical_albedo(params, csize)
     light = params["light"]
-    direction = torch.cat([light[:, 2:4], torch.ones_like(light[:, :1])], 1)
-    direction = direction / direction.norm(dim=1, keepdim=True)
     normal = renderer.normals(depth)  # B x R x R x 3
-    diffuse = (normal * direction.view(-1, 1, 1, 3)).sum(-1).clamp(min=0).unsqueeze(1)
-    shading = light[:, :1, None, None] + light[:, 1:2, None, None] * diffuse
-    canon_image = (albedo * shading).clamp(0, 1)
+    lambert = shading.lambertian(normal, shading.light_direction(light[:, 2:4]))
+    canon_image = shading.shade(albedo, shading.shading_map(light[:, 0], light[:, 1], lambert)).clamp(0, 1)
 
     # One rasterization gives both the depth seen and, per pixel, the canonical position of the
     # visible surface point (perspective-correct), i.e. an exact render of the mesh. The model's

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from .rasterize import Fragments, _perspective_correct, _screen_barycentrics
+from .rasterize import Fragments, perspective_correct, screen_barycentrics
 
 __all__ = ["is_available", "require_pytorch3d", "rasterize_pytorch3d"]
 
@@ -78,8 +78,8 @@ def rasterize_pytorch3d(verts: torch.Tensor, faces: torch.Tensor, image_size: tu
     bi, yi, xi = covered.nonzero(as_tuple=True)
     win_faces = faces_b[bi, pix_to_face[covered]]  # K x 3
     win = verts[bi.unsqueeze(-1), win_faces]  # K x 3 x 3
-    bary, _ = _screen_barycentrics(win[..., 0], win[..., 1], xi.to(verts.dtype), yi.to(verts.dtype))
-    bary, z = _perspective_correct(bary, win[..., 2])
+    bary, _ = screen_barycentrics(win[..., 0], win[..., 1], xi.to(verts.dtype), yi.to(verts.dtype))
+    bary, z = perspective_correct(bary, win[..., 2])
     zbuf = verts.new_full((b, h, w), -1.0).masked_scatter(covered, z)
     bary_out = verts.new_zeros((b, h, w, 3)).masked_scatter(covered.unsqueeze(-1), bary)
     return Fragments(pix_to_face=pix_to_face, bary_coords=bary_out, zbuf=zbuf)

@@ -8,15 +8,15 @@ runs (CPU, CUDA, MPS), and PyTorch3D remains an optional backend (``pytorch3d_ba
 
 Design (the same split as PyTorch3D: rasterize to fragments, then shade):
 
-1. Selection, without gradients. For every face, the integer pixel centres inside its screen
-   bounding box are enumerated exactly (``repeat_interleave`` over per-face counts, so there is
-   no padding: grid meshes, whose faces cover about one pixel, cost a few candidates per face,
-   while faces stretched across depth jumps enumerate only the pixels they cover, row by row
-   (scanline spans), not their bounding box). Each candidate
-   is tested with screen-space barycentrics, gets its perspective-correct depth, and a single
-   ``scatter_reduce(amin)`` over a packed 64-bit key ``(depth bits << 32) | face`` keeps the
-   nearest face per pixel (ties go to the lower face index, so results are deterministic).
-   Work is chunked so memory stays bounded for large faces.
+1. Selection, without gradients. Candidates are enumerated exactly by scanline spans: for every
+   face, each integer pixel row inside its y extent, and on that row the integer columns between
+   the points where the row crosses the face's edges (``repeat_interleave`` over per-face and
+   per-row counts, so there is no padding and no bounding box: grid meshes, whose faces cover
+   about one pixel, cost a few candidates per face, and thin slivers stretched across depth jumps
+   cost only the pixels they cover). Each candidate is tested with screen-space barycentrics, gets
+   its perspective-correct depth, and a single ``scatter_reduce(amin)`` over a packed 64-bit key
+   ``(depth bits << 32) | face`` keeps the nearest face per pixel (ties go to the lower face
+   index, so results are deterministic). Work is chunked so memory stays bounded for large faces.
 2. Interpolation, with gradients. Only the winning face of each covered pixel is revisited:
    its barycentrics at the pixel centre are recomputed from the (differentiable) vertex
    positions. Gradients therefore flow to vertex positions through the barycentric
@@ -33,7 +33,12 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Fragments", "rasterize", "interpolate_face_attributes", "grid_faces"]
+from .precision import geometry_precision
+
+__all__ = [
+    "Fragments", "rasterize", "interpolate_face_attributes", "grid_faces", "screen_barycentrics",
+    "perspective_correct",
+]
 
 _INT64_MAX = torch.iinfo(torch.int64).max
 _FACE_BITS = 32
@@ -66,23 +71,30 @@ _GRID_FACES_CACHE: dict[tuple[int, int, str], torch.Tensor] = {}
 
 
 def grid_faces(height: int, width: int, device=None) -> torch.Tensor:
-    """Faces of the grid mesh over an ``H x W`` depth map (the original's triangulation).
+    """Faces of the grid mesh over an ``H x W`` depth map: the original method's triangulation.
 
-    Vertex ``i * W + j`` is pixel ``(i, j)``; each grid cell gives the two triangles
-    ``(tl, br, tr)`` and ``(tl, bl, br)``, so there are ``2 (H - 1) (W - 1)`` faces, all with the
-    same winding in image space.
+    Vertex ``i * W + j`` is pixel ``(i, j)`` (row, column). Each grid cell with corners
+    ``tl = (i, j)``, ``tr = (i, j+1)``, ``bl = (i+1, j)``, ``br = (i+1, j+1)`` is split along its
+    ``bl``-``tr`` diagonal into ``(tl, bl, tr)`` and ``(tr, bl, br)``, in the original's order (the
+    first triangle of every cell, row-major, then the second of every cell), exactly as its
+    ``get_face_idx`` (``unsup3d/renderer/utils.py`` of the original release). There are
+    ``2 (H - 1) (W - 1)`` faces, all with the same winding in image space. The rasterizer, the
+    PyTorch3D backend, the mesh writers and the synthetic data generator all use this function, so an
+    exported mesh is exactly the mesh the model rendered.
 
     Returns:
         ``F x 3`` int64 vertex indices (cached per size and device).
     """
-    key = (height, width, str(device))
+    key = (int(height), int(width), str(device))
     faces = _GRID_FACES_CACHE.get(key)
     if faces is None:
+        if height < 2 or width < 2:
+            raise ValueError(f"a grid mesh needs at least 2 x 2 vertices, got {height} x {width}")
         idx = torch.arange(height * width, device=device).view(height, width)
         tl, tr = idx[:-1, :-1], idx[:-1, 1:]
         bl, br = idx[1:, :-1], idx[1:, 1:]
         faces = torch.cat(
-            [torch.stack([tl, br, tr], -1).view(-1, 3), torch.stack([tl, bl, br], -1).view(-1, 3)], 0
+            [torch.stack([tl, bl, tr], -1).view(-1, 3), torch.stack([tr, bl, br], -1).view(-1, 3)], 0
         )
         _GRID_FACES_CACHE[key] = faces
     return faces
@@ -102,7 +114,7 @@ def _edge(ax, ay, bx, by, px, py):
     return (bx - ax) * (py - ay) - (by - ay) * (px - ax)
 
 
-def _screen_barycentrics(fx: torch.Tensor, fy: torch.Tensor, px: torch.Tensor, py: torch.Tensor):
+def screen_barycentrics(fx: torch.Tensor, fy: torch.Tensor, px: torch.Tensor, py: torch.Tensor):
     """Screen-space barycentrics of points in triangles.
 
     Args:
@@ -121,7 +133,7 @@ def _screen_barycentrics(fx: torch.Tensor, fy: torch.Tensor, px: torch.Tensor, p
     return torch.stack([w0, w1, w2], -1) / area.unsqueeze(-1), area
 
 
-def _perspective_correct(bary: torch.Tensor, z: torch.Tensor):
+def perspective_correct(bary: torch.Tensor, z: torch.Tensor):
     """Screen-space barycentrics ``N x 3`` and vertex depths ``N x 3`` -> (perspective-correct
     barycentrics ``N x 3``, interpolated depth ``N``); ``1 / z`` is linear in screen space."""
     w = bary / z
@@ -229,9 +241,9 @@ def _select_nearest(
         py = py_row[pix_row]
         local = row_face[pix_row]
         cfx, cfy, cfz = fx[sl][local], fy[sl][local], fz[sl][local]
-        bary, area = _screen_barycentrics(cfx, cfy, px.to(cfx.dtype), py)
+        bary, area = screen_barycentrics(cfx, cfy, px.to(cfx.dtype), py)
         inside = (bary >= -eps).all(-1) & (area.abs() > 1e-12)
-        _, z = _perspective_correct(bary, cfz)
+        _, z = perspective_correct(bary, cfz)
         inside &= z > near
         gid = face_ids[sl][local][inside]
         batch = gid // f
@@ -245,6 +257,7 @@ def _select_nearest(
     return pix_to_face.view(b, h, w)
 
 
+@geometry_precision
 def rasterize(
     verts: torch.Tensor,
     faces: torch.Tensor,
@@ -283,14 +296,15 @@ def rasterize(
     covered = pix_to_face >= 0
     bi, yi, xi = covered.nonzero(as_tuple=True)
     win = face_verts[bi, pix_to_face[covered]]  # K x 3 x 3
-    bary, _ = _screen_barycentrics(win[..., 0], win[..., 1], xi.to(verts.dtype), yi.to(verts.dtype))
-    bary, z = _perspective_correct(bary, win[..., 2])
+    bary, _ = screen_barycentrics(win[..., 0], win[..., 1], xi.to(verts.dtype), yi.to(verts.dtype))
+    bary, z = perspective_correct(bary, win[..., 2])
 
     zbuf = verts.new_full((b, h, w), -1.0).masked_scatter(covered, z)
     bary_out = verts.new_zeros((b, h, w, 3)).masked_scatter(covered.unsqueeze(-1), bary)
     return Fragments(pix_to_face=pix_to_face, bary_coords=bary_out, zbuf=zbuf)
 
 
+@geometry_precision
 def interpolate_face_attributes(fragments: Fragments, face_attrs: torch.Tensor) -> torch.Tensor:
     """Interpolate per-face-vertex attributes at each pixel with the fragments' barycentrics.
 

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from . import camera
+from .precision import geometry_precision
 from .rasterize import Fragments, grid_faces, interpolate_face_attributes, rasterize
 
 __all__ = ["Renderer"]
@@ -84,6 +85,7 @@ class Renderer:
         kw = {} if like is None else {"device": like.device, "dtype": like.dtype}
         return camera.intrinsics(height, width, self.fov, **kw)
 
+    @geometry_precision
     def depth_to_points(self, depth: torch.Tensor) -> torch.Tensor:
         """Lift a depth map to camera space.
 
@@ -96,6 +98,7 @@ class Renderer:
         _check_depth(depth)
         return camera.lift_depth(depth, self.K(*depth.shape[-2:], like=depth))
 
+    @geometry_precision
     def normals(self, depth: torch.Tensor) -> torch.Tensor:
         """Unit normals by central differences of the lifted points.
 
@@ -107,7 +110,37 @@ class Renderer:
         """
         return camera.normals_from_points(self.depth_to_points(depth))
 
+    @geometry_precision
+    def view_points(self, canon_depth: torch.Tensor, view: torch.Tensor) -> torch.Tensor:
+        """Canonical depth lifted and moved into ``view``: ``P' = R (P - c) + c + t``.
+
+        Args:
+            canon_depth: ``B x H x W``.
+            view: ``B x 6``.
+
+        Returns:
+            ``B x H x W x 3`` camera-space points of the posed mesh's vertices.
+        """
+        _check_depth(canon_depth)
+        _check_view(view, canon_depth)
+        return camera.transform_points(self.depth_to_points(canon_depth), view, self.rot_center_depth)
+
+    def visible_mask(self, recon_depth: torch.Tensor) -> torch.Tensor:
+        """Where a reconstruction is valid: pixels the warped surface covers.
+
+        ``recon_depth < max_depth + margin`` (uncovered pixels hold ``background_depth`` =
+        ``max_depth + margin``), as the original's reconstruction mask.
+
+        Args:
+            recon_depth: ``B x H x W`` output of :meth:`warp_canon_depth`.
+
+        Returns:
+            ``B x H x W`` bool.
+        """
+        return recon_depth < self.max_depth + self.margin
+
     # ------------------------------------------------------------------------------ rasterizing
+    @geometry_precision
     def rasterize_view(
         self, canon_depth: torch.Tensor, view: torch.Tensor, image_size: int | tuple[int, int] | None = None
     ) -> Fragments:
@@ -138,6 +171,7 @@ class Renderer:
             return rasterize_pytorch3d(screen, faces, (oh, ow))
         return rasterize(screen, faces, (oh, ow))
 
+    @geometry_precision
     def warp_canon_depth(self, canon_depth: torch.Tensor, view: torch.Tensor) -> torch.Tensor:
         """Depth of the canonical mesh transformed into ``view``, as seen by the camera.
 
@@ -154,6 +188,7 @@ class Renderer:
         depth = torch.where(frags.mask, frags.zbuf, frags.zbuf.new_tensor(self.background_depth))
         return depth.clamp(self.min_depth - self.margin, self.max_depth + self.margin)
 
+    @geometry_precision
     def inverse_warp_grid(self, depth: torch.Tensor, view: torch.Tensor) -> torch.Tensor:
         """Sampling grid from the view back into the canonical image.
 
@@ -172,6 +207,7 @@ class Renderer:
         uv = camera.project(pts, self.K(h, w, like=pts))
         return camera.pixels_to_normalized(uv, h, w)
 
+    @geometry_precision
     def render_view(
         self,
         texture: torch.Tensor,
