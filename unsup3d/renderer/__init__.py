@@ -11,10 +11,12 @@ from . import camera, shading
 from .precision import full_precision, geometry_precision, to_full
 from .rasterize import (
     Fragments,
+    grid_face_vertices,
     grid_faces,
     interpolate_face_attributes,
     perspective_correct,
     rasterize,
+    rasterize_grid,
     screen_barycentrics,
 )
 from .renderer import Renderer
@@ -23,6 +25,8 @@ __all__ = [
     "Renderer",
     "Fragments",
     "rasterize",
+    "rasterize_grid",
+    "grid_face_vertices",
     "interpolate_face_attributes",
     "grid_faces",
     "screen_barycentrics",

@@ -11,7 +11,10 @@ import torch
 
 from .rasterize import Fragments, perspective_correct, screen_barycentrics
 
-__all__ = ["is_available", "require_pytorch3d", "rasterize_pytorch3d"]
+__all__ = ["EDGE_TOLERANCE_PX", "is_available", "require_pytorch3d", "rasterize_pytorch3d"]
+
+#: Distance in pixels within which a pixel centre outside a face still counts as covered by it.
+EDGE_TOLERANCE_PX = 1e-3
 
 
 def is_available() -> bool:
@@ -64,10 +67,16 @@ def rasterize_pytorch3d(verts: torch.Tensor, faces: torch.Tensor, image_size: tu
     y_ndc = (h - 1 - 2.0 * verts[..., 1]) / s
     ndc = torch.stack([x_ndc, y_ndc, verts[..., 2]], -1).detach()
     meshes = Meshes(verts=list(ndc), faces=list(faces_b))
+    # PyTorch3D's inside test is strict (all barycentrics > 0), so a pixel centre exactly on an edge
+    # shared by two faces belongs to neither; grid meshes seen from the identity view have every
+    # pixel centre on a vertex. A blur radius of EDGE_TOLERANCE_PX pixels (squared, in NDC units) also
+    # admits points that close to a face, and the z-test then picks the nearer of the two faces: the
+    # built-in rasterizer's inclusive edges.
+    blur = (2.0 * EDGE_TOLERANCE_PX / s) ** 2
     with torch.no_grad():
         p2f, _, _, _ = rasterize_meshes(
-            meshes, image_size=(h, w), blur_radius=0.0, faces_per_pixel=1,
-            perspective_correct=False, cull_backfaces=False,
+            meshes, image_size=(h, w), blur_radius=blur, faces_per_pixel=1,
+            perspective_correct=False, cull_backfaces=False, bin_size=0,
         )
     p2f = p2f[..., 0].long()
     f = faces_b.shape[1]

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from . import camera
 from .precision import geometry_precision
-from .rasterize import Fragments, grid_faces, interpolate_face_attributes, rasterize
+from .rasterize import Fragments, grid_faces, interpolate_face_attributes, rasterize_grid
 
 __all__ = ["Renderer"]
 
@@ -160,16 +160,15 @@ class Renderer:
         _check_view(view, canon_depth)
         b, h, w = canon_depth.shape
         oh, ow = _size_pair(image_size, (h, w))
-        pts = camera.transform_points(self.depth_to_points(canon_depth).view(b, h * w, 3), view,
-                                      self.rot_center_depth)
+        pts = camera.transform_points(self.depth_to_points(canon_depth), view, self.rot_center_depth)
         uv = camera.project(pts, self.K(oh, ow, like=pts))
-        screen = torch.cat([uv, pts[..., 2:]], -1)
-        faces = grid_faces(h, w, device=canon_depth.device)
+        screen = torch.cat([uv, pts[..., 2:]], -1)  # B x H x W x 3
         if self.backend == "pytorch3d":
             from .pytorch3d_backend import rasterize_pytorch3d
 
-            return rasterize_pytorch3d(screen, faces, (oh, ow))
-        return rasterize(screen, faces, (oh, ow))
+            faces = grid_faces(h, w, device=canon_depth.device)
+            return rasterize_pytorch3d(screen.view(b, h * w, 3), faces, (oh, ow))
+        return rasterize_grid(screen, (oh, ow))
 
     @geometry_precision
     def warp_canon_depth(self, canon_depth: torch.Tensor, view: torch.Tensor) -> torch.Tensor:
