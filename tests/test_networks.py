@@ -144,12 +144,27 @@ def test_width_scaling_and_group_counts() -> None:
                 assert m.num_channels % m.num_groups == 0
     with torch.no_grad():
         assert nets["netD"](torch.randn(1, 3, 32, 32)).shape == (1, 1, 32, 32)
-    assert group_count(64, 64) == 16 and group_count(256, 64) == 64
-    assert group_count(8, 8) == 8 and group_count(19, 19) == 1 and group_count(38, 19) == 19
+    assert group_count(64) == 16 and group_count(256) == 64 and group_count(16) == 4
+    assert group_count(19) == 1 and group_count(38) == 2 and group_count(6) == 1 and group_count(12) == 3
     # explicit overrides and omitting netC
     nets = build_networks(64, width=0.125, nf=4, zdim=8, encoder_nf=2, conf_zdim=6, with_confidence=False)
     assert set(nets) == {"netD", "netA", "netL", "netV"}
     assert nets["netD"].nf == 4 and nets["netL"].nf == 2
+
+
+@pytest.mark.parametrize("width", [0.25, 0.5, 1.0])
+def test_groupnorm_has_four_channels_per_group_at_every_width(width: float) -> None:
+    """The original's GroupNorm(16, nf), GroupNorm(32, 2 nf), ... have 4 channels per group; narrow
+    networks keep that (fewer groups), not the group count (which would make instance norms)."""
+    nets = build_networks(64, width=width)
+    norms = [m for net in nets.values() for m in net.modules() if isinstance(m, nn.GroupNorm)]
+    assert norms
+    for m in norms:
+        assert m.num_channels // m.num_groups == 4, (width, m)
+    if width == 1.0:
+        # the original's counts: GroupNorm(16, 64), (32, 128), (64, 256)
+        counts = {(m.num_groups, m.num_channels) for m in norms}
+        assert counts == {(16, 64), (32, 128), (64, 256)}
 
 
 @pytest.mark.parametrize("size", [16, 48, 96, 256])

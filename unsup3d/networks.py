@@ -25,10 +25,8 @@ above (see :func:`stage_channels`). So 128 px adds one ``nf``-wide stage at the 
 32 px drops the outermost stage (its first convolution maps the image straight to ``2 nf``).
 
 ``width`` scales every channel count (``nf``, ``zdim`` and the encoders' ``nf``) for small
-models that train on a CPU. GroupNorm keeps the original group count where it can (16 groups
-per ``nf`` channels, i.e. groups of 4 channels at full width); when channels get fewer, the
-group count becomes the largest divisor of the channel count that is at most the original one
-(see :func:`group_count`).
+models that train on a CPU. GroupNorm keeps the original's 4 channels per group at every width
+(a narrower network has fewer groups; see :func:`group_count`).
 
 :class:`VGG16Features` is torchvision's ``vgg16().features[:16]`` (up to relu3_3) without
 torchvision; :func:`load_vgg16_features` finds the ImageNet weights for it.
@@ -71,8 +69,8 @@ VGG16_URL = "https://download.pytorch.org/models/vgg16-397923af.pth"
 VGG16_FILENAME = "vgg16-397923af.pth"
 VGG16_WEIGHTS_ENV = "UNSUP3D_VGG16_WEIGHTS"
 
-# GroupNorm groups per nf channels in the original: GroupNorm(16, nf), GroupNorm(32, 2 nf), ...
-_GN_GROUPS_PER_NF = 16
+# Channels per GroupNorm group in the original: GroupNorm(16, nf), GroupNorm(32, 2 nf), ... at nf = 64.
+_GN_CHANNELS_PER_GROUP = 4
 
 
 # ----------------------------------------------------------------------------------------------
@@ -103,14 +101,15 @@ def stage_channels(resolution: int, nf: int) -> int:
     return nf * min(8, max(1, 32 // resolution))
 
 
-def group_count(channels: int, nf: int) -> int:
-    """GroupNorm group count for ``channels`` channels in a network of base width ``nf``.
+def group_count(channels: int) -> int:
+    """GroupNorm group count for ``channels`` channels: groups of 4 channels, as the original.
 
-    The original uses ``16 * channels / nf`` groups (4 channels a group at ``nf = 64``). The group
-    count is kept when it divides ``channels``; otherwise (narrow networks) it is lowered to the
-    largest divisor of ``channels`` not above it.
+    The original uses ``GroupNorm(16, nf)``, ``GroupNorm(32, 2 nf)``, ... at ``nf = 64``: 4 channels
+    per group at every stage. That is kept at every width (a narrow network gets fewer groups, not
+    smaller ones: at width 0.25 a 16-channel stage has 4 groups of 4). When 4 does not divide the
+    channel count, the group count is the largest divisor of ``channels`` not above ``channels // 4``.
     """
-    groups = max(1, min(channels, (_GN_GROUPS_PER_NF * channels) // max(nf, 1)))
+    groups = max(1, channels // _GN_CHANNELS_PER_GROUP)
     while channels % groups:
         groups -= 1
     return groups
@@ -123,8 +122,8 @@ def scaled_width(base: int, width: float) -> int:
     return max(1, round(base * width))
 
 
-def _gn(channels: int, nf: int) -> nn.GroupNorm:
-    return nn.GroupNorm(group_count(channels, nf), channels)
+def _gn(channels: int) -> nn.GroupNorm:
+    return nn.GroupNorm(group_count(channels), channels)
 
 
 def _check_input(x: Tensor, cin: int, image_size: int, name: str) -> None:
@@ -151,7 +150,7 @@ def _down_stages(cin: int, nf: int, image_size: int, norm: bool, act: type[nn.Mo
         c = stage_channels(res, nf)
         layers.append(nn.Conv2d(c_prev, c, kernel_size=4, stride=2, padding=1, bias=False))
         if norm and i < n - 1:
-            layers.append(_gn(c, nf))
+            layers.append(_gn(c))
         if act is nn.LeakyReLU:
             layers.append(nn.LeakyReLU(0.2, inplace=True))
         else:
@@ -271,6 +270,11 @@ class EDDeconv(nn.Module):
         nf: base width (channels at 32 x 32 and above).
         activation: module class appended at the end (``nn.Tanh``), or ``None`` (linear output).
         image_size: 32, 64 or 128.
+        out_size: output resolution, a power of 2 from 8 up to ``image_size`` (default
+            ``image_size``, the original). A smaller output drops the last transposed-conv stages:
+            the decoder stops at ``out_size / 2``, then the nearest upsampling and the three
+            convolutions run at ``out_size`` (e.g. a depth map predicted at 32 x 32 and upsampled
+            by the caller, which cannot hold one-pixel patterns).
     """
 
     def __init__(
@@ -281,10 +285,15 @@ class EDDeconv(nn.Module):
         nf: int = 64,
         activation: type[nn.Module] | None = nn.Tanh,
         image_size: int = 64,
+        out_size: int | None = None,
     ) -> None:
         super().__init__()
         self.cin, self.cout, self.zdim, self.nf = cin, cout, zdim, nf
         image_size = self.image_size = _check_image_size(image_size)
+        out_size = image_size if out_size is None else int(out_size)
+        if out_size < 8 or out_size > image_size or out_size & (out_size - 1):
+            raise ValueError(f"out_size must be a power of 2 in [8, image_size={image_size}]; got {out_size}")
+        self.out_size = out_size
         network = _encoder_to_code(cin, nf, zdim, image_size)
         # upsampling
         network += [
@@ -294,25 +303,25 @@ class EDDeconv(nn.Module):
             nn.ReLU(inplace=True),
         ]
         res, c_prev = 4, nf * 8
-        while res < image_size // 2:  # transposed-conv stages up to half resolution
+        while res < out_size // 2:  # transposed-conv stages up to half the output resolution
             res *= 2
             c = stage_channels(res, nf)
             network += [
                 nn.ConvTranspose2d(c_prev, c, kernel_size=4, stride=2, padding=1, bias=False),
-                _gn(c, nf),
+                _gn(c),
                 nn.ReLU(inplace=True),
                 nn.Conv2d(c, c, kernel_size=3, stride=1, padding=1, bias=False),
-                _gn(c, nf),
+                _gn(c),
                 nn.ReLU(inplace=True),
             ]
             c_prev = c
         network += [
-            nn.Upsample(scale_factor=2, mode="nearest"),  # half -> full resolution
+            nn.Upsample(scale_factor=2, mode="nearest"),  # half -> output resolution
             nn.Conv2d(c_prev, nf, kernel_size=3, stride=1, padding=1, bias=False),
-            _gn(nf, nf),
+            _gn(nf),
             nn.ReLU(inplace=True),
             nn.Conv2d(nf, nf, kernel_size=5, stride=1, padding=2, bias=False),
-            _gn(nf, nf),
+            _gn(nf),
             nn.ReLU(inplace=True),
             nn.Conv2d(nf, cout, kernel_size=5, stride=1, padding=2, bias=False),
         ]
@@ -321,7 +330,7 @@ class EDDeconv(nn.Module):
         self.network = nn.Sequential(*network)
 
     def forward(self, x: Tensor) -> Tensor:
-        """``B x cin x S x S -> B x cout x S x S`` (``S = image_size``)."""
+        """``B x cin x S x S -> B x cout x S' x S'`` (``S = image_size``, ``S' = out_size``)."""
         _check_input(x, self.cin, self.image_size, type(self).__name__)
         return self.network(x)
 
@@ -360,7 +369,7 @@ class ConfNet(nn.Module):
             c = stage_channels(res, nf)
             network += [
                 nn.ConvTranspose2d(c_prev, c, kernel_size=4, stride=2, padding=1, bias=False),
-                _gn(c, nf),
+                _gn(c),
                 nn.ReLU(inplace=True),
             ]
             c_prev = c
@@ -374,7 +383,7 @@ class ConfNet(nn.Module):
             c = stage_channels(res, nf)
             out_net1 += [
                 nn.ConvTranspose2d(c1, c, kernel_size=4, stride=2, padding=1, bias=False),
-                _gn(c, nf),
+                _gn(c),
                 nn.ReLU(inplace=True),
             ]
             c1 = c
@@ -402,6 +411,7 @@ def build_networks(
     encoder_nf: int | None = None,
     conf_zdim: int | None = None,
     with_confidence: bool = True,
+    depth_size: int | None = None,
 ) -> dict[str, nn.Module]:
     """Build the five networks of the original release.
 
@@ -411,6 +421,8 @@ def build_networks(
             ``nf = 32 w``, confidence ``zdim = 128 w``; rounded, at least 1).
         nf, zdim, encoder_nf, conf_zdim: explicit overrides of the scaled values.
         with_confidence: build ``netC`` (the synthetic-car setting has no confidence maps).
+        depth_size: output resolution of ``netD`` (default ``image_size``; see :class:`EDDeconv`'s
+            ``out_size``).
 
     Returns:
         ``{"netD": EDDeconv (B x 3 x S x S -> B x 1 x S x S, linear),
@@ -424,7 +436,7 @@ def build_networks(
     encoder_nf = encoder_nf if encoder_nf is not None else scaled_width(32, width)
     conf_zdim = conf_zdim if conf_zdim is not None else scaled_width(128, width)
     nets: dict[str, nn.Module] = {
-        "netD": EDDeconv(3, 1, zdim=zdim, nf=nf, activation=None, image_size=image_size),
+        "netD": EDDeconv(3, 1, zdim=zdim, nf=nf, activation=None, image_size=image_size, out_size=depth_size),
         "netA": EDDeconv(3, 3, zdim=zdim, nf=nf, activation=nn.Tanh, image_size=image_size),
         "netL": Encoder(3, 4, nf=encoder_nf, activation=nn.Tanh, image_size=image_size),
         "netV": Encoder(3, 6, nf=encoder_nf, activation=nn.Tanh, image_size=image_size),
