@@ -154,36 +154,124 @@ def test_loss_terms_and_flip_schedule():
     assert torch.allclose(losses["total"], expected)
 
 
-def test_view_prior_centres_the_batch_mean_view():
-    m = tiny(lam_view_prior=2.0)
-    f = m(torch.rand(4, 3, 32, 32))
-    view = torch.zeros(4, 6)
-    view[:, 0] = torch.tensor([0.1, 0.3, 0.2, 0.2])  # pitch (rad), mean 0.2
-    view[:, 1] = torch.tensor([0.5, -0.5, 0.7, -0.7])  # yaw: mean 0, spread must not count
-    view[:, 4] = 0.05  # ty, half the 0.1 range
-    view[:, 5] = 0.3  # tz: its range is 0 for faces, so it is not part of the prior
-    f.view = view
+def test_view_equivariance_loss_against_hand_computation():
+    from unsup3d.losses import mirror_view, view_equivariance_loss
+
+    v = torch.tensor([[0.1, 0.2, 0.3, 0.4, 0.5, 0.6], [-0.2, 0.1, 0.0, -0.3, 0.2, 0.0]])
+    assert torch.equal(mirror_view(v), v * torch.tensor([1.0, -1, -1, -1, 1, 1]))
+    vm = torch.tensor([[0.1, -0.2, -0.3, -0.4, 0.5, 0.6], [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]])
+    # first image: exactly mirrored (0); second: squared differences to (-0.2, -0.1, 0, 0.3, 0.2, 0)
+    expected = (0.2**2 + 0.1**2 + 0.3**2 + 0.2**2) / 2
+    assert view_equivariance_loss(v, vm).item() == pytest.approx(expected)
+    # a spread of true poses satisfies it; a constant yaw offset does not
+    yaw = torch.zeros(4, 6)
+    yaw[:, 1] = torch.tensor([-0.5, -0.1, 0.2, 0.6])
+    assert view_equivariance_loss(yaw, mirror_view(yaw)).item() == 0.0
+    offset = torch.tensor([0.0, 0.1, 0.0, 0.0, 0.0, 0.0])  # netV says 0.1 more yaw for every image
+    assert view_equivariance_loss(yaw + offset, mirror_view(yaw) + offset).item() == pytest.approx(0.2**2)
+
+
+def test_view_equivariance_in_training_runs_netv_on_the_mirrored_batch():
+    m = tiny(lam_view_equivariance=2.0)
+    x = torch.rand(3, 3, 32, 32)
+    m.train()
+    f = m(x)
+    assert f.view_mirrored is not None and f.view_mirrored.shape == (3, 6)
+    with torch.no_grad():
+        direct = m.netV(x.flip(3) * 2 - 1) * m._view_ranges(x)
+    assert torch.allclose(f.view_mirrored, direct, atol=1e-6)
     losses = m.compute_losses(f)
-    expected = (0.2 / (60 * math.pi / 180)) ** 2 + 0.5**2
-    assert losses["view_prior"].item() == pytest.approx(expected, rel=1e-5)
-    rest = losses["l1"] + 0.5 * losses["l1_flip"]
-    assert torch.allclose(losses["total"], rest + 2.0 * losses["view_prior"])
-    # The default (0) is the original objective: no such term.
-    assert "view_prior" not in tiny().compute_losses(tiny()(torch.rand(2, 3, 32, 32)))
-    with pytest.raises(ValueError, match="lam_view_prior"):
-        tiny(lam_view_prior=-1.0)
+    from unsup3d.losses import view_equivariance_loss
+
+    expected = view_equivariance_loss(m.normalized_view(f.view), m.normalized_view(f.view_mirrored))
+    assert torch.allclose(losses["view_equivariance"], expected)
+    assert torch.allclose(losses["total"], losses["l1"] + 0.5 * losses["l1_flip"] + 2.0 * expected)
+    losses["total"].backward()
+    assert m.netV.network[0].weight.grad.abs().sum() > 0
+    m.eval()  # inference makes no extra pass
+    assert m(x).view_mirrored is None
+    # the default (0) is the original objective
+    assert "view_equivariance" not in tiny().compute_losses(tiny().train()(x))
 
 
-def test_view_prior_gradient_moves_the_mean_not_the_spread():
-    m = tiny(lam_view_prior=1.0)
-    v = torch.tensor([[0.3, 0.2, 0.0, 0.0, 0.0, 0.1], [0.1, -0.2, 0.0, 0.0, 0.0, 0.1]], requires_grad=True)
-    from unsup3d.losses import view_gauge_loss
+def test_view_mean_prior_is_unbiased_and_leaves_the_spread():
+    from unsup3d.losses import view_mean_prior
 
-    view_gauge_loss(m.normalized_view(v)).backward()
-    g = v.grad[:, 0]
-    assert g[0] > 0 and torch.allclose(g[0], g[1])  # same push on every image: the spread is kept
-    assert torch.count_nonzero(v.grad[:, 1:5]) == 0  # yaw has mean 0 already: no push at all
-    assert torch.count_nonzero(v.grad[:, 5]) == 0
+    v = torch.zeros(4, 6)
+    v[:, 0] = torch.tensor([0.1, 0.3, 0.2, 0.2])  # pitch: half means 0.2 and 0.2
+    v[:, 1] = torch.tensor([0.5, -0.5, 0.7, -0.7])  # yaw: not a component
+    v[:, 4] = torch.tensor([0.1, 0.3, -0.1, -0.1])  # ty: half means 0.2 and -0.1
+    assert view_mean_prior(v).item() == pytest.approx(0.2 * 0.2 + 0.2 * -0.1)
+    # expectation over batches = squared population mean (no variance term): a zero-mean population
+    g = torch.Generator().manual_seed(0)
+    draws = torch.stack([view_mean_prior(torch.randn(32, 6, generator=g)) for _ in range(4000)])
+    assert abs(draws.mean().item()) < 3 * draws.std().item() / 4000**0.5
+    squared = torch.stack([torch.randn(32, 6, generator=g)[:, [0, 4]].mean(0).pow(2).sum() for _ in range(400)])
+    assert squared.mean().item() > 2 / 32 * 0.8  # the squared batch mean is biased by var / B
+    # gradient: every image of a half gets the same push (the other half's mean): the spread is kept
+    w = v.clone().requires_grad_()
+    view_mean_prior(w).backward()
+    assert torch.allclose(w.grad[:2, 0], torch.full((2,), 0.2 / 2)) and torch.allclose(w.grad[2:, 0], torch.full((2,), 0.2 / 2))
+    assert torch.count_nonzero(w.grad[:, 1:4]) == 0 and torch.count_nonzero(w.grad[:, 5]) == 0
+    m = tiny(lam_view_mean=3.0)
+    f = m(torch.rand(4, 3, 32, 32))
+    losses = m.compute_losses(f)
+    assert torch.allclose(losses["view_mean"], view_mean_prior(m.normalized_view(f.view)))
+    assert torch.allclose(losses["total"], losses["l1"] + 0.5 * losses["l1_flip"] + 3.0 * losses["view_mean"])
+
+
+def test_depth_smoothness_is_the_originals_formula():
+    """On the rescaled depth (zero-mean, tanh, rescaled; before the border), divided by the range:
+    ``mean |d[:, :-1] - d[:, 1:]| / (max - min) + mean |d[:, :, :-1] - d[:, :, 1:]| / (max - min)``."""
+    m = tiny(lam_depth_sm=0.1)
+    raw = torch.zeros(2, 32, 32)
+    raw[:, :, 16:] = 0.5  # a vertical step, in raw units
+    raw[1, 8:, :] += 0.25 * torch.arange(24).view(24, 1) / 24
+    d = raw - raw.mean((1, 2), keepdim=True)
+    d = (1 + d.tanh()) / 2 * 1.1 + (1 - d.tanh()) / 2 * 0.9
+    expected = ((d[:, :-1] - d[:, 1:]) / 0.2).abs().mean() + ((d[:, :, :-1] - d[:, :, 1:]) / 0.2).abs().mean()
+    f = m(torch.rand(2, 3, 32, 32))
+    f.canon_depth_raw = raw
+    assert m.compute_losses(f)["depth_sm"].item() == pytest.approx(expected.item(), rel=1e-5)
+    # not the raw output's differences (which are 2-4x larger here)
+    raw_sm = (raw[:, :-1] - raw[:, 1:]).abs().mean() + (raw[:, :, :-1] - raw[:, :, 1:]).abs().mean()
+    assert raw_sm.item() > 1.5 * expected.item()
+
+
+def test_low_resolution_depth_and_ellipsoid_prior():
+    m = tiny(depth_size=8, lam_depth_prior=1.0, depth_prior_steps=100)
+    assert m.netD.out_size == 8
+    f = m(torch.rand(2, 3, 32, 32))
+    assert f.canon_depth_raw.shape == (2, 8, 8) and f.canon_depth.shape == (2, 32, 32)
+    # bilinear upsampling: no one-pixel pattern can be represented
+    d = f.canon_depth[:, :, 2:-2]
+    assert (d[:, :, 1:-1] - (d[:, :, :-2] + d[:, :, 2:]) / 2).abs().max() < 0.05 * (d.max() - d.min())
+    assert m.depth_prior_weight(0) == 1.0 and m.depth_prior_weight(50) == 0.5 and m.depth_prior_weight(100) == 0
+    losses = m.compute_losses(f, step=50)
+    from unsup3d.losses import ellipsoid_depth
+
+    target = ellipsoid_depth(32, m.border_depth, 0.1)
+    assert target[16, 16] < target[0, 0] and target[0, 0] == pytest.approx(m.border_depth)
+    expected = ((m.depth_from_raw(f.canon_depth_raw) - target) / 0.2).pow(2).mean()
+    assert torch.allclose(losses["depth_prior"], expected)
+    assert "depth_prior" not in m.compute_losses(f, step=100)
+    with pytest.raises(ValueError, match="out_size"):
+        tiny(depth_size=12)
+
+
+def test_learning_rate_schedule_and_per_network_rates():
+    m = tiny(lr=1e-3, lr_warmup_steps=10, lr_decay="cosine", lr_decay_steps=110, lr_multipliers={"netV": 0.5})
+    assert m.lr_factor(0) == pytest.approx(0.1) and m.lr_factor(9) == pytest.approx(1.0)
+    assert m.lr_factor(60) == pytest.approx(0.5) and m.lr_factor(110) == pytest.approx(0.0, abs=1e-12)
+    conf = m.configure_optimizers()
+    opt = conf["optimizer"]
+    lrs = {g["name"]: g["initial_lr"] for g in opt.param_groups}  # before the warm-up factor
+    assert lrs["netV"] == pytest.approx(5e-4) and lrs["netD"] == pytest.approx(1e-3)
+    assert len(tiny().configure_optimizers().param_groups) == 1  # the original: one group, constant lr
+    with pytest.raises(ValueError, match="lr_multipliers"):
+        tiny(lr_multipliers={"netX": 1.0})
+    with pytest.raises(ValueError, match="lr_decay"):
+        tiny(lr_decay="step")
 
 
 def test_no_flip_ablation_and_no_confidence():

@@ -193,3 +193,55 @@ def test_bf16_mixed_training_step_on_cpu(synth, tmp_path):
     rows = list(csv.DictReader((tmp_path / "run" / "csv" / "metrics.csv").open()))
     losses = [float(r[k]) for r in rows for k in r if k.startswith("train/loss") and r[k] not in ("", None)]
     assert losses and all(math.isfinite(v) for v in losses)
+
+
+def test_validation_logs_ratios_to_the_average_depth_baseline(synth, tmp_path):
+    cfg = compose_cfg(["experiment=synthetic_cpu", *TINY, f"dataset.root={synth / 'synthetic'}", "logger=csv",
+                       f"output_dir={tmp_path / 'run'}", "trainer.max_steps=2", "trainer.max_time=null",
+                       "trainer.val_check_interval=1", "trainer.check_val_every_n_epoch=null",
+                       "trainer.limit_val_batches=2", "trainer.num_sanity_val_steps=0"])
+    summary = train(cfg)
+    m = summary["metrics"]
+    assert {"val/side_ratio", "val/mad_ratio", "val/side", "val/mad_original"} <= set(m)
+    assert m["val/side_ratio"] > 0 and math.isfinite(m["val/side_ratio"])
+    # the baseline: the mean ground-truth depth of the validation batches, scored by the same metric
+    from unsup3d.data import Unsup3DDataModule
+    from unsup3d.metrics import SIDE_SCALE, DepthMetrics
+
+    dm = Unsup3DDataModule(root=str(synth / "synthetic"), image_size=32, batch_size=4, num_workers=0,
+                           has_depth=True, persistent_workers=False)
+    dm.setup("validate")
+    depths = [b["depth"] for i, b in zip(range(2), dm.val_dataloader())]
+    avg = torch.cat(depths).mean(0)
+    metric = DepthMetrics(fov=10.0, background_depth=1.1)
+    for d in depths:
+        metric.update(avg.expand_as(d), d)
+    base = metric.compute()
+    assert m["val/side_ratio"] == pytest.approx(m["val/side"] / (float(base["side"]) * SIDE_SCALE), rel=1e-4)
+    assert m["val/mad_ratio"] == pytest.approx(m["val/mad_original"] / float(base["mad_original"]), rel=1e-4)
+    rows = (tmp_path / "run" / "csv" / "metrics.csv").read_text()
+    assert "val/side_ratio" in rows.splitlines()[0]
+
+
+def test_learning_curve_evaluates_during_training(synth, tmp_path):
+    from unsup3d.data import Unsup3DDataModule
+    from unsup3d.data.synthetic import load_split_params
+    from unsup3d.evaluation import LearningCurve, average_train_depth
+
+    root = synth / "synthetic"
+    dm = Unsup3DDataModule(root=str(root), image_size=32, batch_size=4, num_workers=0, has_depth=True,
+                           train_flip=False, persistent_workers=False)
+    dm.setup("fit")
+    dm.setup("test")
+    _, records = load_split_params(root / "test")
+    views = {str((root / "test" / r["image"]).resolve()): r["view"] for r in records}
+    curve = LearningCurve(dm.test_dataloader(), average_train_depth(dm.dataloader("train")), [1, 2], views)
+    cfg = compose_cfg(["experiment=synthetic_cpu", *TINY, f"dataset.root={root}", "logger=none",
+                       f"output_dir={tmp_path / 'run'}", "trainer.max_steps=3", "trainer.max_time=null",
+                       "trainer.limit_val_batches=1", "trainer.num_sanity_val_steps=0"])
+    train(cfg, extra_callbacks=[curve])
+    assert [r["step"] for r in curve.rows] == [1, 2, 3]  # the chosen steps and the end
+    for r in curve.rows:
+        assert r["side_ratio"] == pytest.approx(r["side"] / r["avg_gt_side"])
+        assert {"yaw_slope", "yaw_corr", "relief_ratio", "minutes"} <= set(r)
+    assert curve.rows[0]["minutes"] <= curve.rows[-1]["minutes"]

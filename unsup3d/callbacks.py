@@ -25,7 +25,7 @@ from unsup3d.visualize import (
     write_video,
 )
 
-__all__ = ["ImageLogger"]
+__all__ = ["ImageLogger", "DepthBaselineRatios"]
 
 
 def _batch_images(batch: Any) -> torch.Tensor | None:
@@ -272,3 +272,74 @@ class ImageLogger(pl.Callback):
 
             videos = {f"videos/{kind}": wandb.Video(str(p), format=p.suffix.lstrip(".")) for kind, p in paths.items()}
             logger.log_metrics(videos, step=step)
+
+
+class DepthBaselineRatios(pl.Callback):
+    """Validation SIDE and MAD as ratios to the average-depth baseline: a learning curve in W&B.
+
+    On data with ground-truth depth (batches with a ``"depth"`` entry), the first validation run
+    (sanity check included) computes the average-ground-truth-depth baseline once, over exactly the
+    validation batches the trainer evaluates (``limit_val_batches`` respected; under DDP the average
+    map is reduced over all ranks): the mean ground-truth depth map of those batches, scored by the same
+    :class:`~unsup3d.metrics.DepthMetrics` as the model. After every validation epoch it logs
+    ``val/side_ratio`` (model SIDE / baseline SIDE) and ``val/mad_ratio`` (MAD with the original's normal
+    operator, as in the paper's table), and once the baseline's own ``val/baseline_side`` and
+    ``val/baseline_mad``. Without ground-truth depth it does nothing.
+    """
+
+    def __init__(self) -> None:
+        self.baseline: dict[str, float] | None = None
+        self._logged_baseline = False
+
+    @torch.no_grad()
+    def _compute_baseline(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float] | None:
+        from unsup3d.metrics import SIDE_SCALE, DepthMetrics
+
+        loaders = trainer.val_dataloaders
+        loader = loaders[0] if isinstance(loaders, (list, tuple)) else loaders
+        if loader is None:
+            return None
+        limit = trainer.num_val_batches
+        limit = limit[0] if isinstance(limit, (list, tuple)) else limit
+        depths = []
+        for i, batch in enumerate(loader):
+            if i >= limit:
+                break
+            if not isinstance(batch, dict) or "depth" not in batch:
+                return None
+            depths.append(batch["depth"].float())
+        if not depths:
+            return None
+        total = torch.stack([d.sum(0) for d in depths]).sum(0).to(pl_module.device)
+        count = torch.tensor(float(sum(len(d) for d in depths)), device=pl_module.device)
+        total = trainer.strategy.reduce(total, reduce_op="sum")
+        count = trainer.strategy.reduce(count, reduce_op="sum")
+        avg = (total / count).cpu()
+        hp = pl_module.hparams
+        metric = DepthMetrics(fov=hp.fov, background_depth=hp.max_depth)
+        for d in depths:
+            metric.update(avg.expand_as(d), d, None)
+        values = metric.compute()
+        return {"side": float(values["side"]) * SIDE_SCALE, "mad": float(values["mad"]),
+                "mad_original": float(values["mad_original"])}
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.baseline is None:
+            self.baseline = self._compute_baseline(trainer, pl_module) or {}
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self.baseline or trainer.sanity_checking:
+            return
+        metrics = trainer.callback_metrics
+        if "val/side" not in metrics or "val/mad_original" not in metrics:
+            return
+        out = {"val/side_ratio": float(metrics["val/side"]) / self.baseline["side"],
+               "val/mad_ratio": float(metrics["val/mad_original"]) / self.baseline["mad_original"]}
+        if not self._logged_baseline:
+            out.update({"val/baseline_side": self.baseline["side"], "val/baseline_mad": self.baseline["mad_original"]})
+            self._logged_baseline = True
+        for key, value in out.items():
+            trainer.callback_metrics[key] = torch.tensor(value)
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.log_metrics(out, step=trainer.global_step)

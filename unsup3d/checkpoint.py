@@ -85,6 +85,11 @@ def is_original_format(ckpt: dict[str, Any]) -> bool:
     return all(k in ckpt and isinstance(ckpt[k], dict) for k in ("netD", "netA", "netL", "netV"))
 
 
+#: Hyper-parameters of earlier versions that only shaped the training loss; checkpoints that carry
+#: them still load (the weights and the forward pass do not depend on them).
+RETIRED_HPARAMS = frozenset({"lam_view_prior"})
+
+
 def model_from_checkpoint(ckpt: dict[str, Any], source: str = "checkpoint", **overrides) -> Unsup3D:
     """Build an :class:`Unsup3D` from a loaded checkpoint dict (either format).
 
@@ -109,6 +114,8 @@ def model_from_checkpoint(ckpt: dict[str, Any], source: str = "checkpoint", **ov
             f"{source} is neither a Lightning checkpoint of this project (no 'state_dict') nor an "
             f"original-release checkpoint (keys {', '.join(NETWORK_NAMES)}); it has keys: {keys}")
     hp = dict(ckpt.get("hyper_parameters", {}))
+    for key in RETIRED_HPARAMS.intersection(hp):  # training-only options of earlier versions
+        hp.pop(key)
     hp.update(overrides)
     try:
         model = Unsup3D(**hp)

@@ -14,22 +14,27 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
 from unsup3d.checkpoint import resolve_device
 from unsup3d.depth_encoding import depth_to_unit
 from unsup3d.io import atomic_save_image, atomic_save_json, atomic_save_text
-from unsup3d.metrics import SIDE_SCALE, DepthMetrics, average_depth_map
+from unsup3d.metrics import SIDE_SCALE, DepthMetrics, average_depth_map, evaluation_mask
 from unsup3d.model import Unsup3D
 
-__all__ = ["EvalReport", "evaluate", "average_train_depth", "METRIC_KEYS", "format_report"]
+__all__ = [
+    "EvalReport", "evaluate", "average_train_depth", "METRIC_KEYS", "format_report", "write_report",
+    "pose_relief_diagnostics", "LearningCurve", "run_evaluation",
+]
 
 METRIC_KEYS = ("side", "mad", "mad_original", "mae", "mse")
 
@@ -196,6 +201,117 @@ def _save_outputs(model: Unsup3D, f, gt: torch.Tensor, paths: list[str], out: Pa
             arr = (tensor[i].detach().float().cpu().clamp(0, 1).permute(1, 2, 0).numpy() * 255).round()
             arr = arr.astype(np.uint8)
             atomic_save_image(folder / f"{name}.png", arr[..., 0] if arr.shape[-1] == 1 else arr)
+
+
+@torch.no_grad()
+def pose_relief_diagnostics(model: Unsup3D, loader: DataLoader, true_views: Mapping[str, Sequence[float]]) -> dict:
+    """What the model got right about pose and relief, against known viewpoints (synthetic data).
+
+    Args:
+        model: the model (run in eval mode; its mode is restored).
+        loader: batches ``{"image", "depth", "path"}``.
+        true_views: ``resolved path -> (rx, ry, ...)`` ground-truth view (radians) of each image.
+
+    Returns:
+        ``pitch_slope``, ``pitch_corr``, ``yaw_slope``, ``yaw_corr`` (least-squares slope and
+        correlation of predicted against true angles: 1, 1 is right; a slope well below 1 with a high
+        correlation is the bas-relief solution: too little rotation, too much relief),
+        ``pitch_mean_deg``, ``yaw_mean_deg``, ``roll_mean_deg`` (mean predictions: an offset means the
+        canonical frame drifted) and ``relief_ratio`` (median over images of the std of the predicted
+        depth in the view over the evaluation mask, divided by that of the ground truth).
+    """
+    was_training = model.training
+    model.eval()
+    dev = next(model.parameters()).device
+    pred, true, relief = [], [], []
+    try:
+        for batch in loader:
+            f = model(batch["image"].to(dev))
+            gt = batch["depth"].to(dev)
+            pred.append(f.view[:, :3].cpu())
+            true.append(torch.tensor([list(true_views[str(Path(p).resolve())])[:2] for p in batch["path"]]))
+            mask = evaluation_mask(gt, model.renderer.visible_mask(f.recon_depth), model.hparams.max_depth)
+            for i in range(len(mask)):
+                if mask[i].sum() > 10:
+                    relief.append(float(f.recon_depth[i][mask[i]].std() / gt[i][mask[i]].std()))
+    finally:
+        model.train(was_training)
+    pred, true = torch.cat(pred).double(), torch.cat(true).double()
+    out = {}
+    for j, name in enumerate(("pitch", "yaw")):
+        x, y = true[:, j] - true[:, j].mean(), pred[:, j] - pred[:, j].mean()
+        out[f"{name}_slope"] = float((x * y).sum() / (x * x).sum())
+        out[f"{name}_corr"] = float((x * y).sum() / ((x * x).sum() * (y * y).sum()).sqrt())
+    for j, name in enumerate(("pitch", "yaw", "roll")):
+        out[f"{name}_mean_deg"] = float(pred[:, j].mean() * 180 / math.pi)
+    out["relief_ratio"] = float(torch.tensor(relief).median()) if relief else math.nan
+    return out
+
+
+class LearningCurve(pl.Callback):
+    """Evaluate model and baselines on a test loader at chosen steps during training: a learning curve.
+
+    At every global step in ``steps`` (after that optimizer step) and at the end of training, the
+    model is evaluated by :func:`evaluate` (the same code as ``unsup3d-eval``), in eval mode without
+    gradients, then put back in training mode. Training time is measured without the evaluations.
+
+    Args:
+        loader: test batches ``{"image", "depth", "path"}``.
+        avg_gt_depth: ``S x S`` average training depth (the ``avg_gt`` baseline).
+        steps: global steps to evaluate at.
+        true_views: optional ``path -> view`` for :func:`pose_relief_diagnostics`.
+        on_row: optional callable receiving each row (e.g. to print it).
+
+    Attributes:
+        rows: one dict per evaluation: ``step``, ``minutes`` (training time so far), ``side``,
+            ``mad`` (original operator), ``side_ratio``, ``mad_ratio`` (to the ``avg_gt``
+            baseline), the baselines' ``avg_gt_side``, ``avg_gt_mad``, and the diagnostics.
+        reports: the :class:`EvalReport` of each row.
+    """
+
+    def __init__(self, loader: DataLoader, avg_gt_depth: torch.Tensor, steps: Sequence[int],
+                 true_views: Mapping[str, Sequence[float]] | None = None, on_row=None) -> None:
+        self.loader, self.avg = loader, avg_gt_depth
+        self.steps = sorted({int(s) for s in steps})
+        self.true_views, self.on_row = true_views, on_row
+        self.rows: list[dict[str, Any]] = []
+        self.reports: list[EvalReport] = []
+        self._t0: float | None = None
+        self._eval_s = 0.0
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._t0 = time.perf_counter()
+        self._eval_s = 0.0
+
+    def _evaluate(self, trainer, pl_module) -> None:
+        step = int(trainer.global_step)
+        if self.rows and self.rows[-1]["step"] == step:
+            return
+        t = time.perf_counter()
+        minutes = (t - (self._t0 or t) - self._eval_s) / 60
+        report = evaluate(pl_module, self.loader, avg_gt_depth=self.avg, device=str(pl_module.device),
+                          progress=False)
+        row = {"step": step, "minutes": minutes}
+        m, b = report.scores["model"], report.scores["avg_gt"]
+        row.update(side=m["side"][0], mad=m["mad_original"][0], side_ratio=m["side"][0] / b["side"][0],
+                   mad_ratio=m["mad_original"][0] / b["mad_original"][0], avg_gt_side=b["side"][0],
+                   avg_gt_mad=b["mad_original"][0], constant_side=report.scores["constant"]["side"][0],
+                   constant_mad=report.scores["constant"]["mad_original"][0])
+        if self.true_views is not None:
+            row.update(pose_relief_diagnostics(pl_module, self.loader, self.true_views))
+        pl_module.train()
+        self.rows.append(row)
+        self.reports.append(report)
+        self._eval_s += time.perf_counter() - t
+        if self.on_row is not None:
+            self.on_row(row)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if int(trainer.global_step) in self.steps:
+            self._evaluate(trainer, pl_module)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._evaluate(trainer, pl_module)
 
 
 def format_report(report: EvalReport) -> str:

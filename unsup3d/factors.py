@@ -19,7 +19,7 @@ __all__ = ["Factors"]
 @dataclass
 class Factors:
     input: torch.Tensor  # B x 3 x H x W, the input mapped to [-1, 1]
-    canon_depth_raw: torch.Tensor  # B x H x W, netD output before normalisation (for smoothness loss)
+    canon_depth_raw: torch.Tensor  # B x H' x W', netD output before normalisation (H' = depth_size)
     canon_depth: torch.Tensor  # B x H x W, canonical depth in [min_depth, max_depth], border applied
     canon_albedo: torch.Tensor  # B x 3 x H x W, canonical albedo
     canon_normal: torch.Tensor  # B x H x W x 3, unit normals of the canonical depth
@@ -41,6 +41,7 @@ class Factors:
     recon_image_flip: torch.Tensor | None  # B x 3 x H x W, reconstruction from the mirrored factors (masked)
     conf_sigma_l1: torch.Tensor | None  # B x 2 x H x W (channel 0: original, 1: flip), None if off
     conf_sigma_percl: torch.Tensor | None  # B x 2 x H/4 x W/4, None if confidence is off
+    view_mirrored: torch.Tensor | None = None  # B x 6, netV's view of the mirrored input (flip equivariance)
 
     @property
     def batch_size(self) -> int:

@@ -25,7 +25,11 @@ from torch import Tensor, nn
 
 from unsup3d.networks import VGG16Features, load_vgg16_features
 
-__all__ = ["EPS", "PerceptualLoss", "depth_smoothness_loss", "masked_mean", "photometric_loss", "view_gauge_loss"]
+__all__ = [
+    "EPS", "VIEW_MIRROR_SIGNS", "PerceptualLoss", "depth_smoothness_loss", "ellipsoid_depth", "masked_mean",
+    "mirror_view",
+    "photometric_loss", "view_equivariance_loss", "view_mean_prior",
+]
 
 EPS = 1e-7
 
@@ -236,21 +240,91 @@ def depth_smoothness_loss(depth: Tensor, mask: Tensor | None = None) -> Tensor:
     return masked_mean(dx, mx) + masked_mean(dy, my)
 
 
-def view_gauge_loss(view: Tensor, components: tuple[int, ...] = (0, 1, 2, 3, 4)) -> Tensor:
-    """Squared batch mean of chosen viewpoint components (a prior on the canonical frame).
+def ellipsoid_depth(size: int, far: float, height: float, axes: tuple[float, float] = (0.6, 0.75),
+                    like: Tensor | None = None) -> Tensor:
+    """A centred ellipsoidal bulge, the shape prior of an ellipsoid initialisation (as GAN2Shape's).
 
-    The canonical frame should be the data's mean viewpoint. Symmetry pins its yaw, roll and
-    horizontal shift only through the flip losses, and leaves its pitch and vertical shift free;
-    without a preference the optimiser can drift to a constant offset. Pulling the *batch mean*
-    of those components to 0 fixes that; the spread across images is untouched.
+    ``d(u, v) = far - height * sqrt(max(0, 1 - (u / a)^2 - (v / b)^2))`` with ``u, v`` in ``[-1, 1]``
+    across the image (x right, y down) and semi-axes ``(a, b) = axes``: ``far`` outside the ellipse,
+    nearest (``far - height``) at the centre.
 
     Args:
-        view: ``B x 6`` viewpoint in normalised units (netV's ``[-1, 1]`` output).
-        components: indices of the components to centre (default the rotations and xy shift).
+        size: ``S``.
+        far, height: depth outside the bulge and height of its tip.
+        like: tensor whose device and dtype the result takes.
 
     Returns:
-        Scalar: ``sum_k mean_b(view[b, k])^2``.
+        ``S x S``.
     """
-    if view.dim() != 2:
-        raise ValueError(f"view_gauge_loss expects B x 6 viewpoints; got {tuple(view.shape)}")
-    return view[:, list(components)].mean(0).pow(2).sum()
+    kw = {} if like is None else {"device": like.device, "dtype": like.dtype}
+    t = torch.linspace(-1.0, 1.0, int(size), **kw)
+    v, u = torch.meshgrid(t, t, indexing="ij")
+    r2 = (u / axes[0]) ** 2 + (v / axes[1]) ** 2
+    return far - height * (1 - r2).clamp(min=0).sqrt()
+
+
+#: How a viewpoint ``(rx, ry, rz, tx, ty, tz)`` changes when the image is mirrored left-right
+#: (x -> -x in the camera frame): the pitch and the vertical and depth shifts stay, the yaw, the roll
+#: and the horizontal shift change sign.
+VIEW_MIRROR_SIGNS = (1.0, -1.0, -1.0, -1.0, 1.0, 1.0)
+
+
+def mirror_view(view: Tensor) -> Tensor:
+    """The viewpoint of the mirrored image: ``(rx, -ry, -rz, -tx, ty, tz)``.
+
+    Args:
+        view: ``B x 6`` viewpoint (radians and translations, or netV's normalised units).
+
+    Returns:
+        ``B x 6``.
+    """
+    if view.dim() != 2 or view.shape[-1] != 6:
+        raise ValueError(f"mirror_view expects B x 6 viewpoints; got {tuple(view.shape)}")
+    return view * view.new_tensor(VIEW_MIRROR_SIGNS)
+
+
+def view_equivariance_loss(view: Tensor, view_of_mirrored: Tensor) -> Tensor:
+    """Flip equivariance of the viewpoint network: the view predicted for the mirrored image must be
+    the mirrored view.
+
+    ``mean_b sum_k (v'[b, k] - s_k v[b, k])^2`` with ``v`` the view of each image, ``v'`` that of its
+    left-right mirror and ``s = (1, -1, -1, -1, 1, 1)`` (:func:`mirror_view`). It constrains each image's
+    prediction against its mirror, not the spread of views across images: a constant offset in yaw,
+    roll or x shift violates it (a frontal face and its mirror must get opposite yaws), while any spread
+    of true poses satisfies it. It leaves the canonical pitch and y shift free (they do not change
+    under mirroring).
+
+    Args:
+        view, view_of_mirrored: ``B x 6`` in the same units (netV's normalised ``[-1, 1]`` output).
+
+    Returns:
+        Scalar.
+    """
+    if view.shape != view_of_mirrored.shape:
+        raise ValueError(f"view_equivariance_loss expects two B x 6 viewpoints of the same shape; got "
+                         f"{tuple(view.shape)} and {tuple(view_of_mirrored.shape)}")
+    return (view_of_mirrored - mirror_view(view)).pow(2).sum(-1).mean()
+
+
+def view_mean_prior(view: Tensor, components: tuple[int, ...] = (0, 4)) -> Tensor:
+    """Unbiased prior that the batch-mean view is 0 in the chosen components (default pitch and y
+    shift, the gauge that symmetry leaves free).
+
+    ``sum_k mean_{b in A}(v[b, k]) * mean_{b in B}(v[b, k])`` over the two halves ``A``, ``B`` of the
+    batch: its expectation is ``sum_k mu_k^2`` exactly (the squared mean of the population), and its
+    gradient moves every image of a half by the same amount, the other half's mean: unlike the squared
+    mean of the whole batch (expectation ``mu^2 + var / B``), it puts no penalty on the spread of the
+    views across images. It can be negative for a single batch.
+
+    Args:
+        view: ``B x 6`` (netV's normalised units), ``B >= 2``.
+        components: indices to centre.
+
+    Returns:
+        Scalar.
+    """
+    if view.dim() != 2 or view.shape[0] < 2:
+        raise ValueError(f"view_mean_prior expects B x 6 viewpoints with B >= 2; got {tuple(view.shape)}")
+    v = view[:, list(components)]
+    half = v.shape[0] // 2
+    return (v[:half].mean(0) * v[half:].mean(0)).sum()

@@ -22,7 +22,14 @@ import torch
 import torch.nn.functional as F
 
 from unsup3d.factors import Factors
-from unsup3d.losses import PerceptualLoss, depth_smoothness_loss, photometric_loss, view_gauge_loss
+from unsup3d.losses import (
+    PerceptualLoss,
+    depth_smoothness_loss,
+    ellipsoid_depth,
+    photometric_loss,
+    view_equivariance_loss,
+    view_mean_prior,
+)
 from unsup3d.metrics import SIDE_SCALE, DepthMetrics
 from unsup3d.networks import ENCODER_INITS, build_networks, init_encoder
 from unsup3d.renderer import Renderer, full_precision, shading, to_full
@@ -30,7 +37,8 @@ from unsup3d.renderer import Renderer, full_precision, shading, to_full
 __all__ = ["Unsup3D", "Factors", "LOSS_TERMS"]
 
 NETWORK_NAMES = ("netD", "netA", "netL", "netV", "netC")
-LOSS_TERMS = ("l1", "l1_flip", "perc", "perc_flip", "depth_sm", "view_prior")
+LOSS_TERMS = ("l1", "l1_flip", "perc", "perc_flip", "depth_sm", "view_equivariance", "view_mean", "depth_prior")
+LR_DECAYS = ("none", "cosine")
 
 
 def _rescale(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
@@ -59,21 +67,42 @@ class Unsup3D(pl.LightningModule):
         lam_flip_before_start: weight of the flip losses before that epoch. The original code
             uses 1 here (``lam_flip = 1 if epoch < lam_flip_start_epoch else self.lam_flip``).
         lam_depth_sm: weight of the depth smoothness prior (0.1 for synthetic cars).
-        lam_view_prior: weight of a prior that makes the canonical frame the training data's mean
-            viewpoint: the squared batch mean of netV's normalised rotations and xy shift
-            (``view / range``, in ``[-1, 1]``). Left-right symmetry fixes the canonical yaw, roll
-            and x shift only as long as the flip losses are strong, and not the pitch or y shift
-            at all; early in training (and with the confidence maps turning the flip losses
-            down) netV can drift to a constant offset, e.g. -57 degrees of pitch and -52 of yaw
-            after 870 steps at lr 5e-4. Training images are flipped at random, so the data's mean
-            yaw, roll and x shift are 0 by construction. Only the batch mean is pulled, not the
-            spread across images. 0 (the default) is the original method.
+        lam_view_equivariance: weight of the flip equivariance of netV (0, the original, is off):
+            the view predicted for the mirrored input must be the mirrored view, ``(rx, -ry, -rz,
+            -tx, ty, tz)`` (:func:`~unsup3d.losses.view_equivariance_loss`, in netV's normalised
+            units). Left-right symmetry fixes the canonical yaw, roll and x shift only through the
+            flip losses, which the confidence maps can turn down; netV can then drift to a constant
+            offset (we measured -52 degrees of yaw after 870 steps at lr 5e-4). The equivariance
+            pins those three to the data's mirror symmetry per image, without penalising the
+            spread of poses across images. Costs one extra netV pass on the mirrored batch.
+        lam_view_mean: weight of an unbiased prior that the mean pitch and y shift of the training
+            batches is 0 (:func:`~unsup3d.losses.view_mean_prior`: the product of the two
+            half-batch means, whose expectation is the squared population mean, so the spread of
+            poses is not penalised). Symmetry leaves the canonical pitch free. 0 (the original) is off.
+        depth_size: resolution at which netD predicts the canonical depth (a power of 2, at most
+            ``image_size``; default ``image_size``, the original). A smaller map is upsampled
+            bilinearly, so the depth cannot hold one-pixel patterns that the two-pixel central
+            differences of the normals do not see (a +-0.01 checkerboard changes no interior
+            normal) and that shading therefore never penalises. Changes netD's architecture
+            (its checkpoints are not the original's).
+        lam_depth_prior, depth_prior_steps: an ellipsoid initialisation of the canonical depth:
+            ``lam_depth_prior * (1 - step / depth_prior_steps)`` times the mean squared difference
+            (in units of the depth range) between the canonical depth and a centred ellipsoidal bulge
+            (:func:`ellipsoid_depth`), annealed to 0 by ``depth_prior_steps`` (GAN2Shape starts its
+            shapes from an ellipsoid). 0 (the original) is off.
         encoder_init: initialisation of the two plain encoders (netV, netL), which have no
             normalisation layers: ``"pytorch"`` (PyTorch's default, as the original release) or
             ``"kaiming"`` (He-normal hidden layers, small last layer). With the default, their
             outputs barely vary across images for the first few hundred steps; see
             :func:`unsup3d.networks.init_encoder`. Checkpoints are unaffected.
         lr, beta1, beta2, weight_decay: Adam settings.
+        lr_warmup_steps: linear learning-rate warm-up from 0 over this many steps (0, the original:
+            none).
+        lr_decay: ``"none"`` (the original: constant) or ``"cosine"`` (to 0 at ``lr_decay_steps``,
+            default the trainer's total number of steps).
+        lr_decay_steps: length of the cosine decay in steps (``None``: the whole run).
+        lr_multipliers: per-network factors of ``lr``, e.g. ``{"netV": 0.5}`` (names among netD,
+            netA, netL, netV, netC); ``None`` (the original) is 1 for all.
         vgg_weights: path of the ImageNet VGG16 weights (torchvision's ``vgg16-397923af.pth``);
             default: ``$UNSUP3D_VGG16_WEIGHTS``, torch hub's cache, then a download.
         allow_random_vgg: use a randomly initialised VGG when no weights can be found (only for
@@ -104,12 +133,20 @@ class Unsup3D(pl.LightningModule):
         lam_flip_start_epoch: int = 0,
         lam_flip_before_start: float = 1.0,
         lam_depth_sm: float = 0.0,
-        lam_view_prior: float = 0.0,
+        lam_view_equivariance: float = 0.0,
+        lam_view_mean: float = 0.0,
+        depth_size: int | None = None,
+        lam_depth_prior: float = 0.0,
+        depth_prior_steps: int = 0,
         encoder_init: str = "pytorch",
         lr: float = 1e-4,
         beta1: float = 0.9,
         beta2: float = 0.999,
         weight_decay: float = 5e-4,
+        lr_warmup_steps: int = 0,
+        lr_decay: str = "none",
+        lr_decay_steps: int | None = None,
+        lr_multipliers: dict[str, float] | None = None,
         vgg_weights: str | None = None,
         allow_random_vgg: bool = False,
         renderer_backend: str = "torch",
@@ -124,13 +161,24 @@ class Unsup3D(pl.LightningModule):
             if len(rng) != 2 or float(rng[0]) > float(rng[1]):
                 raise ValueError(f"model.{name} must be [low, high] with low <= high, got {list(rng)}")
         for name, val in (("lam_perc", lam_perc), ("lam_flip", lam_flip), ("lam_depth_sm", lam_depth_sm),
-                          ("lam_view_prior", lam_view_prior), ("lr", lr), ("weight_decay", weight_decay)):
+                          ("lam_view_equivariance", lam_view_equivariance), ("lam_view_mean", lam_view_mean),
+                          ("lam_depth_prior", lam_depth_prior), ("depth_prior_steps", depth_prior_steps),
+                          ("lr", lr), ("weight_decay", weight_decay), ("lr_warmup_steps", lr_warmup_steps)):
             if not math.isfinite(float(val)) or float(val) < 0:
                 raise ValueError(f"model.{name} must be a finite non-negative number, got {val}")
+        if lr_decay not in LR_DECAYS:
+            raise ValueError(f"model.lr_decay must be one of {LR_DECAYS}, got {lr_decay!r}")
+        if lr_decay_steps is not None and int(lr_decay_steps) <= 0:
+            raise ValueError(f"model.lr_decay_steps must be positive or null, got {lr_decay_steps}")
+        bad = sorted(set(lr_multipliers or {}) - set(NETWORK_NAMES))
+        if bad or any(not float(v) >= 0 for v in (lr_multipliers or {}).values()):
+            raise ValueError(f"model.lr_multipliers must map network names {NETWORK_NAMES} to factors >= 0, "
+                             f"got {dict(lr_multipliers or {})}")
         self.save_hyperparameters()
         self.border_depth = 0.7 * max_depth + 0.3 * min_depth if border_depth is None else float(border_depth)
         self.renderer = Renderer(image_size, fov, min_depth, max_depth, rot_center_depth, renderer_backend)
-        nets = build_networks(image_size=image_size, width=width, with_confidence=use_conf_map)
+        nets = build_networks(image_size=image_size, width=width, with_confidence=use_conf_map,
+                              depth_size=depth_size)
         self.netD, self.netA, self.netL, self.netV = nets["netD"], nets["netA"], nets["netL"], nets["netV"]
         init_encoder(self.netV, encoder_init)
         init_encoder(self.netL, encoder_init)
@@ -189,16 +237,21 @@ class Unsup3D(pl.LightningModule):
         """The five networks' raw outputs for ``x`` (``B x 3 x S x S`` in ``[-1, 1]``).
 
         Returns:
-            ``{"depth": B x 1 x S x S (netD, linear), "albedo": B x 3 x S x S (netA, tanh),
-            "light": B x 4 (netL, tanh), "view": B x 6 (netV, tanh), "conf": None or the pair
-            (B x 2 x S x S, B x 2 x S/4 x S/4) of netC}``, in the autocast context's precision.
+            ``{"depth": B x 1 x S' x S' (netD, linear; S' = depth_size), "albedo": B x 3 x S x S
+            (netA, tanh), "light": B x 4 (netL, tanh), "view": B x 6 (netV, tanh), "conf": None or
+            the pair (B x 2 x S x S, B x 2 x S/4 x S/4) of netC, "view_mirrored": B x 6 netV of the
+            mirrored input (only when training with the flip equivariance, else None)}``, in the
+            autocast context's precision.
         """
+        mirrored = self.training and self.hparams.lam_view_equivariance > 0
+        views = self.netV(torch.cat([x, x.flip(3)], 0) if mirrored else x)
         return {
             "depth": self.netD(x),
             "albedo": self.netA(x),
             "light": self.netL(x),
-            "view": self.netV(x),
+            "view": views[: x.shape[0]],
             "conf": self.netC(x) if self.netC is not None else None,
+            "view_mirrored": views[x.shape[0]:] if mirrored else None,
         }
 
     def render_factors(self, x: torch.Tensor, raw: dict[str, Any]) -> Factors:
@@ -215,8 +268,30 @@ class Unsup3D(pl.LightningModule):
             x = to_full(x)
             conf = raw.get("conf")
             conf_l1, conf_perc = (None, None) if conf is None else (to_full(conf[0]), to_full(conf[1]))
-            return self._render(x, to_full(raw["depth"]), to_full(raw["albedo"]), to_full(raw["light"]),
-                                to_full(raw["view"]), conf_l1, conf_perc)
+            factors = self._render(x, to_full(raw["depth"]), to_full(raw["albedo"]), to_full(raw["light"]),
+                                   to_full(raw["view"]), conf_l1, conf_perc)
+            if raw.get("view_mirrored") is not None:
+                factors.view_mirrored = to_full(raw["view_mirrored"]) * self._view_ranges(x)
+            return factors
+
+    def depth_from_raw(self, depth_raw: torch.Tensor) -> torch.Tensor:
+        """The canonical depth parametrisation, before the border: netD's raw output, upsampled to
+        the image size if predicted smaller (bilinear), made zero-mean per image, ``tanh``, rescaled
+        to ``[min_depth, max_depth]``.
+
+        Args:
+            depth_raw: ``B x S' x S'`` netD output.
+
+        Returns:
+            ``B x S x S``.
+        """
+        hp = self.hparams
+        b, s = depth_raw.shape[0], hp.image_size
+        if depth_raw.shape[-1] != s:
+            depth_raw = F.interpolate(depth_raw.unsqueeze(1), size=(s, s), mode="bilinear",
+                                      align_corners=False).squeeze(1)
+        depth = depth_raw - depth_raw.view(b, -1).mean(1).view(b, 1, 1)
+        return _rescale(depth.tanh(), hp.min_depth, hp.max_depth)
 
     def _render(self, x, depth_raw, albedo, light, view_raw, conf_l1, conf_perc) -> Factors:
         hp = self.hparams
@@ -224,8 +299,7 @@ class Unsup3D(pl.LightningModule):
 
         # Canonical depth: zero-mean, tanh, rescaled, fixed 2-px left/right border.
         depth_raw = depth_raw.squeeze(1)
-        depth = depth_raw - depth_raw.view(b, -1).mean(1).view(b, 1, 1)
-        depth = _rescale(depth.tanh(), hp.min_depth, hp.max_depth)
+        depth = self.depth_from_raw(depth_raw)
         border = torch.zeros(1, h, w, device=x.device, dtype=x.dtype)
         border[..., :2] = 1
         border[..., -2:] = 1
@@ -315,17 +389,29 @@ class Unsup3D(pl.LightningModule):
             return 0.0
         return float(hp.lam_flip_before_start if epoch < hp.lam_flip_start_epoch else hp.lam_flip)
 
-    def compute_losses(self, f: Factors, epoch: int = 0) -> dict[str, torch.Tensor]:
+    def depth_prior_weight(self, step: int) -> float:
+        """Weight of the ellipsoid depth prior at global ``step``: ``lam_depth_prior`` falling
+        linearly to 0 at ``depth_prior_steps``."""
+        hp = self.hparams
+        if hp.lam_depth_prior <= 0 or hp.depth_prior_steps <= 0:
+            return 0.0
+        return float(hp.lam_depth_prior) * max(0.0, 1.0 - step / float(hp.depth_prior_steps))
+
+    def compute_losses(self, f: Factors, epoch: int = 0, step: int | None = None) -> dict[str, torch.Tensor]:
         """All loss terms and their weighted total.
 
         Args:
             f: the forward pass's factors.
             epoch: current epoch (decides the flip weight).
+            step: current global step (decides annealed weights; default the trainer's).
 
         Returns:
             Dict of scalar tensors: ``l1``, ``l1_flip``, ``perc``, ``perc_flip``, ``depth_sm``,
-            ``view_prior`` (terms that are switched off are absent) and ``total``.
+            ``view_equivariance``, ``view_mean``, ``depth_prior`` (terms that are switched off are
+            absent) and ``total``.
         """
+        if step is None:
+            step = self.global_step
         hp = self.hparams
         target = f.input
         c1 = f.conf_sigma_l1
@@ -342,17 +428,29 @@ class Unsup3D(pl.LightningModule):
                 losses["perc_flip"] = perc(
                     f.recon_image_flip, target, f.recon_mask, None if cp is None else cp[:, 1:])
         if hp.lam_depth_sm > 0:
-            losses["depth_sm"] = depth_smoothness_loss(f.canon_depth_raw)
-        if hp.lam_view_prior > 0:
-            losses["view_prior"] = view_gauge_loss(self.normalized_view(f.view))
+            # As the original: on the rescaled depth (before the border), in units of the depth range.
+            depth = self.depth_from_raw(f.canon_depth_raw)
+            losses["depth_sm"] = depth_smoothness_loss(depth) / (hp.max_depth - hp.min_depth)
+        if hp.lam_view_equivariance > 0 and f.view_mirrored is not None:
+            losses["view_equivariance"] = view_equivariance_loss(
+                self.normalized_view(f.view), self.normalized_view(f.view_mirrored))
+        if hp.lam_view_mean > 0 and f.view.shape[0] >= 2:
+            losses["view_mean"] = view_mean_prior(self.normalized_view(f.view))
+        lam_prior = self.depth_prior_weight(step)
+        if lam_prior > 0:
+            target = ellipsoid_depth(hp.image_size, self.border_depth, 0.5 * (hp.max_depth - hp.min_depth),
+                                     like=f.canon_depth)
+            rng = hp.max_depth - hp.min_depth
+            losses["depth_prior"] = ((self.depth_from_raw(f.canon_depth_raw) - target) / rng).pow(2).mean()
         lam_flip = self.lam_flip_at(epoch)
         total = losses["l1"] + lam_flip * losses.get("l1_flip", 0.0)
         if "perc" in losses:
             total = total + hp.lam_perc * (losses["perc"] + lam_flip * losses.get("perc_flip", 0.0))
-        if "depth_sm" in losses:
-            total = total + hp.lam_depth_sm * losses["depth_sm"]
-        if "view_prior" in losses:
-            total = total + hp.lam_view_prior * losses["view_prior"]
+        weights = {"depth_sm": hp.lam_depth_sm, "view_equivariance": hp.lam_view_equivariance,
+                   "view_mean": hp.lam_view_mean, "depth_prior": lam_prior}
+        for name, weight in weights.items():
+            if name in losses:
+                total = total + weight * losses[name]
         losses["total"] = total
         return losses
 
@@ -437,7 +535,36 @@ class Unsup3D(pl.LightningModule):
                 f"{'...' if len(bad) > 5 else ''}) at global step {self.global_step}; the previous "
                 "checkpoints are kept")
 
+    def lr_factor(self, step: int, total_steps: int | None = None) -> float:
+        """Learning-rate factor at ``step``: linear warm-up over ``lr_warmup_steps``, then constant or a
+        cosine decay to 0 at ``lr_decay_steps`` (default ``total_steps``)."""
+        hp = self.hparams
+        warm = int(hp.lr_warmup_steps)
+        factor = min(1.0, (step + 1) / warm) if warm > 0 else 1.0
+        if hp.lr_decay == "cosine":
+            end = hp.lr_decay_steps or total_steps
+            if end:
+                t = min(1.0, max(0, step - warm) / max(1, int(end) - warm))
+                factor *= 0.5 * (1.0 + math.cos(math.pi * t))
+        return factor
+
     def configure_optimizers(self):
         hp = self.hparams
-        params = [p for n in self.network_names for p in getattr(self, n).parameters() if p.requires_grad]
-        return torch.optim.Adam(params, lr=hp.lr, betas=(hp.beta1, hp.beta2), weight_decay=hp.weight_decay)
+        mult = dict(hp.lr_multipliers or {})
+        if mult:  # one parameter group per network
+            groups = [{"params": [p for p in getattr(self, n).parameters() if p.requires_grad],
+                       "lr": hp.lr * float(mult.get(n, 1.0)), "name": n} for n in self.network_names]
+        else:  # one group, as the original (and as checkpoints written before per-network rates)
+            groups = [{"params": [p for n in self.network_names for p in getattr(self, n).parameters()
+                                  if p.requires_grad]}]
+        opt = torch.optim.Adam(groups, lr=hp.lr, betas=(hp.beta1, hp.beta2), weight_decay=hp.weight_decay)
+        if hp.lr_warmup_steps <= 0 and hp.lr_decay == "none":
+            return opt
+        total = None
+        if hp.lr_decay == "cosine" and not hp.lr_decay_steps and self._trainer is not None:
+            total = int(self.trainer.estimated_stepping_batches)
+            if total <= 0 or total > 10**9:
+                raise ValueError("model.lr_decay=cosine needs model.lr_decay_steps or a finite trainer.max_steps / "
+                                 "max_epochs")
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: self.lr_factor(step, total))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}

@@ -206,6 +206,10 @@ def build_callbacks(cfg: DictConfig, output_dir: Path, has_logger: bool) -> list
         from pytorch_lightning.callbacks import RichProgressBar
 
         callbacks.append(RichProgressBar())
+    if cb_cfg.get("depth_ratios", True):
+        from unsup3d.callbacks import DepthBaselineRatios
+
+        callbacks.append(DepthBaselineRatios())
     il = cb_cfg.get("image_logger")
     if il is not None and il.get("enabled", True):
         from unsup3d.callbacks import ImageLogger
@@ -229,8 +233,11 @@ def resume_checkpoint(cfg: DictConfig, output_dir: Path) -> str | None:
     return str(last) if cfg.get("resume", True) and last.is_file() else None
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
-    """Validate ``cfg``, build everything, fit; returns a summary (paths, steps, metrics)."""
+def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> dict[str, Any]:
+    """Validate ``cfg``, build everything, fit; returns a summary (paths, steps, metrics).
+
+    ``extra_callbacks`` are added to the configured ones (e.g. a learning-curve evaluator).
+    """
     validate_config(cfg)
     output_dir = Path(cfg.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -249,7 +256,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     logger = build_logger(cfg, output_dir)
     if logger:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-    callbacks = build_callbacks(cfg, output_dir, has_logger=bool(logger))
+    callbacks = build_callbacks(cfg, output_dir, has_logger=bool(logger)) + list(extra_callbacks or [])
     trainer = build_trainer(cfg, output_dir, logger, callbacks)
     ckpt_path = resume_checkpoint(cfg, output_dir)
     if ckpt_path:
