@@ -50,8 +50,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..depth_encoding import depth_to_uint16
-from ..renderer import grid_faces, interpolate_face_attributes, shading
-from ..renderer.camera import pixel_grid, pixels_to_normalized
+from ..renderer import grid_faces, interpolate_face_attributes, pixel_grid, pixels_to_normalized, shading
 
 __all__ = [
     "PARAM_SPEC",
