@@ -14,7 +14,8 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from unsup3d.data import CorruptImageWarning, ImageFolderDataset, Unsup3DDataModule, load_depth
-from unsup3d.data.datasets import crop_array, depth_to_png_value, png_value_to_depth
+from unsup3d.data.datasets import crop_array
+from unsup3d.depth_encoding import depth_to_unit, unit_to_depth
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf" / "dataset"
@@ -50,7 +51,7 @@ def make_paired_folder(root: Path, counts=(8, 3, 3), size=20, fmt="png16") -> Pa
             depth[:, : size // 2] = 0.95
             depth[:, size // 2 :] = 1.05
             Image.fromarray(img).save(root / split / "image" / f"{i:04d}_image.png")
-            v = depth_to_png_value(depth, 0.9, 1.1)
+            v = depth_to_unit(depth, 0.9, 1.1)
             dpath = root / split / "depth" / f"{i:04d}_depth"
             if fmt == "png16":
                 cv2.imwrite(str(dpath.with_suffix(".png")), (v * 65535 + 0.5).astype(np.uint16))
@@ -112,9 +113,9 @@ def test_depth_rule_matches_original():
     v = np.linspace(0, 1, 11)
     d = (1 - v) * 2 - 1
     original = (1 + d) / 2 * 1.1 + (1 - d) / 2 * 0.9
-    assert np.allclose(png_value_to_depth(v, 0.9, 1.1), original)
-    assert np.allclose(depth_to_png_value(original, 0.9, 1.1), v)
-    assert png_value_to_depth(np.array(0.0), 0.9, 1.1) == pytest.approx(1.1)  # background is far
+    assert np.allclose(unit_to_depth(v, 0.9, 1.1), original)
+    assert np.allclose(depth_to_unit(original, 0.9, 1.1), v)
+    assert unit_to_depth(np.array(0.0), 0.9, 1.1) == pytest.approx(1.1)  # background is far
 
 
 def test_load_depth_bit_depths(tmp_path):
@@ -303,6 +304,28 @@ def test_corrupt_image_is_skipped_with_warning(tmp_path):
     assert any("zzz_truncated.jpg" in m for m in msgs)
     assert dm.num_skipped == 2
     assert all("zzz_" not in p for b in batches for p in b["path"])
+
+
+def test_training_reads_images_like_export(tmp_path):
+    """The datasets read images with unsup3d.images.load_image: EXIF orientation applied, hidden files and
+    the extensions export knows found the same way."""
+    img = np.zeros((8, 16, 3), np.uint8)  # stored 16 wide, 8 high: left half red, right half blue
+    img[:, :8, 0] = 255
+    img[:, 8:, 2] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown rotated 90 degrees clockwise: the red half on top
+    folder = tmp_path / "train"
+    folder.mkdir()
+    Image.fromarray(img).save(folder / "rotated.png", exif=exif)
+    Image.fromarray(img).save(folder / "other.jfif", format="JPEG")
+    (folder / ".hidden").mkdir()
+    Image.fromarray(img).save(folder / ".hidden" / "x.png")
+    Image.fromarray(img).save(folder / "._resource_fork.png")
+    ds = ImageFolderDataset(folder, image_size=16)
+    assert [p.name for p in ds.paths] == ["other.jfif", "rotated.png"]
+    upright = ds.load(1)["image"]  # 3 x 16 x 16
+    assert upright[0, :4].mean() > 0.9 and upright[2, :4].mean() < 0.1  # top rows red
+    assert upright[2, -4:].mean() > 0.9 and upright[0, -4:].mean() < 0.1  # bottom rows blue
 
 
 def test_corrupt_image_counted_across_workers(tmp_path):

@@ -64,6 +64,22 @@ import numpy as np
 import torch
 
 from unsup3d.depth_encoding import DEPTH_PNG_MAPPING, depth_to_uint16
+from unsup3d.images import (
+    FACE_SCALE,
+    FACE_SHIFT,
+    IMAGE_EXTENSIONS,
+    FaceNotFoundError,
+    center_crop_square,
+    center_square_box,
+    crop_face,
+    detect_face_box,
+    face_crop_box,
+    find_images,
+    is_image_file,
+    load_image,
+    oriented_size,
+    resize_for_model,
+)
 from unsup3d.io import atomic_save_image, atomic_save_json, atomic_save_npy
 from unsup3d.mesh import grid_faces, grid_uvs, grid_vertices
 
@@ -87,19 +103,6 @@ __all__ = [
     "prepare_image",
     "prepare_input",
 ]
-
-#: File extensions picked up when expanding folders and glob patterns (files named explicitly are
-#: always tried, whatever their extension).
-IMAGE_EXTENSIONS = frozenset({
-    ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp",
-    ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".ico",
-})
-
-
-#: Face crop margins (see :func:`unsup3d.images.detect_face_crop`): a square of ``FACE_SCALE`` times the
-#: detection's larger side, its centre moved down by ``FACE_SHIFT`` times the detection's height.
-FACE_SCALE = 1.1
-FACE_SHIFT = 0.1
 
 MESH_FORMATS = ("obj", "glb", "ply")
 TEXTURES = ("canonical", "albedo")
@@ -188,24 +191,13 @@ class ExportOptions:
 
 
 # =============================================================================================== inputs
-def _is_image_name(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_EXTENSIONS
-
-
-def _hidden(rel: Path) -> bool:
-    return any(part.startswith(".") for part in rel.parts)
-
-
 def _expand_one(arg: str) -> list[Path]:
     """The image files named by one argument (a file, a folder or a glob pattern)."""
     path = Path(arg).expanduser()
     if path.is_file():
         return [path]
     if path.is_dir():
-        found = sorted(
-            p for p in path.rglob("*")
-            if p.is_file() and _is_image_name(p) and not _hidden(p.relative_to(path))
-        )
+        found = find_images(path)
         if not found:
             raise InputError(arg, f"no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) in folder")
         return found
@@ -214,7 +206,7 @@ def _expand_one(arg: str) -> list[Path]:
     if _GLOB_CHARS & set(arg):
         found = sorted(
             Path(p) for p in glob.glob(os.path.expanduser(arg), recursive=True)
-            if Path(p).is_file() and _is_image_name(Path(p))
+            if Path(p).is_file() and is_image_file(p)
         )
         if not found:
             raise InputError(arg, "no image files match the pattern")
@@ -316,19 +308,6 @@ class PreparedInput:
     face_box: tuple[float, float, float, float] | None = None
 
 
-def _source_size(path: Path, fallback: tuple[int, int]) -> tuple[int, int]:
-    """Width x height of an image file after EXIF orientation (header only)."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as img:
-            w, h = img.size
-            orientation = img.getexif().get(0x0112, 1)
-    except Exception:  # noqa: BLE001 - the file was decoded already; sizes are informative only
-        return fallback
-    return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
-
-
 def prepare_input(
     path: str | os.PathLike,
     size: int,
@@ -347,19 +326,10 @@ def prepare_input(
         unsup3d.images.ImageLoadError: unreadable, not an image, truncated, too small or too large.
         unsup3d.images.FaceNotFoundError: ``detect_face`` and no face was found.
     """
-    from unsup3d.images import (
-        FaceNotFoundError,
-        center_crop_square,
-        crop_face,
-        detect_face_box,
-        load_image,
-        resize_for_model,
-    )
-
     path = Path(path)
     img = load_image(path, background=background, draft_size=1024 if detect_face else 2 * size)
     h, w = img.shape[:2]
-    src = _source_size(path, (w, h))
+    src = oriented_size(path, (w, h))
     scale = src[0] / w
     face = None
     if detect_face:
@@ -367,15 +337,11 @@ def prepare_input(
         if box is None:
             raise FaceNotFoundError(str(path), "no human face detected (OpenCV Haar cascade)")
         square = crop_face(img, box, scale=FACE_SCALE, shift=FACE_SHIFT)
-        x, y, bw, bh = box  # the square crop_face cut (same arithmetic), for params.json
-        side = max(1, round(FACE_SCALE * max(bw, bh)))
-        x0, y0 = round(x + bw / 2 - side / 2), round(y + bh / 2 + FACE_SHIFT * bh - side / 2)
-        crop = (x0, y0, x0 + side, y0 + side)
+        crop = face_crop_box(box, scale=FACE_SCALE, shift=FACE_SHIFT)  # the square crop_face cut
         face = tuple(float(v * scale) for v in box)
     else:
         square = center_crop_square(img)
-        s = min(h, w)
-        crop = ((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s)
+        crop = center_square_box(h, w)  # the square center_crop_square cut
     image = resize_for_model(square, size)
     return PreparedInput(
         image=np.ascontiguousarray(image, dtype=np.uint8),
