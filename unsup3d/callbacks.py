@@ -15,15 +15,8 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
-from unsup3d.io import atomic_save_image
-from unsup3d.visualize import (
-    factor_panels,
-    frames_to_grids,
-    normal_shaded,
-    to_uint8,
-    turntable_frames,
-    write_video,
-)
+from unsup3d.io import atomic_save_image, write_video
+from unsup3d.visualize import factor_panels, frames_to_grids, normal_shaded, to_uint8, turntable_frames
 
 __all__ = ["ImageLogger"]
 

@@ -455,7 +455,8 @@ def _write_meshes(
 
 
 def _write_videos(model, factors, index: int, out_dir: Path, options: ExportOptions) -> list[str]:
-    from unsup3d.visualize import normal_shaded, relight_frames, turntable_frames, write_video
+    from unsup3d.io import write_video
+    from unsup3d.visualize import normal_shaded, relight_frames, turntable_frames
 
     r = model.renderer
     i = slice(index, index + 1)
