@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from unsup3d.data import Unsup3DDataModule
 from unsup3d.io import atomic_torch_save
+from unsup3d.loggers import wandb_mode
 from unsup3d.model import Unsup3D
 
 log = logging.getLogger(__name__)
@@ -116,25 +116,6 @@ def build_model(cfg: DictConfig) -> Unsup3D:
         return Unsup3D(**_plain(cfg.model))
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"bad model configuration: {exc}") from exc
-
-
-def wandb_mode(requested: str = "auto") -> str:
-    """Resolve ``auto`` to ``online`` when a W&B API key is configured, else ``offline``."""
-    if requested != "auto":
-        return requested
-    if os.environ.get("WANDB_MODE") in ("offline", "online", "disabled", "dryrun"):
-        return "offline" if os.environ["WANDB_MODE"] == "dryrun" else os.environ["WANDB_MODE"]
-    if os.environ.get("WANDB_API_KEY"):
-        return "online"
-    try:
-        import netrc
-
-        auth = netrc.netrc(os.path.expanduser("~/.netrc")).authenticators("api.wandb.ai")
-        if auth and auth[2]:
-            return "online"
-    except (FileNotFoundError, netrc.NetrcParseError, OSError):
-        pass
-    return "offline"
 
 
 def build_logger(cfg: DictConfig, output_dir: Path):
