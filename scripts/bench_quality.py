@@ -41,9 +41,8 @@ def ensure_data(root: Path, num_train: int, num_val: int, num_test: int, seed: i
 
 
 def train_and_eval(name: str, root: Path, out: Path, minutes: float, overrides: list[str], seed: int) -> dict:
-    from hydra import compose, initialize_config_dir
-
     from unsup3d.checkpoint import load_model
+    from unsup3d.config import compose_config
     from unsup3d.data import Unsup3DDataModule
     from unsup3d.evaluation import average_train_depth, evaluate, format_report, write_report
     from unsup3d.training import train
@@ -53,10 +52,9 @@ def train_and_eval(name: str, root: Path, out: Path, minutes: float, overrides: 
         shutil.rmtree(run_dir)
     mins = int(minutes)
     secs = int(round((minutes - mins) * 60))
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[
-            "experiment=synthetic_cpu", f"dataset.root={root}", f"output_dir={run_dir}", "logger=csv",
-            f"trainer.max_time=00:00:{mins:02d}:{secs:02d}", f"seed={seed}", "resume=false", *overrides])
+    cfg = compose_config("train", [
+        "experiment=synthetic_cpu", f"dataset.root={root}", f"paths.output_dir={run_dir}", "logger=csv",
+        f"trainer.max_time=00:00:{mins:02d}:{secs:02d}", f"seed={seed}", "resume=false", *overrides])
     t = time.time()
     summary = train(cfg)
     train_s = time.time() - t
