@@ -33,6 +33,7 @@ from typing import IO, Any
 import imageio.v3 as iio
 import imageio_ffmpeg
 import numpy as np
+import torch
 from PIL import Image
 
 __all__ = [
@@ -203,9 +204,9 @@ def to_pil(image: Any):
 
 
 def _as_numpy(x: Any) -> np.ndarray:
-    if hasattr(x, "detach") and hasattr(x, "cpu"):  # torch tensor, without importing torch
+    if torch.is_tensor(x):
         x = x.detach().cpu()
-        if x.is_floating_point() and x.element_size() < 4:  # bfloat16 / float16 have no numpy dtype
+        if x.dtype in (torch.bfloat16, torch.float16):  # bfloat16 has no numpy dtype
             x = x.float()
         x = x.numpy()
     return np.asarray(x)
@@ -263,8 +264,6 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike, *, durable: bool = True
 
     Returns the path.
     """
-    import torch
-
     with atomic_write(path, "wb", durable=durable) as fh:
         torch.save(obj, fh)
     return Path(path)
