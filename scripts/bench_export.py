@@ -67,7 +67,7 @@ def main(argv=None) -> int:
 
     import torch
 
-    from unsup3d.export import ExportOptions, _Batch, export_factors, export_images, prepare_input
+    from unsup3d.export import ExportOptions, FactorArrays, export_factors, export_images, prepare_input
     from unsup3d.io import atomic_dir
     from unsup3d.model import Unsup3D
 
@@ -102,7 +102,7 @@ def main(argv=None) -> int:
             with torch.inference_mode():
                 factors = model(x)
             t2 = time.perf_counter()
-            batch = _Batch(factors, model, opts)  # mesh vertices (torch, batched) + numpy conversions
+            batch = FactorArrays(factors, model, opts)  # mesh vertices (torch, batched) + numpy conversions
             t3 = time.perf_counter()
             with atomic_dir(out / f"stages{k}", durable=False) as d:  # as export_images does
                 export_factors(factors, 0, d, opts, model, batch=batch)
@@ -129,7 +129,7 @@ def main(argv=None) -> int:
           f"formats {','.join(opts.formats)}, no video; load average {load:.1f} on {os.cpu_count()} CPUs")
     print(f"{'stage (batch 1, median)':<36}{'ms':>10}")
     for name, ts in (("load + crop + resize", t_load), ("model forward", t_model),
-                     ("mesh vertices + numpy (_Batch)", t_mesh), ("export_factors (mesh + all files)", t_write),
+                     ("mesh vertices + numpy (FactorArrays)", t_mesh), ("export_factors (mesh + all files)", t_write),
                      ("end to end (export_images)", total)):
         print(f"{name:<36}{_median_ms(ts):>10.1f}")
     print(f"{'CPU time per image, batch 1 (all threads)':<36}{1000 * cpu_b1:>10.1f}")

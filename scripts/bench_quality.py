@@ -60,8 +60,7 @@ def format_row(row: dict) -> str:
 
 def train_curve(name: str, root: Path, out: Path, steps: int, minutes: float, evals: int,
                 overrides: list[str], seed: int, baseline) -> dict:
-    from hydra import compose, initialize_config_dir
-
+    from unsup3d.config import compose_config
     from unsup3d.data.synthetic import load_split_params
     from unsup3d.evaluation import LearningCurve
     from unsup3d.training import train
@@ -71,11 +70,10 @@ def train_curve(name: str, root: Path, out: Path, steps: int, minutes: float, ev
     if run_dir.exists():
         shutil.rmtree(run_dir)
     secs = int(round(minutes * 60))
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[
-            "experiment=synthetic_cpu", f"dataset.root={root}", f"output_dir={run_dir}", "logger=csv",
-            f"trainer.max_steps={steps}", f"trainer.max_time=00:{secs // 3600:02d}:{secs // 60 % 60:02d}:{secs % 60:02d}",
-            f"seed={seed}", "resume=false", "callbacks.progress_bar=none", *overrides])
+    cfg = compose_config("train", [
+        "experiment=synthetic_cpu", f"dataset.root={root}", f"paths.output_dir={run_dir}", "logger=csv",
+        f"trainer.max_steps={steps}", f"trainer.max_time=00:{secs // 3600:02d}:{secs // 60 % 60:02d}:{secs % 60:02d}",
+        f"seed={seed}", "resume=false", "callbacks.progress_bar=null", *overrides])
     _, records = load_split_params(root / "test")
     true_views = {str((root / "test" / r["image"]).resolve()): r["view"] for r in records}
     points = sorted({max(1, round(steps * k / evals)) for k in range(1, evals + 1)})

@@ -2,8 +2,10 @@
 
     python scripts/eval.py checkpoint=outputs/synthetic_cpu/checkpoints/last.ckpt dataset=synthetic
 
-Writes scores.json, scores.txt (mean ± std of SIDE, MAD, masked MAE/MSE for the model and the
-baselines, and the model/baseline ratios) and per_image.csv into `output_dir`.
+The `unsup3d-eval` command from a checkout (see `python scripts/eval.py --help` and unsup3d/cli.py):
+writes scores.json, scores.txt (mean ± std of SIDE, MAD, masked MAE/MSE for the model and the
+baselines, and the model/baseline ratios) and per_image.csv into the run directory (Hydra's:
+`hydra.run.dir=DIR`, default outputs/eval/<dataset>).
 """
 
 from __future__ import annotations
@@ -11,23 +13,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import hydra
-from omegaconf import DictConfig
-
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
-
-
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="eval")
-def main(cfg: DictConfig) -> None:
-    from unsup3d.checkpoint import CheckpointError
-    from unsup3d.evaluation import run_evaluation
-
-    try:
-        run_evaluation(cfg)
-    except (CheckpointError, FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
-
+try:
+    from unsup3d.cli import eval_command
+except ImportError:  # running from a checkout without the package installed
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from unsup3d.cli import eval_command
 
 if __name__ == "__main__":
-    main()
+    eval_command()

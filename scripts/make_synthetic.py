@@ -1,72 +1,21 @@
 #!/usr/bin/env python
-"""Generate the procedural synthetic face dataset (the embedded default; no download needed).
+"""Generate the procedural synthetic face dataset: the `unsup3d-make-synthetic` command from a checkout.
 
-Example:
-    python scripts/make_synthetic.py --output data/synthetic --num-train 10000 --num-val 500 \\
-        --num-test 1000 --image-size 64 --seed 0
+    python scripts/make_synthetic.py --output data/synthetic --num-train 10000 --num-val 500 --num-test 1000
 
-Writes the synface layout ``<output>/{train,val,test}/{image,depth}/`` plus
-``<output>/<split>/params.json`` (see unsup3d/data/synthetic.py and data/README.md).
+See `python scripts/make_synthetic.py --help` and :mod:`unsup3d.data.synthetic.cli`.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
-import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from unsup3d.data.synthetic import SyntheticConfig, generate_dataset
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--output", default="data/synthetic", help="output folder (default: data/synthetic)")
-    parser.add_argument("--num-train", type=int, default=10000)
-    parser.add_argument("--num-val", type=int, default=500)
-    parser.add_argument("--num-test", type=int, default=1000)
-    parser.add_argument("--image-size", type=int, default=64)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--supersample", type=int, default=2, help="render at this factor, then area-average")
-    parser.add_argument("--yaw-range", type=float, default=50.0, help="yaw drawn from +-this many degrees")
-    parser.add_argument("--pitch-range", type=float, default=20.0)
-    parser.add_argument("--roll-range", type=float, default=10.0)
-    parser.add_argument("--chunk-size", type=int, default=256, help="samples rendered at a time")
-    parser.add_argument("--quiet", action="store_true")
-    args = parser.parse_args(argv)
-    for name in ("num_train", "num_val", "num_test"):
-        if getattr(args, name) < 0:
-            parser.error(f"--{name.replace('_', '-')} must be >= 0")
-    if args.image_size < 8 or args.supersample < 1:
-        parser.error("--image-size must be >= 8 and --supersample >= 1")
-    cfg = SyntheticConfig(
-        image_size=args.image_size,
-        supersample=args.supersample,
-        yaw_range=args.yaw_range,
-        pitch_range=args.pitch_range,
-        roll_range=args.roll_range,
-    )
-    start = time.time()
-    out = generate_dataset(
-        args.output,
-        args.num_train,
-        args.num_val,
-        args.num_test,
-        args.seed,
-        cfg,
-        args.chunk_size,
-        progress=not args.quiet,
-    )
-    total = args.num_train + args.num_val + args.num_test
-    if not args.quiet:
-        dt = time.time() - start
-        print(f"wrote {total} samples to {out} in {dt:.1f}s ({total / max(dt, 1e-9) * 60:.0f} per minute)")
-    return 0
-
+try:
+    from unsup3d.data.synthetic.cli import main
+except ImportError:  # running from a checkout without the package installed
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from unsup3d.data.synthetic.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

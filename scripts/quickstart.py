@@ -53,13 +53,13 @@ def main() -> None:
 
     mins, secs = int(args.minutes), int(round((args.minutes - int(args.minutes)) * 60))
     train_dir = out / "train"
-    run([py, "scripts/train.py", "experiment=synthetic_cpu", f"dataset.root={data}", f"output_dir={train_dir}",
+    run([py, "scripts/train.py", "experiment=synthetic_cpu", f"dataset.root={data}", f"hydra.run.dir={train_dir}",
          "name=quickstart", f"logger={args.logger}", f"trainer.max_time=00:00:{mins:02d}:{secs:02d}"])
     ckpt = train_dir / "checkpoints" / "last.ckpt"
 
     eval_dir = out / "eval"
     run([py, "scripts/eval.py", f"checkpoint={ckpt}", "dataset=synthetic", f"dataset.root={data}",
-         "dataset.num_workers=0", f"output_dir={eval_dir}", "baseline_train_images=2000"])
+         "dataset.num_workers=0", f"hydra.run.dir={eval_dir}", "baseline_train_images=2000"])
 
     images = sorted((data / "test" / "image").glob("*.png"))[: args.num_export]
     export_dir = out / "export"

@@ -1,7 +1,9 @@
 """Train Unsup3D: `python scripts/train.py experiment=synthetic_cpu [key=value ...]`.
 
-Any config key can be overridden on the command line (see conf/); multi-GPU and multi-node runs
-pass `trainer.devices=N trainer.strategy=ddp trainer.num_nodes=M`.
+The `unsup3d-train` command from a checkout (see `python scripts/train.py --help` and unsup3d/cli.py):
+any config key can be overridden on the command line (configs in unsup3d/conf/); the run directory is
+Hydra's (`hydra.run.dir=DIR`, default outputs/<name>); multi-GPU and multi-node runs pass
+`trainer=ddp trainer.devices=N trainer.num_nodes=M`.
 """
 
 from __future__ import annotations
@@ -9,22 +11,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import hydra
-from omegaconf import DictConfig
-
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
-
-
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
-def main(cfg: DictConfig) -> None:
-    from unsup3d.training import ConfigError, train
-
-    try:
-        train(cfg)
-    except ConfigError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
-        sys.exit(2)
-
+try:
+    from unsup3d.cli import train_command
+except ImportError:  # running from a checkout without the package installed
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from unsup3d.cli import train_command
 
 if __name__ == "__main__":
-    main()
+    train_command()

@@ -13,11 +13,10 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from PIL import Image
 
+from unsup3d.config import CONFIG_DIR, compose_config
 from unsup3d.data import CorruptImageWarning, ImageFolderDataset, Unsup3DDataModule, load_depth
-from unsup3d.data.datasets import crop_array, depth_to_png_value, png_value_to_depth
-
-ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "conf" / "dataset"
+from unsup3d.data.datasets import crop_array
+from unsup3d.depth_encoding import depth_to_unit, unit_to_depth
 
 
 def _rgb(rng, h=24, w=28):
@@ -50,7 +49,7 @@ def make_paired_folder(root: Path, counts=(8, 3, 3), size=20, fmt="png16") -> Pa
             depth[:, : size // 2] = 0.95
             depth[:, size // 2 :] = 1.05
             Image.fromarray(img).save(root / split / "image" / f"{i:04d}_image.png")
-            v = depth_to_png_value(depth, 0.9, 1.1)
+            v = depth_to_unit(depth, 0.9, 1.1)
             dpath = root / split / "depth" / f"{i:04d}_depth"
             if fmt == "png16":
                 cv2.imwrite(str(dpath.with_suffix(".png")), (v * 65535 + 0.5).astype(np.uint16))
@@ -112,9 +111,9 @@ def test_depth_rule_matches_original():
     v = np.linspace(0, 1, 11)
     d = (1 - v) * 2 - 1
     original = (1 + d) / 2 * 1.1 + (1 - d) / 2 * 0.9
-    assert np.allclose(png_value_to_depth(v, 0.9, 1.1), original)
-    assert np.allclose(depth_to_png_value(original, 0.9, 1.1), v)
-    assert png_value_to_depth(np.array(0.0), 0.9, 1.1) == pytest.approx(1.1)  # background is far
+    assert np.allclose(unit_to_depth(v, 0.9, 1.1), original)
+    assert np.allclose(depth_to_unit(original, 0.9, 1.1), v)
+    assert unit_to_depth(np.array(0.0), 0.9, 1.1) == pytest.approx(1.1)  # background is far
 
 
 def test_load_depth_bit_depths(tmp_path):
@@ -305,6 +304,28 @@ def test_corrupt_image_is_skipped_with_warning(tmp_path):
     assert all("zzz_" not in p for b in batches for p in b["path"])
 
 
+def test_training_reads_images_like_export(tmp_path):
+    """The datasets read images with unsup3d.images.load_image: EXIF orientation applied, hidden files and
+    the extensions export knows found the same way."""
+    img = np.zeros((8, 16, 3), np.uint8)  # stored 16 wide, 8 high: left half red, right half blue
+    img[:, :8, 0] = 255
+    img[:, 8:, 2] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown rotated 90 degrees clockwise: the red half on top
+    folder = tmp_path / "train"
+    folder.mkdir()
+    Image.fromarray(img).save(folder / "rotated.png", exif=exif)
+    Image.fromarray(img).save(folder / "other.jfif", format="JPEG")
+    (folder / ".hidden").mkdir()
+    Image.fromarray(img).save(folder / ".hidden" / "x.png")
+    Image.fromarray(img).save(folder / "._resource_fork.png")
+    ds = ImageFolderDataset(folder, image_size=16)
+    assert [p.name for p in ds.paths] == ["other.jfif", "rotated.png"]
+    upright = ds.load(1)["image"]  # 3 x 16 x 16
+    assert upright[0, :4].mean() > 0.9 and upright[2, :4].mean() < 0.1  # top rows red
+    assert upright[2, -4:].mean() > 0.9 and upright[0, -4:].mean() < 0.1  # bottom rows blue
+
+
 def test_corrupt_image_counted_across_workers(tmp_path):
     root = make_image_folder(tmp_path / "d", counts=(6, 2, 2))
     (root / "train" / "bad.png").write_bytes(b"garbage")
@@ -327,20 +348,39 @@ def test_corrupt_depth_is_skipped(tmp_path):
 # ----------------------------------------------------------------------------- configs
 
 
+def dataset_cfg(name: str, *overrides: str):
+    """``cfg.dataset`` of the training config composed with ``dataset=<name>``."""
+    return compose_config("train", [f"dataset={name}", *overrides]).dataset
+
+
 @pytest.mark.parametrize("name", ["celeba", "synface", "cat", "syncar", "folder", "synthetic"])
 def test_dataset_configs_instantiate(name, tmp_path):
-    cfg = OmegaConf.load(CONF / f"{name}.yaml")
-    for key in ("root", "image_size", "batch_size", "num_workers", "_target_", "name"):
-        assert key in list(cfg), f"{name}.yaml lacks '{key}'"  # `in cfg` is False for '???'
+    cfg = dataset_cfg(name)
+    for key in ("root", "image_size", "batch_size", "num_workers", "_target_", "name", "min_depth"):
+        assert key in list(cfg), f"dataset/{name}.yaml lacks '{key}'"  # `in cfg` is False for '???'
     cfg.root = str(tmp_path)
     cfg.batch_size = 8
-    cfg.seed = 0  # the configs read the run's seed (${oc.select:seed,0}); standalone there is none
     dm = instantiate(cfg)
     assert isinstance(dm, Unsup3DDataModule) and dm.batch_size == 8 and dm.root == tmp_path
+    assert dm.name == name and dm.seed == 42  # the run's seed
     if name == "synface":
         assert dm.crop == 170 and dm.has_depth
     if name == "syncar":
         assert dm.crop == (8, 14, 100, 100)
+
+
+def test_dataset_configs_share_the_base_and_follow_the_renderer():
+    """Every dataset extends dataset/base.yaml; ground-truth depth is decoded with the renderer's range
+    and the roots sit under paths.data_dir."""
+    cfg = dataset_cfg("synface", "renderer.max_depth=1.2", "paths.data_dir=/data")
+    assert (cfg.min_depth, cfg.max_depth) == (0.9, 1.2)
+    assert cfg.root == "/data/synface"
+    base = OmegaConf.load(CONFIG_DIR / "dataset" / "base.yaml")
+    for name in ("celeba", "synface", "cat", "syncar", "folder", "synthetic"):
+        own = OmegaConf.load(CONFIG_DIR / "dataset" / f"{name}.yaml")
+        assert list(own.defaults) == ["base", "_self_"], name
+        same = [k for k in own if k in base and k != "defaults" and own[k] == base[k]]
+        assert not same, f"dataset/{name}.yaml repeats {same} of base.yaml"
 
 
 def test_folder_config_reads_root_itself(tmp_path):
@@ -348,8 +388,8 @@ def test_folder_config_reads_root_itself(tmp_path):
     (tmp_path / "a").mkdir()
     for i in range(6):
         Image.fromarray(_rgb(rng)).save(tmp_path / ("a" if i % 2 else "") / f"{i}.png")
-    cfg = OmegaConf.load(CONF / "folder.yaml")
-    cfg.root, cfg.num_workers, cfg.batch_size, cfg.image_size, cfg.seed = str(tmp_path), 0, 2, 16, 0
+    cfg = dataset_cfg("folder", f"dataset.root={tmp_path}", "dataset.num_workers=0", "dataset.batch_size=2",
+                      "dataset.image_size=16")
     dm = instantiate(cfg)
     dm.setup()
     assert len(dm.datasets["train"]) == len(dm.datasets["test"]) == 6
@@ -359,8 +399,8 @@ def test_reads_generated_synthetic_data(tmp_path):
     from unsup3d.data.synthetic import SyntheticConfig, generate_dataset
 
     generate_dataset(tmp_path, 6, 2, 2, seed=0, cfg=SyntheticConfig(image_size=16, supersample=1))
-    cfg = OmegaConf.load(CONF / "synthetic.yaml")
-    cfg.root, cfg.num_workers, cfg.batch_size, cfg.image_size, cfg.seed = str(tmp_path), 0, 3, 16, 0
+    cfg = dataset_cfg("synthetic", f"dataset.root={tmp_path}", "dataset.num_workers=0", "dataset.batch_size=3",
+                      "dataset.image_size=16")
     dm = instantiate(cfg)
     batch = next(iter(dm.train_dataloader()))
     assert batch["image"].shape == (3, 3, 16, 16) and batch["depth"].shape == (3, 16, 16)
@@ -369,13 +409,7 @@ def test_reads_generated_synthetic_data(tmp_path):
 
 
 def test_command_line_overrides_compose(tmp_path):
-    from hydra import compose, initialize_config_dir
-
     make_image_folder(tmp_path / "d")
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(
-            "config",
-            overrides=["dataset=celeba", f"dataset.root={tmp_path / 'd'}", "dataset.batch_size=8", "seed=5"],
-        )
-    dm = instantiate(cfg.dataset)
+    cfg = dataset_cfg("celeba", f"dataset.root={tmp_path / 'd'}", "dataset.batch_size=8", "seed=5")
+    dm = instantiate(cfg)
     assert dm.batch_size == 8 and dm.seed == 5 and dm.root == tmp_path / "d"

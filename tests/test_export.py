@@ -287,7 +287,7 @@ def test_interrupt_leaves_no_half_folder(tiny, tmp_path, capsys, monkeypatch):
     def boom(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("unsup3d.export.depth_to_uint16", boom)  # after the meshes were written
+    monkeypatch.setattr("unsup3d.export.item.depth_to_uint16", boom)  # after the meshes were written
     out = tmp_path / "out"
     code, _, err = _run(capsys, "-c", ckpt, "-o", out, img)
     assert code == 130 and "interrupted" in err

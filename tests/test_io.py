@@ -1,4 +1,4 @@
-"""Atomic writing helpers: success paths, no half files, existing files survive failures."""
+"""Atomic writing helpers (files, images, videos): success paths, no half files, existing files survive failures."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ import json
 import os
 import stat
 
+import imageio.v3 as iio
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from unsup3d.io import (
@@ -18,6 +20,7 @@ from unsup3d.io import (
     atomic_save_npy,
     atomic_torch_save,
     atomic_write,
+    write_video,
 )
 
 
@@ -219,3 +222,30 @@ def test_permission_error_message_names_folder_simulated(tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "mkstemp", deny)
     with pytest.raises(PermissionError, match=f"cannot write to folder.*{tmp_path.name}"):
         atomic_save_bytes(tmp_path / "x.bin", b"1")
+
+
+def test_write_video_mp4_and_gif(tmp_path):
+    frames = torch.rand(7, 3, 33, 35)  # odd sizes get padded to even for H.264
+    mp4 = write_video(tmp_path / "sub" / "v.mp4", frames, fps=5)
+    assert mp4.exists()
+    back = iio.imread(mp4, plugin="FFMPEG")
+    assert back.shape[0] == 7 and back.shape[1:] == (34, 36, 3)
+    u8 = (np.random.rand(4, 16, 20, 3) * 255).astype(np.uint8)
+    gif = write_video(tmp_path / "v.gif", u8, fps=4)
+    back = iio.imread(gif, index=None)
+    assert back.shape[0] == 4 and back.shape[1:3] == (16, 20)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp files left
+    with pytest.raises(ValueError, match="extension"):
+        write_video(tmp_path / "v.avi", u8)
+
+
+def test_write_video_without_ffmpeg(tmp_path, monkeypatch):
+    import imageio_ffmpeg
+
+    def missing():
+        raise RuntimeError("No ffmpeg exe could be found")
+
+    monkeypatch.setattr(imageio_ffmpeg, "get_ffmpeg_exe", missing)
+    with pytest.raises(RuntimeError, match="imageio-ffmpeg"):
+        write_video(tmp_path / "v.mp4", torch.rand(2, 3, 8, 8))
+    assert not (tmp_path / "v.mp4").exists()

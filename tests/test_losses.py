@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from unsup3d.losses import EPS, PerceptualLoss, depth_smoothness_loss, masked_mean, photometric_loss
-from unsup3d.networks import VGG16Features
+from unsup3d.vgg import VGG16Features
 
 SQRT2 = math.sqrt(2.0)
 

@@ -24,7 +24,7 @@ from unsup3d.metrics import (
     side,
     to_paper_units,
 )
-from unsup3d.renderer.camera import intrinsics
+from unsup3d.renderer import intrinsics
 
 BG = 1.1  # background depth (max_depth) of the synthetic data
 

@@ -285,12 +285,12 @@ def test_no_flip_ablation_and_no_confidence():
 def test_perceptual_loss_without_weights_says_how_to_fix(monkeypatch, tmp_path):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     monkeypatch.delenv("UNSUP3D_VGG16_WEIGHTS", raising=False)
-    import unsup3d.networks as networks
+    import unsup3d.vgg as vgg
 
     def offline(*a, **k):
         raise OSError("no network")
 
-    monkeypatch.setattr(networks.torch.hub, "load_state_dict_from_url", offline)
+    monkeypatch.setattr(vgg.torch.hub, "load_state_dict_from_url", offline)
     m = tiny(lam_perc=1.0)
     with pytest.raises(RuntimeError, match="lam_perc=0"):
         m.compute_losses(m(torch.rand(1, 3, 32, 32)))

@@ -1,5 +1,6 @@
 """Training entry point: config composition and validation, fast_dev_run of every experiment,
-resume, W&B offline, DDP on CPU, evaluation on a tiny trained model."""
+resume, W&B offline, DDP on CPU, the installed commands and Hydra's run directory, evaluation on a
+tiny trained model."""
 
 import json
 import math
@@ -11,22 +12,30 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
+from unsup3d.config import ConfigError, compose_config
 from unsup3d.data.synthetic import SyntheticConfig, generate_dataset
-from unsup3d.training import ConfigError, train, validate_config
+from unsup3d.training import build_loggers, train, validate_config
 
 REPO = Path(__file__).resolve().parents[1]
-CONF = REPO / "conf"
+BIN = Path(sys.executable).parent  # the installed commands sit beside the interpreter
 EXPERIMENTS = ["celeba", "synface", "cat", "syncar", "synthetic_cpu"]
 TINY = ["model.width=0.125", "model.lam_perc=0", "dataset.image_size=32", "dataset.batch_size=4",
-        "dataset.num_workers=0", "dataset.crop=null", "callbacks.progress_bar=none",
-        "callbacks.image_logger.enabled=false"]
+        "dataset.num_workers=0", "dataset.crop=null", "callbacks.progress_bar=null",
+        "callbacks.image_logger=null"]
+# A short run: no time limit, one validation batch, no sanity check.
+SHORT = ["trainer.max_time=null", "trainer.limit_val_batches=1", "trainer.num_sanity_val_steps=0"]
 
 
-def compose_cfg(overrides, config_name="config"):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(config_name=config_name, overrides=list(overrides))
+def compose_cfg(overrides, config_name="train"):
+    return compose_config(config_name, overrides)
+
+
+def command(name: str) -> str:
+    path = BIN / name
+    if not path.exists():
+        pytest.skip(f"{name} is not installed beside {sys.executable}")
+    return str(path)
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +50,8 @@ def synth(tmp_path_factory):
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_every_experiment_composes_and_validates(experiment):
-    cfg = compose_cfg([f"experiment={experiment}"])
+def test_every_experiment_composes_and_validates(experiment, tmp_path):
+    cfg = compose_cfg([f"experiment={experiment}", f"paths.output_dir={tmp_path}"])
     validate_config(cfg)
     assert cfg.name == experiment
     assert cfg.model.image_size == cfg.dataset.image_size == 64
@@ -65,28 +74,54 @@ def test_original_recipes():
     ("model.lr=fast", "bad value for 'model.lr'"),
     ("+trainer.max_epoch=3", "unknown key 'trainer.max_epoch'"),
     ("+dataset.batchsize=3", "unknown key 'dataset.batchsize'"),
-    ("logger.type=mlflow", "logger.type"),
+    ("+logger.wandb.projekt=x", "unknown key 'logger.wandb.projekt'"),
+    ("+callbacks.image_logger.max_item=3", "unknown key 'callbacks.image_logger.max_item'"),
+    ("callbacks.image_logger.max_items=many", "bad value for 'callbacks.image_logger.max_items'"),
+    ("callbacks.progress_bar=none", "bad value for 'callbacks.progress_bar'"),
+    ("model._target_=unsup3d.model.Nope", "model._target_"),
     ("dataset.batch_size=0", "dataset.batch_size"),
     ("model.use_flip=maybe", "bad value for 'model.use_flip'"),
 ])
-def test_bad_config_fails_naming_the_key(override, message):
-    cfg = compose_cfg(["experiment=synthetic_cpu", override])
+def test_bad_config_fails_naming_the_key(override, message, tmp_path):
+    cfg = compose_cfg(["experiment=synthetic_cpu", override, f"paths.output_dir={tmp_path}"])
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
         validate_config(cfg)
 
 
 def test_bad_model_value_fails_at_start(synth, tmp_path):
     cfg = compose_cfg(["experiment=synthetic_cpu", *TINY, f"dataset.root={synth / 'synthetic'}",
-                       f"output_dir={tmp_path / 'run'}", "logger=none", "model.on_nonfinite=ignore"])
+                       f"paths.output_dir={tmp_path / 'run'}", "logger=none", "model.on_nonfinite=ignore"])
     with pytest.raises(ConfigError, match="on_nonfinite"):
         train(cfg)
+
+
+def test_bad_logger_value_fails_when_built(tmp_path):
+    cfg = compose_cfg(["experiment=synthetic_cpu", "logger.wandb.mode=sometimes", f"paths.output_dir={tmp_path}"])
+    validate_config(cfg)
+    with pytest.raises(ConfigError, match="'logger.wandb'.*mode"):
+        build_loggers(cfg)
+
+
+def test_composed_config_needs_a_run_directory():
+    """Outside a Hydra app there is no Hydra run directory: a composed config must set paths.output_dir."""
+    cfg = compose_cfg(["experiment=synthetic_cpu"])
+    with pytest.raises(ConfigError, match="paths.output_dir"):
+        train(cfg)
+
+
+def test_the_run_directory_drives_every_output_path(tmp_path):
+    cfg = compose_cfg(["experiment=synthetic_cpu", "logger=csv", f"paths.output_dir={tmp_path / 'x'}"])
+    validate_config(cfg)
+    out = str(tmp_path / "x")
+    assert cfg.callbacks.model_checkpoint.dirpath == f"{out}/checkpoints"
+    assert cfg.logger.csv.save_dir == out and cfg.trainer.default_root_dir == out
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_fast_dev_run_every_experiment(experiment, synth, tmp_path):
     root = synth / ("synthetic" if experiment in ("synface", "synthetic_cpu") else "plain")
     cfg = compose_cfg([f"experiment={experiment}", *TINY, f"dataset.root={root}", "trainer.fast_dev_run=true",
-                       "trainer.accelerator=cpu", f"output_dir={tmp_path / 'run'}", "logger=none"])
+                       "trainer.accelerator=cpu", f"paths.output_dir={tmp_path / 'run'}", "logger=none"])
     summary = train(cfg)
     assert summary["global_step"] == 1
     assert all(torch.isfinite(torch.tensor(v)) for v in summary["metrics"].values())
@@ -94,8 +129,7 @@ def test_fast_dev_run_every_experiment(experiment, synth, tmp_path):
 
 def test_resume_continues_step_count(synth, tmp_path):
     base = ["experiment=synthetic_cpu", *TINY, f"dataset.root={synth / 'synthetic'}", "logger=csv",
-            f"output_dir={tmp_path / 'run'}", "trainer.max_time=null", "trainer.limit_val_batches=1",
-            "trainer.num_sanity_val_steps=0"]
+            f"paths.output_dir={tmp_path / 'run'}", *SHORT]
     first = train(compose_cfg([*base, "trainer.max_steps=3"]))
     assert first["global_step"] == 3
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"
@@ -116,8 +150,7 @@ def test_wandb_offline_writes_run_directory(synth, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "config"))
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc: offline by default
     cfg = compose_cfg(["experiment=synthetic_cpu", *TINY, f"dataset.root={synth / 'synthetic'}",
-                       "logger=wandb", f"output_dir={tmp_path / 'run'}", "trainer.max_steps=2",
-                       "trainer.max_time=null", "trainer.limit_val_batches=1", "trainer.num_sanity_val_steps=0"])
+                       "logger=wandb", f"paths.output_dir={tmp_path / 'run'}", "trainer.max_steps=2", *SHORT])
     train(cfg)
     runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
     assert runs, list((tmp_path / "run").rglob("*"))[:20]
@@ -128,20 +161,20 @@ def test_wandb_offline_writes_run_directory(synth, tmp_path, monkeypatch):
                                               ("none", None)])
 def test_other_loggers(logger, expected, synth, tmp_path):
     cfg = compose_cfg(["experiment=synthetic_cpu", *TINY, f"dataset.root={synth / 'synthetic'}",
-                       f"logger={logger}", f"output_dir={tmp_path / 'run'}", "trainer.max_steps=1", "trainer.log_every_n_steps=1",
-                       "trainer.max_time=null", "trainer.limit_val_batches=1", "trainer.num_sanity_val_steps=0"])
+                       f"logger={logger}", f"paths.output_dir={tmp_path / 'run'}", "trainer.max_steps=1",
+                       "trainer.log_every_n_steps=1", *SHORT])
     assert train(cfg)["global_step"] == 1
     if expected:
         assert (tmp_path / "run" / expected).exists()
 
 
 def test_ddp_two_processes_on_cpu(synth, tmp_path):
+    """scripts/train.py with DDP; its earlier output_dir=DIR argument still names the run directory."""
     out = tmp_path / "ddp"
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, str(REPO / "scripts" / "train.py"), "experiment=synthetic_cpu", *TINY,
            f"dataset.root={synth / 'synthetic'}", "logger=csv", f"output_dir={out}",
-           "trainer.max_steps=2", "trainer.max_time=null", "trainer.limit_val_batches=1",
-           "trainer.num_sanity_val_steps=0", "trainer.strategy=ddp", "trainer.devices=2",
+           "trainer.max_steps=2", *SHORT, "trainer.strategy=ddp", "trainer.devices=2",
            "trainer.accelerator=cpu"]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -151,22 +184,43 @@ def test_ddp_two_processes_on_cpu(synth, tmp_path):
 
 def test_train_script_reports_config_errors(tmp_path):
     proc = subprocess.run([sys.executable, str(REPO / "scripts" / "train.py"), "experiment=synthetic_cpu",
-                           "+model.not_a_key=1", f"output_dir={tmp_path}"],
+                           "+model.not_a_key=1", f"hydra.run.dir={tmp_path}"],
                           cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "unknown key 'model.not_a_key'" in proc.stderr
 
 
-def test_eval_script_writes_scores(synth, tmp_path):
-    train(compose_cfg(["experiment=synthetic_cpu", *TINY, f"dataset.root={synth / 'synthetic'}",
-                       "logger=none", f"output_dir={tmp_path / 'run'}", "trainer.max_steps=2",
-                       "trainer.max_time=null", "trainer.limit_val_batches=1", "trainer.num_sanity_val_steps=0"]))
+def test_installed_train_command_writes_everything_to_hydra_run_dir(synth, tmp_path):
+    """unsup3d-train from a folder without configs: hydra.run.dir=DIR gets the checkpoints, the logs
+    (Hydra's and the CSV logger's), the image panels and the videos; nothing lands in ./outputs."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    run = tmp_path / "run"
+    cmd = [command("unsup3d-train"), "experiment=synthetic_cpu", *TINY, "callbacks.image_logger.max_items=2",
+           "callbacks.image_logger.num_frames=2", "callbacks.image_logger.log_images_every_n_steps=1",
+           f"dataset.root={synth / 'synthetic'}", "logger=csv", "trainer.max_epochs=1", "trainer.limit_train_batches=1",
+           "trainer.log_every_n_steps=1", *SHORT, f"hydra.run.dir={run}"]
+    cmd.remove("callbacks.image_logger=null")
+    proc = subprocess.run(cmd, cwd=elsewhere, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    assert (run / "csv" / "metrics.csv").is_file() and (run / "train.log").is_file()
+    assert (run / ".hydra" / "config.yaml").is_file()
+    assert list((run / "images").glob("step_*/canon_depth.png")) and list((run / "videos").glob("*.mp4"))
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_eval_command_writes_scores(synth, tmp_path):
+    summary = train(compose_cfg(["experiment=synthetic_cpu", *TINY, f"dataset.root={synth / 'synthetic'}",
+                                 "logger=none", f"paths.output_dir={tmp_path / 'run'}", "trainer.max_steps=2",
+                                 *SHORT]))
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    assert summary["last_checkpoint"] == str(ckpt)
     out = tmp_path / "eval"
-    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "eval.py"), f"checkpoint={ckpt}",
+    proc = subprocess.run([command("unsup3d-eval"), f"checkpoint={ckpt}",
                            "dataset=synthetic", f"dataset.root={synth / 'synthetic'}", "dataset.num_workers=0",
-                           "dataset.batch_size=4", f"output_dir={out}", "save_images=true"],
-                          cwd=REPO, capture_output=True, text=True, timeout=300)
+                           "dataset.batch_size=4", f"hydra.run.dir={out}", "save_images=true"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     scores = json.loads((out / "scores.json").read_text())
     assert set(scores["scores"]) == {"model", "constant", "avg_gt"}
@@ -183,9 +237,8 @@ def test_bf16_mixed_training_step_on_cpu(synth, tmp_path):
     """trainer.precision=bf16-mixed (the GPU config's default) on the CPU: networks in bf16, geometry in
     fp32; the steps run and every logged loss is finite."""
     cfg = compose_cfg(["experiment=synthetic_cpu", *TINY, f"dataset.root={synth / 'synthetic'}", "logger=csv",
-                       f"output_dir={tmp_path / 'run'}", "trainer.max_steps=2", "trainer.max_time=null",
-                       "trainer.precision=bf16-mixed", "trainer.accelerator=cpu", "trainer.log_every_n_steps=1",
-                       "trainer.limit_val_batches=1", "trainer.num_sanity_val_steps=0"])
+                       f"paths.output_dir={tmp_path / 'run'}", "trainer.max_steps=2", *SHORT,
+                       "trainer.precision=bf16-mixed", "trainer.accelerator=cpu", "trainer.log_every_n_steps=1"])
     summary = train(cfg)
     assert summary["global_step"] == 2
     import csv

@@ -1,6 +1,5 @@
-"""Visualisation tests: grids, factor panels, symmetry line, turntables, relighting, videos."""
+"""Visualisation tests: grids, factor panels, symmetry line, turntables, relighting."""
 
-import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
@@ -18,7 +17,6 @@ from unsup3d.visualize import (
     symmetry_line,
     to_uint8,
     turntable_frames,
-    write_video,
     yaw_views,
 )
 
@@ -182,30 +180,3 @@ def test_relight_and_shape_textures(model, factors):
     shape = normal_shaded(r, factors.canon_depth)
     assert shape.shape == (B, 3, S, S) and shape.min() >= 0 and shape.max() <= 1
     assert normal_shaded(r, factors.canon_depth, mode="normal").shape == (B, 3, S, S)
-
-
-def test_write_video_mp4_and_gif(tmp_path):
-    frames = torch.rand(7, 3, 33, 35)  # odd sizes get padded to even for H.264
-    mp4 = write_video(tmp_path / "sub" / "v.mp4", frames, fps=5)
-    assert mp4.exists()
-    back = iio.imread(mp4, plugin="FFMPEG")
-    assert back.shape[0] == 7 and back.shape[1:] == (34, 36, 3)
-    u8 = (np.random.rand(4, 16, 20, 3) * 255).astype(np.uint8)
-    gif = write_video(tmp_path / "v.gif", u8, fps=4)
-    back = iio.imread(gif, index=None)
-    assert back.shape[0] == 4 and back.shape[1:3] == (16, 20)
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp files left
-    with pytest.raises(ValueError, match="extension"):
-        write_video(tmp_path / "v.avi", u8)
-
-
-def test_write_video_without_ffmpeg(tmp_path, monkeypatch):
-    import imageio_ffmpeg
-
-    def missing():
-        raise RuntimeError("No ffmpeg exe could be found")
-
-    monkeypatch.setattr(imageio_ffmpeg, "get_ffmpeg_exe", missing)
-    with pytest.raises(RuntimeError, match="imageio-ffmpeg"):
-        write_video(tmp_path / "v.mp4", torch.rand(2, 3, 8, 8))
-    assert not (tmp_path / "v.mp4").exists()

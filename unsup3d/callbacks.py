@@ -14,16 +14,11 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+import wandb
+from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 
-from unsup3d.io import atomic_save_image
-from unsup3d.visualize import (
-    factor_panels,
-    frames_to_grids,
-    normal_shaded,
-    to_uint8,
-    turntable_frames,
-    write_video,
-)
+from unsup3d.io import atomic_save_image, write_video
+from unsup3d.visualize import factor_panels, frames_to_grids, normal_shaded, to_uint8, turntable_frames
 
 __all__ = ["ImageLogger", "DepthBaselineRatios"]
 
@@ -249,11 +244,7 @@ class ImageLogger(pl.Callback):
 
     @staticmethod
     def _send_images(logger: Any, panels: dict[str, torch.Tensor], step: int) -> None:
-        from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
-
         if isinstance(logger, WandbLogger):
-            import wandb
-
             images = {}
             for name, grid in panels.items():
                 arr = to_uint8(grid)
@@ -265,11 +256,7 @@ class ImageLogger(pl.Callback):
 
     @staticmethod
     def _send_videos(logger: Any, paths: dict[str, Path], step: int) -> None:
-        from pytorch_lightning.loggers import WandbLogger
-
         if isinstance(logger, WandbLogger):
-            import wandb
-
             videos = {f"videos/{kind}": wandb.Video(str(p), format=p.suffix.lstrip(".")) for kind, p in paths.items()}
             logger.log_metrics(videos, step=step)
 

@@ -1,4 +1,5 @@
-"""Load a model from a Lightning checkpoint of this project or from the authors' release, safely.
+"""Checkpoint files: a model loaded from a Lightning checkpoint of this project or from the authors'
+release, safely; and training's checkpoints written atomically (:class:`AtomicCheckpointIO`).
 
 Formats:
 
@@ -21,10 +22,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pytorch_lightning.plugins.io import TorchCheckpointIO
 
+from unsup3d.io import atomic_torch_save
 from unsup3d.model import NETWORK_NAMES, Unsup3D
 
-__all__ = ["resolve_device", "CheckpointError", "load_checkpoint_file", "load_model", "model_from_checkpoint", "is_original_format"]
+__all__ = [
+    "AtomicCheckpointIO",
+    "CheckpointError",
+    "is_original_format",
+    "load_checkpoint_file",
+    "load_model",
+    "model_from_checkpoint",
+    "resolve_device",
+]
 
 
 class CheckpointError(RuntimeError):
@@ -138,8 +149,6 @@ def load_model(path: str | os.PathLike, trust: bool = False, map_location="cpu",
 
 def resolve_device(device: str = "auto"):
     """``"auto"`` -> CUDA when available, else CPU; ``"cuda"`` without a GPU raises ValueError."""
-    import torch
-
     device = str(device)
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -149,3 +158,11 @@ def resolve_device(device: str = "auto"):
         return torch.device(device)
     except RuntimeError as exc:
         raise ValueError(f"unknown device {device!r} (use auto, cpu or cuda)") from exc
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written to a temporary file in the same folder, then renamed: an interrupted
+    save never leaves a half-written file or destroys the previous one."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
+        atomic_torch_save(checkpoint, path)

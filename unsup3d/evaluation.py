@@ -23,9 +23,12 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
+from tqdm import tqdm
 
-from unsup3d.checkpoint import resolve_device
+from unsup3d.checkpoint import load_model, resolve_device
+from unsup3d.config import check_node, instantiate_node, run_dir
 from unsup3d.depth_encoding import depth_to_unit
 from unsup3d.io import atomic_save_image, atomic_save_json, atomic_save_text
 from unsup3d.metrics import SIDE_SCALE, DepthMetrics, average_depth_map, evaluation_mask
@@ -124,11 +127,7 @@ def evaluate(
     total = len(loader.dataset) if hasattr(loader, "dataset") else None
     if max_images is not None and total is not None:
         total = min(total, max_images)
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=total, desc="evaluating", unit="img")
+    bar = tqdm(total=total, desc="evaluating", unit="img") if progress else None
     for batch in loader:
         if "depth" not in batch:
             raise ValueError("evaluation needs ground-truth depth: use a dataset with has_depth=true "
@@ -343,33 +342,36 @@ def write_report(report: EvalReport, out_dir: Path, extra: dict[str, Any] | None
     }
 
 
-def run_evaluation(cfg) -> EvalReport:
-    """Evaluate from a composed ``conf/eval.yaml`` config (used by ``scripts/eval.py``)."""
-    from omegaconf import OmegaConf
+def run_evaluation(cfg: DictConfig) -> EvalReport:
+    """Evaluate from a composed ``conf/eval.yaml`` config (``unsup3d-eval``, ``scripts/eval.py``).
 
-    from unsup3d.checkpoint import load_model
-    from unsup3d.data import Unsup3DDataModule
-
+    The checkpoint decides the input size and the depth range: ``renderer.min_depth/max_depth`` (which
+    the dataset's ground-truth decoding range follows) and ``dataset.image_size`` are set from the
+    model's hyper-parameters. Writes the report into the run directory (:func:`unsup3d.config.run_dir`).
+    """
     model = load_model(cfg.checkpoint, trust=bool(cfg.trust_checkpoint))
-    data_cfg = {k: v for k, v in OmegaConf.to_container(cfg.dataset, resolve=True).items() if k != "_target_"}
-    data_cfg["image_size"] = int(model.hparams.image_size)  # the model decides the input size
-    data_cfg["train_flip"] = False
-    if not data_cfg.get("has_depth", False):
-        raise ValueError(f"dataset '{data_cfg.get('name')}' has no ground-truth depth (dataset.has_depth=false); "
+    hp = model.hparams
+    cfg.renderer.min_depth, cfg.renderer.max_depth = float(hp.min_depth), float(hp.max_depth)
+    check_node(cfg.dataset, "dataset")
+    if not cfg.dataset.get("has_depth", False):
+        raise ValueError(f"dataset '{cfg.dataset.get('name')}' has no ground-truth depth (dataset.has_depth=false); "
                          "evaluation needs <split>/image and <split>/depth folders")
-    dm = Unsup3DDataModule(**data_cfg)
     split = str(cfg.split)
     if split not in ("test", "val"):
         raise ValueError(f"split must be 'test' or 'val', got {split!r}")
+    out_dir = run_dir(cfg)
+    fixed = {"image_size": int(hp.image_size), "train_flip": False}  # the model decides the input size
+    dm = instantiate_node(cfg.dataset, "dataset", **fixed)
     dm.setup("test" if split == "test" else "validate")
     loader = dm.test_dataloader() if split == "test" else dm.val_dataloader()
     avg = None
     if cfg.baselines:
         dm.setup("fit")
         avg = average_train_depth(dm.dataloader("train"), cfg.baseline_train_images)
-    out_dir = Path(cfg.output_dir)
     report = evaluate(model, loader, avg_gt_depth=avg, device=cfg.device, max_images=cfg.max_images,
                       image_dir=out_dir / "images" if cfg.save_images else None)
+    data_cfg = {**OmegaConf.to_container(cfg.dataset, resolve=True), **fixed}
+    data_cfg.pop("_target_", None)
     paths = write_report(report, out_dir, extra={"checkpoint": str(cfg.checkpoint), "split": split,
                                                   "dataset": data_cfg})
     print(format_report(report))

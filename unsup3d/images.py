@@ -1,11 +1,17 @@
-"""Robust image loading, resizing to the model's input and face cropping for single-photo inference.
+"""Image files: finding them, loading them robustly, resizing to the model's input, face cropping.
+
+The one image loader of the package: training and evaluation (:mod:`unsup3d.data.datasets`) and
+export (:mod:`unsup3d.export`) all read photos with :func:`load_image` and find them with
+:data:`IMAGE_EXTENSIONS` / :func:`find_images`.
 
 * :func:`load_image` reads any image PIL can read into an ``H x W x 3`` RGB array, applying the EXIF
   orientation, compositing transparency on a background colour and converting gray / 16-bit / CMYK /
   palette images. Every failure is an :class:`ImageLoadError` whose message names the file and reason.
+* :func:`find_images` lists the image files of a folder (recursively, sorted, hidden names skipped).
 * :func:`resize_for_model` centre-crops to a square and resizes like the original demo.
 * :func:`detect_face_crop` finds the largest frontal human face with OpenCV's bundled Haar cascade and
-  crops a square around it with the margins the original demo used (which relied on MTCNN).
+  crops a square around it with the margins the original demo used (which relied on MTCNN);
+  :func:`face_crop_box` and :func:`center_square_box` are the boxes those crops cut.
 """
 
 from __future__ import annotations
@@ -16,24 +22,44 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 __all__ = [
+    "FACE_SCALE",
+    "FACE_SHIFT",
+    "IMAGE_EXTENSIONS",
     "FaceNotFoundError",
     "ImageLoadError",
     "center_crop_square",
+    "center_square_box",
     "crop_face",
     "detect_face_box",
     "detect_face_crop",
+    "face_crop_box",
+    "find_images",
+    "is_image_file",
     "load_image",
+    "oriented_size",
     "resize_for_model",
 ]
+
+#: File extensions of image files (lower case): what folders are searched for, by the datasets and by
+#: export alike (a file named explicitly is always tried, whatever its extension).
+IMAGE_EXTENSIONS: tuple[str, ...] = (
+    ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp",
+    ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".ico",
+)
 
 #: Default smallest accepted side length in pixels.
 MIN_SIZE = 8
 #: Default largest accepted image area in pixels (PIL's decompression-bomb limit, ~89 M pixels).
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
+#: Face crop margins (see :func:`face_crop_box`): a square of ``FACE_SCALE`` times the detection's
+#: larger side, its centre moved down by ``FACE_SHIFT`` times the detection's height.
+FACE_SCALE = 1.1
+FACE_SHIFT = 0.1
 
 
 class ImageLoadError(ValueError):
@@ -52,6 +78,32 @@ class FaceNotFoundError(ValueError):
         self.name = str(name)
         self.reason = reason
         super().__init__(f"{reason} in {self.name!r}")
+
+
+def is_image_file(path: str | os.PathLike) -> bool:
+    """Whether the name ends with one of :data:`IMAGE_EXTENSIONS` (case-insensitive)."""
+    return os.fspath(path).lower().endswith(IMAGE_EXTENSIONS)
+
+
+def _hidden(name: str) -> bool:
+    return name.startswith(".")
+
+
+def find_images(folder: str | os.PathLike) -> list[Path]:
+    """The image files under ``folder``: searched recursively (following symbolic links), files and
+    folders whose names start with a dot skipped, filtered by :data:`IMAGE_EXTENSIONS`, sorted.
+
+    Raises:
+        FileNotFoundError: ``folder`` is not a directory (the message names it).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"image folder '{folder}' does not exist or is not a directory")
+    paths = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not _hidden(d))
+        paths.extend(Path(dirpath) / f for f in filenames if is_image_file(f) and not _hidden(f))
+    return sorted(paths)
 
 
 @contextlib.contextmanager
@@ -223,12 +275,29 @@ def load_image(
     return arr
 
 
+def oriented_size(path: str | os.PathLike, fallback: tuple[int, int]) -> tuple[int, int]:
+    """``(width, height)`` of an image file as viewers show it (after EXIF orientation), from its
+    header; ``fallback`` when the header cannot be read."""
+    try:
+        with Image.open(path) as img:
+            w, h = img.size
+            orientation = img.getexif().get(0x0112, 1)
+    except Exception:  # noqa: BLE001 - sizes are informative only; load_image reports real failures
+        return fallback
+    return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
+
+
+def center_square_box(height: int, width: int) -> tuple[int, int, int, int]:
+    """``(x0, y0, x1, y1)`` of the centred ``S x S`` square, ``S = min(height, width)``."""
+    s = min(height, width)
+    x0, y0 = (width - s) // 2, (height - s) // 2
+    return x0, y0, x0 + s, y0 + s
+
+
 def center_crop_square(img: np.ndarray) -> np.ndarray:
-    """Centre crop ``H x W x C`` (or ``H x W``) to ``S x S`` with ``S = min(H, W)``."""
-    h, w = img.shape[:2]
-    s = min(h, w)
-    top, left = (h - s) // 2, (w - s) // 2
-    return img[top : top + s, left : left + s]
+    """Centre crop ``H x W x C`` (or ``H x W``) to ``S x S`` with ``S = min(H, W)`` (:func:`center_square_box`)."""
+    x0, y0, x1, y1 = center_square_box(*img.shape[:2])
+    return img[y0:y1, x0:x1]
 
 
 def resize_for_model(img: np.ndarray, size: int) -> np.ndarray:
@@ -247,8 +316,6 @@ def resize_for_model(img: np.ndarray, size: int) -> np.ndarray:
     Returns:
         ``size x size x 3`` array with the input's dtype.
     """
-    import cv2
-
     if size < 1:
         raise ValueError(f"size must be positive, got {size}")
     out = np.ascontiguousarray(center_crop_square(img))
@@ -269,8 +336,6 @@ _CASCADE = None
 def _cascade():
     global _CASCADE
     if _CASCADE is None:
-        import cv2
-
         path = os.path.join(cv2.data.haarcascades, "haarcascade_frontalface_default.xml")
         cascade = cv2.CascadeClassifier(path)
         if cascade.empty():
@@ -280,8 +345,6 @@ def _cascade():
 
 
 def _gray_uint8(img: np.ndarray) -> np.ndarray:
-    import cv2
-
     arr = img
     if arr.dtype != np.uint8:
         arr = np.round(np.clip(arr.astype(np.float32), 0.0, 1.0) * 255.0).astype(np.uint8)
@@ -315,8 +378,6 @@ def detect_face_box(
     edge-padded by ``pad_frac`` of its shorter side so that tightly cropped faces touching the border
     (like the 64x64 training crops) are still found.
     """
-    import cv2
-
     gray = _gray_uint8(img)
     h, w = gray.shape
     s = _detection_scale(h, w, min_side, max_side)
@@ -336,13 +397,29 @@ def detect_face_box(
     return (float((x - pad) / s), float((y - pad) / s), float(bw / s), float(bh / s))
 
 
-def crop_face(
-    img: np.ndarray, box: tuple[float, float, float, float], *, scale: float = 1.1, shift: float = 0.1
-) -> np.ndarray:
-    """Square crop around a face box, edge-replicating where it leaves the image.
+def face_crop_box(
+    box: tuple[float, float, float, float], *, scale: float = FACE_SCALE, shift: float = FACE_SHIFT
+) -> tuple[int, int, int, int]:
+    """``(x0, y0, x1, y1)`` of the square crop around a face box (may extend past the image).
 
-    Side ``scale * max(w, h)``; centre = box centre moved down by ``shift * h`` (faces in the training
-    crops sit slightly high: the forehead is cut, the chin kept).
+    Side ``S = round(scale * max(w, h))`` (at least 1); centre = box centre moved down by ``shift * h``
+    (faces in the training crops sit slightly high: the forehead is cut, the chin kept).
+
+    Args:
+        box: ``(x, y, w, h)`` in pixels.
+    """
+    x, y, w, h = (float(t) for t in box)
+    side = max(1, round(scale * max(w, h)))
+    cx, cy = x + w / 2.0, y + h / 2.0 + shift * h
+    x0, y0 = round(cx - side / 2.0), round(cy - side / 2.0)
+    return x0, y0, x0 + side, y0 + side
+
+
+def crop_face(
+    img: np.ndarray, box: tuple[float, float, float, float], *, scale: float = FACE_SCALE,
+    shift: float = FACE_SHIFT,
+) -> np.ndarray:
+    """Square crop around a face box (:func:`face_crop_box`), edge-replicating where it leaves the image.
 
     Args:
         img: ``H x W x C`` (or ``H x W``) array, any dtype.
@@ -351,11 +428,7 @@ def crop_face(
     Returns:
         ``S x S x C`` crop (same dtype), ``S = round(scale * max(w, h))``.
     """
-    x, y, w, h = (float(t) for t in box)
-    side = max(1, round(scale * max(w, h)))
-    cx, cy = x + w / 2.0, y + h / 2.0 + shift * h
-    x0, y0 = round(cx - side / 2.0), round(cy - side / 2.0)
-    x1, y1 = x0 + side, y0 + side
+    x0, y0, x1, y1 = face_crop_box(box, scale=scale, shift=shift)
     H, W = img.shape[:2]
     inside = img[max(y0, 0) : min(y1, H), max(x0, 0) : min(x1, W)]
     if inside.size == 0:
@@ -365,7 +438,8 @@ def crop_face(
 
 
 def detect_face_crop(
-    img: np.ndarray, name: str = "image", *, scale: float = 1.1, shift: float = 0.1, **detect_kwargs
+    img: np.ndarray, name: str = "image", *, scale: float = FACE_SCALE, shift: float = FACE_SHIFT,
+    **detect_kwargs,
 ) -> np.ndarray:
     """Detect the largest frontal face and return a square crop around it.
 

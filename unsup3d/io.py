@@ -1,6 +1,6 @@
-"""Atomic file and folder writing.
+"""Atomic file and folder writing: bytes, text, JSON, images, arrays, videos, checkpoints, folders.
 
-Every output of the package (images, meshes, arrays, JSON, checkpoints) goes through these helpers so
+Every output of the package (images, meshes, arrays, JSON, videos, checkpoints) goes through these helpers so
 that an interrupted run never leaves a half-written file behind and never destroys an existing one:
 data is written to a hidden temporary file in the target's folder (``.name.tmp-XXXX``), flushed and
 fsynced, then moved onto the target with :func:`os.replace` (atomic on POSIX and Windows when both are
@@ -30,7 +30,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+import imageio.v3 as iio
+import imageio_ffmpeg
 import numpy as np
+import torch
+from PIL import Image
 
 __all__ = [
     "atomic_dir",
@@ -42,7 +46,11 @@ __all__ = [
     "atomic_torch_save",
     "atomic_write",
     "to_pil",
+    "VIDEO_EXTENSIONS",
+    "write_video",
 ]
+
+VIDEO_EXTENSIONS = (".mp4", ".gif")
 
 
 def _umask_mode(default: int = 0o666) -> int:
@@ -161,8 +169,6 @@ def atomic_save_text(path: str | os.PathLike, text: str, *, durable: bool = True
 def _format_for(path: Path, format: str | None) -> str:
     if format is not None:
         return format.upper()
-    from PIL import Image
-
     fmt = Image.registered_extensions().get(path.suffix.lower())
     if fmt is None:
         raise ValueError(f"cannot infer an image format from {str(path)!r}; pass format=")
@@ -177,8 +183,6 @@ def to_pil(image: Any):
     float arrays in ``[0, 1]`` (clipped, scaled to 8 bit). Torch tensors are converted with ``.numpy()``
     and ``3 x H x W`` / ``1 x H x W`` channel-first inputs are transposed.
     """
-    from PIL import Image
-
     if isinstance(image, Image.Image):
         return image
     arr = _as_numpy(image)
@@ -200,8 +204,11 @@ def to_pil(image: Any):
 
 
 def _as_numpy(x: Any) -> np.ndarray:
-    if hasattr(x, "detach") and hasattr(x, "cpu"):  # torch tensor, without importing torch
-        x = x.detach().cpu().numpy()
+    if torch.is_tensor(x):
+        x = x.detach().cpu()
+        if x.dtype in (torch.bfloat16, torch.float16):  # bfloat16 has no numpy dtype
+            x = x.float()
+        x = x.numpy()
     return np.asarray(x)
 
 
@@ -257,11 +264,88 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike, *, durable: bool = True
 
     Returns the path.
     """
-    import torch
-
     with atomic_write(path, "wb", durable=durable) as fh:
         torch.save(obj, fh)
     return Path(path)
+
+
+def _frames_uint8(frames) -> np.ndarray:
+    """``T x H x W x C`` uint8 or ``T x C x H x W`` float in [0, 1] (tensor or array) -> ``T x H x W x 3`` uint8."""
+    arr = _as_numpy(frames)
+    if arr.ndim != 4 or arr.shape[0] < 1:
+        raise ValueError(f"expected video frames T x H x W x 3 (uint8) or T x 3 x H x W (float), got {arr.shape}")
+    chans = (1, 3, 4)
+    if arr.dtype == np.uint8:
+        channel_last = arr.shape[-1] in chans or arr.shape[1] not in chans
+    else:
+        channel_last = arr.shape[1] not in chans and arr.shape[-1] in chans
+    if not channel_last:
+        arr = np.moveaxis(arr, 1, -1)
+    if arr.shape[-1] not in chans:
+        raise ValueError(f"video frames must have 1, 3 or 4 channels, got shape {arr.shape}")
+    if arr.dtype != np.uint8:
+        arr = np.round(np.clip(arr.astype(np.float32), 0.0, 1.0) * 255.0).astype(np.uint8)
+    if arr.shape[-1] == 1:
+        arr = np.repeat(arr, 3, axis=-1)
+    elif arr.shape[-1] == 4:
+        arr = arr[..., :3]
+    return np.ascontiguousarray(arr)
+
+
+def _require_ffmpeg() -> None:
+    try:
+        imageio_ffmpeg.get_ffmpeg_exe()
+    except Exception as exc:  # ImportError, or RuntimeError when no binary is found
+        raise RuntimeError(
+            f"writing .mp4 videos needs ffmpeg, which is not available ({type(exc).__name__}: {exc}). "
+            "Install it with `pip install imageio-ffmpeg` (or point IMAGEIO_FFMPEG_EXE at an ffmpeg "
+            "binary), or write a .gif instead."
+        ) from exc
+
+
+def write_video(path: str | os.PathLike, frames, fps: float = 10, *, durable: bool = True) -> Path:
+    """Write a video atomically: ``.mp4`` (H.264 via imageio-ffmpeg) or ``.gif`` (Pillow).
+
+    The video is encoded in memory, then written to a temporary sibling file and moved onto ``path``
+    (:func:`unsup3d.io.atomic_save_bytes`), so an interrupted run never leaves a broken video.
+    Odd frame sizes are padded (edge pixels repeated) to even sizes for H.264's ``yuv420p``.
+
+    Args:
+        path: target file, ``.mp4`` or ``.gif`` (parent folders are created).
+        frames: ``T x H x W x 3`` uint8, or ``T x 3 x H x W`` float in ``[0, 1]`` (tensor or array;
+            1-channel frames are shown grey).
+        fps: frames per second.
+        durable: see :func:`unsup3d.io.atomic_write`.
+
+    Returns:
+        The path.
+
+    Raises:
+        RuntimeError: ``.mp4`` requested but ffmpeg is unavailable (the message says what to install).
+        ValueError: unsupported extension or frame layout.
+    """
+    path = Path(path)
+    ext = path.suffix.lower()
+    if ext not in VIDEO_EXTENSIONS:
+        raise ValueError(f"unsupported video extension {ext!r} in {str(path)!r}; use one of {VIDEO_EXTENSIONS}")
+    if not fps > 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    arr = _frames_uint8(frames)
+    if ext == ".gif":
+        data = iio.imwrite("<bytes>", arr, extension=".gif", plugin="pillow", duration=1000.0 / fps, loop=0)
+    else:
+        _require_ffmpeg()
+        _, h, w, _ = arr.shape
+        if h % 2 or w % 2:
+            arr = np.pad(arr, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+        data = iio.imwrite(
+            "<bytes>", arr, extension=".mp4", plugin="FFMPEG", fps=fps, codec="libx264",
+            macro_block_size=1, pixelformat="yuv420p", quality=8, ffmpeg_log_level="error",
+        )
+        if not data:
+            raise RuntimeError(f"ffmpeg produced no data for {str(path)!r} (frames {arr.shape})")
+    atomic_save_bytes(path, data, durable=durable)
+    return path
 
 
 def _rmtree_quiet(path: Path) -> None:

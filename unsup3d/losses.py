@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from unsup3d.networks import VGG16Features, load_vgg16_features
+from unsup3d.vgg import VGG16Features, load_vgg16_features
 
 __all__ = [
     "EPS", "VIEW_MIRROR_SIGNS", "PerceptualLoss", "depth_smoothness_loss", "ellipsoid_depth", "masked_mean",
@@ -111,10 +111,10 @@ class PerceptualLoss(nn.Module):
     weights already loaded here. The ImageNet normalisation constants are non-persistent buffers.
 
     Args:
-        vgg: features to use; if ``None``, :func:`~unsup3d.networks.load_vgg16_features` is
+        vgg: features to use; if ``None``, :func:`~unsup3d.vgg.load_vgg16_features` is
             called with ``weights_path`` and ``allow_random``.
-        weights_path: passed to :func:`~unsup3d.networks.load_vgg16_features`.
-        allow_random: passed to :func:`~unsup3d.networks.load_vgg16_features`.
+        weights_path: passed to :func:`~unsup3d.vgg.load_vgg16_features`.
+        allow_random: passed to :func:`~unsup3d.vgg.load_vgg16_features`.
     """
 
     mean_rgb: Tensor

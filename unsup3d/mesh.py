@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 import torch
+import trimesh
+from PIL import Image
 
 from unsup3d.io import atomic_save_bytes, atomic_save_image, atomic_save_text, to_pil
 from unsup3d.renderer import Renderer
@@ -204,8 +206,6 @@ def grid_vertex_colors(texture: Any, crop_border: int = 0) -> np.ndarray:
 
 
 def _texture_pil(texture: Any, texture_size: int | tuple[int, int] | None = None):
-    from PIL import Image
-
     pil = to_pil(texture).convert("RGB")
     if texture_size is not None:
         size = (texture_size, texture_size) if isinstance(texture_size, int) else tuple(texture_size)
@@ -332,8 +332,6 @@ def glb_bytes(
     texture_size: int | tuple[int, int] | None = None,
 ) -> bytes:
     """The content of the ``.glb`` file :func:`write_glb` writes (arguments as there)."""
-    import trimesh
-
     vertices, faces, uvs = np.asarray(vertices), np.asarray(faces), np.asarray(uvs)
     _check_mesh(vertices, faces, uvs)
     material = trimesh.visual.material.PBRMaterial(
@@ -377,8 +375,6 @@ def write_ply(
     Returns:
         The path.
     """
-    import trimesh
-
     vertices, faces = np.asarray(vertices), np.asarray(faces)
     _check_mesh(vertices, faces)
     colors = _to_numpy(vertex_colors)

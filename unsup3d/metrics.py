@@ -62,8 +62,7 @@ import torch.nn.functional as F
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
-from unsup3d.renderer import geometry_precision
-from unsup3d.renderer.camera import intrinsics, lift_depth, normals_from_points
+from unsup3d.renderer import geometry_precision, intrinsics, lift_depth, normals_from_points
 
 __all__ = [
     "SIDE_SCALE",

@@ -6,28 +6,18 @@
 
 from .datamodule import Unsup3DDataModule
 from .datasets import (
-    IMG_EXTENSIONS,
     CorruptImageWarning,
     ImageFolderDataset,
     UnreadableFileError,
-    depth_to_png_value,
-    depth_to_uint16,
     find_depth_pairs,
-    find_images,
     load_depth,
-    png_value_to_depth,
 )
 
 __all__ = [
-    "IMG_EXTENSIONS",
     "CorruptImageWarning",
     "ImageFolderDataset",
     "UnreadableFileError",
     "Unsup3DDataModule",
-    "depth_to_png_value",
-    "depth_to_uint16",
     "find_depth_pairs",
-    "find_images",
     "load_depth",
-    "png_value_to_depth",
 ]

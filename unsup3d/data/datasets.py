@@ -20,7 +20,9 @@ Samples are dicts ``{"image": 3 x H x W float32 in [0, 1], "depth": H x W float3
 depth), "path": str}``; the default collate makes them batch-first
 (``B x 3 x H x W``, ``B x H x W``, ``list[str]``).
 
-Resizing uses PIL bilinear filtering (antialiased when downscaling, like the original
+Images are found and read by :mod:`unsup3d.images` (:func:`~unsup3d.images.find_images`,
+:func:`~unsup3d.images.load_image`: EXIF orientation applied, transparency on white, the same
+extensions and errors as export). Resizing uses PIL bilinear filtering (antialiased when downscaling, like the original
 torchvision-on-PIL pipeline). Depth is resized the same way in float precision, so pixels on the
 object's silhouette blend with the far background value, exactly like the original 8-bit pipeline;
 evaluation erodes the foreground mask by one pixel to ignore them.
@@ -39,26 +41,20 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, get_worker_info
 
-from unsup3d.depth_encoding import depth_to_uint16, depth_to_unit, unit_to_depth
+from unsup3d.depth_encoding import unit_to_depth
+from unsup3d.images import IMAGE_EXTENSIONS, ImageLoadError, find_images, load_image
 
 __all__ = [
     "DEPTH_EXTENSIONS",
-    "IMG_EXTENSIONS",
     "CorruptImageWarning",
     "ImageFolderDataset",
     "UnreadableFileError",
     "crop_array",
-    "depth_to_png_value",
-    "depth_to_uint16",
     "find_depth_pairs",
-    "find_images",
     "load_depth",
     "normalize_crop",
-    "png_value_to_depth",
-    "read_rgb",
 ]
 
-IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 DEPTH_EXTENSIONS = (".png", ".npy", ".tif", ".tiff", ".pgm", ".bmp")
 
 Crop = int | Sequence[int] | None
@@ -69,44 +65,12 @@ class CorruptImageWarning(UserWarning):
 
 
 class UnreadableFileError(OSError):
-    """A sample file could not be decoded; ``path`` names it, ``reason`` says why."""
+    """A depth file could not be decoded; ``path`` names it, ``reason`` says why (images raise
+    :class:`unsup3d.images.ImageLoadError`, which has the same two attributes)."""
 
     def __init__(self, path: str | Path, err: BaseException):
         self.path, self.reason = Path(path), f"{type(err).__name__}: {err}"
         super().__init__(f"cannot read '{path}': {self.reason}")
-
-
-def read_rgb(path: str | Path) -> np.ndarray:
-    """Decode an image file as ``H x W x 3`` uint8 RGB.
-
-    Raises:
-        UnreadableFileError: if the file is missing, truncated or not an image.
-    """
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
-        raise UnreadableFileError(path, err) from err
-
-
-def is_image_file(path: str | Path) -> bool:
-    return str(path).lower().endswith(IMG_EXTENSIONS)
-
-
-def find_images(folder: str | Path) -> list[Path]:
-    """All image files under ``folder`` (recursive, sorted, common extensions).
-
-    Raises:
-        FileNotFoundError: if ``folder`` is not a directory.
-    """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"image folder '{folder}' does not exist or is not a directory")
-    paths = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames.sort()
-        paths.extend(Path(dirpath) / f for f in filenames if is_image_file(f))
-    return sorted(paths)
 
 
 def _depth_candidates(path: Path) -> list[Path]:
@@ -170,26 +134,14 @@ def _pair(value, name: str) -> tuple[str, str]:
     return str(value[0]), str(value[1])
 
 
-# ----------------------------------------------------------------------------- depth encoding
-
-
-def png_value_to_depth(v: np.ndarray, min_depth: float, max_depth: float) -> np.ndarray:
-    """Decode a normalised PNG value ``v`` in ``[0, 1]`` (larger = nearer) to depth
-    (:func:`unsup3d.depth_encoding.unit_to_depth`)."""
-    return unit_to_depth(v, min_depth, max_depth)
-
-
-def depth_to_png_value(depth: np.ndarray, min_depth: float, max_depth: float) -> np.ndarray:
-    """Encode depth as ``v = (max - depth) / (max - min)`` clamped to ``[0, 1]``
-    (:func:`unsup3d.depth_encoding.depth_to_unit`)."""
-    return depth_to_unit(np.asarray(depth), min_depth, max_depth)
+# ----------------------------------------------------------------------------- depth files
 
 
 def load_depth(path: str | Path, min_depth: float, max_depth: float) -> np.ndarray:
     """Read a ground-truth depth map.
 
     ``.npy``: ``H x W`` depth values as stored. Images: first channel, 8-bit ``/255`` or 16-bit
-    ``/65535``, decoded with :func:`png_value_to_depth`.
+    ``/65535``, decoded with :func:`unsup3d.depth_encoding.unit_to_depth` (larger is nearer).
 
     Returns:
         ``H x W`` float32 depth.
@@ -216,7 +168,7 @@ def load_depth(path: str | Path, min_depth: float, max_depth: float) -> np.ndarr
         v = raw.astype(np.float32) / 65535.0
     else:
         raise OSError(f"depth image '{path}' has unsupported pixel type {raw.dtype} (expected 8 or 16 bit)")
-    return png_value_to_depth(v, min_depth, max_depth).astype(np.float32)
+    return unit_to_depth(v, min_depth, max_depth).astype(np.float32)
 
 
 # ----------------------------------------------------------------------------- transforms
@@ -326,7 +278,7 @@ class ImageFolderDataset(Dataset):
             self.samples = [(p, None) for p in find_images(self.split_dir)]
         if not self.samples:
             raise FileNotFoundError(
-                f"no images found in '{self.split_dir}' (searched recursively for {', '.join(IMG_EXTENSIONS)})"
+                f"no images found in '{self.split_dir}' (searched recursively for {', '.join(IMAGE_EXTENSIONS)})"
             )
         if max_samples is not None:
             self.samples = self.samples[: int(max_samples)]
@@ -363,10 +315,11 @@ class ImageFolderDataset(Dataset):
         """Load and transform sample ``index`` (no skipping).
 
         Raises:
-            UnreadableFileError: naming the file that could not be decoded.
+            ImageLoadError: the image could not be used (the message names it and says why).
+            UnreadableFileError: the depth file could not be decoded (likewise).
         """
         img_path, depth_path = self.samples[index]
-        image = read_rgb(img_path)
+        image = load_image(img_path)
         height, width = image.shape[:2]
         box = crop_box(height, width, self.crop)
         image = _resize(crop_array(image, box, 0), self.image_size)
@@ -401,7 +354,7 @@ class ImageFolderDataset(Dataset):
                 continue
             try:
                 return self.load(i, flip=flip)
-            except UnreadableFileError as err:
+            except (ImageLoadError, UnreadableFileError) as err:
                 self._bad.add(i)
                 self._skip_counter += 1
                 warnings.warn(

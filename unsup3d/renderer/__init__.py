@@ -5,9 +5,25 @@ rotations), :mod:`.rasterize` (meshes to fragments, the grid triangulation), :mo
 (Lambertian light), :mod:`.precision` (geometry in full precision under autocast),
 :mod:`.renderer` (the :class:`Renderer` that composes them) and the optional
 :mod:`.pytorch3d_backend`.
+
+This namespace is the renderer's public face: code outside ``unsup3d/renderer/`` imports from
+``unsup3d.renderer`` only (the camera ops below, or the ``camera`` and ``shading`` modules as a
+whole), never from its files.
 """
 
 from . import camera, shading
+from .camera import (
+    euler_to_rotation_matrix,
+    intrinsics,
+    inverse_transform_points,
+    lift_depth,
+    normals_from_points,
+    pixel_grid,
+    pixels_to_normalized,
+    project,
+    split_view,
+    transform_points,
+)
 from .precision import full_precision, geometry_precision, to_full
 from .rasterize import (
     Fragments,
@@ -36,4 +52,14 @@ __all__ = [
     "to_full",
     "camera",
     "shading",
+    "euler_to_rotation_matrix",
+    "intrinsics",
+    "inverse_transform_points",
+    "lift_depth",
+    "normals_from_points",
+    "pixel_grid",
+    "pixels_to_normalized",
+    "project",
+    "split_view",
+    "transform_points",
 ]

@@ -1,0 +1,78 @@
+"""What an export writes and how: :class:`ExportOptions` (the flags of ``unsup3d-export``)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+__all__ = ["MESH_FORMATS", "TEXTURES", "ExportOptions"]
+
+MESH_FORMATS = ("obj", "glb", "ply")
+TEXTURES = ("canonical", "albedo")
+
+
+@dataclass
+class ExportOptions:
+    """What to write and how (the CLI flags of the same names).
+
+    Attributes:
+        formats: mesh formats, any of ``obj``, ``glb``, ``ply``.
+        texture: ``"canonical"`` (shaded canonical image) or ``"albedo"`` (unlit).
+        texture_size: side of the texture PNGs (None: the model's image size).
+        crop_border: rows/columns trimmed on every side of the mesh grid.
+        posed: also write ``mesh_posed.*`` in the input view's pose.
+        detect_face: crop around the largest human face (OpenCV Haar cascade) before resizing.
+        background: RGB (0..255) behind transparent pixels of RGBA inputs.
+        video: write the turntable and relighting videos; ``gif`` writes them as GIFs.
+        num_frames, fps, output_size: video frames per clip, frame rate and frame side in pixels.
+        batch_size: images per model call.
+        overwrite: replace existing output folders (otherwise those images are skipped).
+        progress: show a progress bar (stderr).
+    """
+
+    formats: tuple[str, ...] = ("obj", "glb")
+    texture: str = "canonical"
+    texture_size: int | None = None
+    crop_border: int = 0
+    posed: bool = False
+    detect_face: bool = False
+    background: tuple[int, int, int] = (255, 255, 255)
+    video: bool = False
+    gif: bool = False
+    num_frames: int = 30
+    fps: float = 15.0
+    output_size: int = 256
+    batch_size: int = 16
+    overwrite: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        self.formats = tuple(dict.fromkeys(f.strip().lower() for f in self.formats if f.strip()))
+        bad = [f for f in self.formats if f not in MESH_FORMATS]
+        if bad:
+            raise ValueError(f"unknown mesh format(s) {bad}; choose from {list(MESH_FORMATS)}")
+        if self.texture not in TEXTURES:
+            raise ValueError(f"texture must be one of {list(TEXTURES)}, got {self.texture!r}")
+        if self.texture_size is not None and int(self.texture_size) < 1:
+            raise ValueError(f"texture size must be positive, got {self.texture_size}")
+        if int(self.crop_border) < 0:
+            raise ValueError(f"crop border must be >= 0, got {self.crop_border}")
+        for name in ("num_frames", "output_size", "batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name.replace('_', ' ')} must be positive, got {getattr(self, name)}")
+        if not self.fps > 0:
+            raise ValueError(f"fps must be positive, got {self.fps}")
+        if len(self.background) != 3 or not all(0 <= int(c) <= 255 for c in self.background):
+            raise ValueError(f"background must be three values in 0..255, got {self.background}")
+        self.background = tuple(int(c) for c in self.background)
+        if self.gif:
+            self.video = True
+
+    @property
+    def video_ext(self) -> str:
+        return ".gif" if self.gif else ".mp4"
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["formats"], d["background"] = list(self.formats), list(self.background)
+        return d
