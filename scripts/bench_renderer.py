@@ -85,11 +85,14 @@ def compare_backends(size: int, batch: int, device) -> None:
     agree = (a.pix_to_face == b.pix_to_face).float().mean().item()
     only_a, only_b = (a.mask & ~b.mask).sum().item(), (b.mask & ~a.mask).sum().item()
     same = both & (a.pix_to_face == b.pix_to_face)
-    dz = (a.zbuf - b.zbuf)[both].abs().max().item()
+    other = both & (a.pix_to_face != b.pix_to_face)
+    dz_same = (a.zbuf - b.zbuf)[same].abs().max().item()
+    dz_other = (a.zbuf - b.zbuf)[other].abs().max().item() if other.any() else 0.0
     dbary = (a.bary_coords - b.bary_coords)[same].abs().max().item()
-    print(f"pytorch3d vs built-in, B={batch} {size}x{size}: pix_to_face equal on {100 * agree:.4f}% of pixels; "
-          f"covered only by built-in {only_a}, only by pytorch3d {only_b}; max |zbuf diff| {dz:.2e}; "
-          f"max |bary diff| where the same face wins {dbary:.2e}")
+    print(f"pytorch3d vs built-in, B={batch} {size}x{size}: pix_to_face equal on {100 * agree:.4f}% of "
+          f"{a.mask.numel()} pixels; covered only by built-in {only_a}, only by pytorch3d {only_b}; where the "
+          f"same face wins: max |zbuf diff| {dz_same:.2e}, max |bary diff| {dbary:.2e}; where another face wins "
+          f"({other.sum().item()} pixels): max |zbuf diff| {dz_other:.2e}")
 
 
 def main() -> None:

@@ -56,3 +56,16 @@ def test_baselines_on_a_constructed_case(tmp_path):
     assert paths["scores_json"].is_file() and "model/avg_gt" in format_report(report)
     lines = paths["per_image_csv"].read_text().splitlines()
     assert len(lines) == 1 + 15 and lines[1].startswith("im0.png,model,")
+
+
+def test_baseline_verdict_names_what_the_model_does_not_beat():
+    from unsup3d.evaluation import baseline_verdict
+
+    def mk(side, mad):
+        return {"side": {"mean": side}, "mad_original": {"mean": mad}}
+
+    good = baseline_verdict({"model": mk(1.0, 25.0), "constant": mk(1.2, 40.0), "avg_gt": mk(2.3, 30.0)})
+    assert "beats both baselines on SIDE and MAD" in good and "NOT" not in good
+    bad = baseline_verdict({"model": mk(1.3, 35.0), "constant": mk(1.2, 40.0), "avg_gt": mk(2.3, 30.0)})
+    assert "NOT" in bad and "SIDE vs constant" in bad and "MAD vs avg_gt" in bad
+    assert "MAD vs constant" not in bad and "SIDE vs avg_gt" not in bad

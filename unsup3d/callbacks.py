@@ -8,6 +8,7 @@ warns and never stops training.
 
 from __future__ import annotations
 
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -18,9 +19,10 @@ import wandb
 from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 
 from unsup3d.io import atomic_save_image, write_video
+from unsup3d.metrics import SIDE_SCALE, DepthMetrics
 from unsup3d.visualize import factor_panels, frames_to_grids, normal_shaded, to_uint8, turntable_frames
 
-__all__ = ["ImageLogger", "DepthBaselineRatios"]
+__all__ = ["ImageLogger", "DepthBaselineRatios", "SpeedCheck"]
 
 
 def _batch_images(batch: Any) -> torch.Tensor | None:
@@ -280,8 +282,6 @@ class DepthBaselineRatios(pl.Callback):
 
     @torch.no_grad()
     def _compute_baseline(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float] | None:
-        from unsup3d.metrics import SIDE_SCALE, DepthMetrics
-
         loaders = trainer.val_dataloaders
         loader = loaders[0] if isinstance(loaders, (list, tuple)) else loaders
         if loader is None:
@@ -330,3 +330,41 @@ class DepthBaselineRatios(pl.Callback):
         if trainer.is_global_zero:
             for logger in trainer.loggers:
                 logger.log_metrics(out, step=trainer.global_step)
+
+
+class SpeedCheck(pl.Callback):
+    """Warn when training runs far slower than expected (a busy machine, or too many threads).
+
+    After ``check_at_step`` optimizer steps it measures the time per step since ``start_step`` (the first
+    steps pay for warm-up) and, when that exceeds ``factor * expected_step_seconds``, warns once (rank 0)
+    with the measured and expected figures and what usually causes it.
+
+    Args:
+        expected_step_seconds: seconds per step this run should take on an idle machine.
+        factor: how many times slower counts as far slower.
+        start_step, check_at_step: the measured window.
+    """
+
+    def __init__(self, expected_step_seconds: float, factor: float = 3.0, start_step: int = 5,
+                 check_at_step: int = 30) -> None:
+        if not expected_step_seconds > 0 or not factor > 1 or not 0 <= start_step < check_at_step:
+            raise ValueError("SpeedCheck needs expected_step_seconds > 0, factor > 1 and "
+                             "0 <= start_step < check_at_step")
+        self.expected, self.factor = float(expected_step_seconds), float(factor)
+        self.start_step, self.check_at_step = int(start_step), int(check_at_step)
+        self._t0: float | None = None
+        self.measured: float | None = None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = int(trainer.global_step)
+        if step == self.start_step:
+            self._t0 = time.perf_counter()
+        elif step == self.check_at_step and self._t0 is not None and self.measured is None:
+            self.measured = (time.perf_counter() - self._t0) / (self.check_at_step - self.start_step)
+            if self.measured > self.factor * self.expected and trainer.is_global_zero:
+                warnings.warn(
+                    f"training runs at {self.measured:.2f} s per step, {self.measured / self.expected:.1f}x slower "
+                    f"than the {self.expected:.2f} s expected on an idle machine: other processes are probably "
+                    "competing for the CPU (the step budget is kept, so the result is the same, only later). "
+                    "Stop them, or set fewer threads (OMP_NUM_THREADS=1) when the machine is shared.",
+                    RuntimeWarning, stacklevel=2)

@@ -36,7 +36,7 @@ from unsup3d.model import Unsup3D
 
 __all__ = [
     "EvalReport", "evaluate", "average_train_depth", "METRIC_KEYS", "format_report", "write_report",
-    "pose_relief_diagnostics", "LearningCurve", "run_evaluation",
+    "pose_relief_diagnostics", "LearningCurve", "run_evaluation", "baseline_verdict",
 ]
 
 METRIC_KEYS = ("side", "mad", "mad_original", "mae", "mse")
@@ -311,6 +311,27 @@ class LearningCurve(pl.Callback):
 
     def on_train_end(self, trainer, pl_module) -> None:
         self._evaluate(trainer, pl_module)
+
+
+def baseline_verdict(scores: Mapping[str, Mapping[str, Any]]) -> str:
+    """One line: does the model beat the constant and the average-depth baselines on SIDE and on MAD
+    (the original's normal operator)?
+
+    Args:
+        scores: ``scores.json``'s ``"scores"``: ``method -> metric -> {"mean": ...}`` (or ``(mean, std)``).
+    """
+    def mean(method: str, metric: str) -> float:
+        v = scores[method][metric]
+        return float(v["mean"] if isinstance(v, Mapping) else v[0])
+
+    bases = [b for b in ("constant", "avg_gt") if b in scores]
+    worse = [f"{'SIDE' if metric == 'side' else 'MAD'} vs {base}" for base in bases
+             for metric in ("side", "mad_original") if mean("model", metric) >= mean(base, metric)]
+    figures = ", ".join(f"{b} {mean(b, 'side'):.2f} / {mean(b, 'mad_original'):.1f}" for b in bases)
+    head = f"SIDE {mean('model', 'side'):.2f}, MAD {mean('model', 'mad_original'):.1f} deg"
+    if not worse:
+        return f"result: the model beats both baselines on SIDE and MAD ({head}; {figures})"
+    return f"result: the model ({head}) does NOT beat the baselines on {', '.join(worse)} ({figures})"
 
 
 def format_report(report: EvalReport) -> str:

@@ -90,6 +90,8 @@ class Unsup3D(pl.LightningModule):
             (in units of the depth range) between the canonical depth and a centred ellipsoidal bulge
             (:func:`ellipsoid_depth`), annealed to 0 by ``depth_prior_steps`` (GAN2Shape starts its
             shapes from an ellipsoid). 0 (the original) is off.
+        depth_prior_height: height of that bulge's tip above the border depth, as a fraction of the
+            depth range (0.5: from 1.04 to 0.94 with the default range).
         encoder_init: initialisation of the two plain encoders (netV, netL), which have no
             normalisation layers: ``"pytorch"`` (PyTorch's default, as the original release) or
             ``"kaiming"`` (He-normal hidden layers, small last layer). With the default, their
@@ -138,6 +140,7 @@ class Unsup3D(pl.LightningModule):
         depth_size: int | None = None,
         lam_depth_prior: float = 0.0,
         depth_prior_steps: int = 0,
+        depth_prior_height: float = 0.5,
         encoder_init: str = "pytorch",
         lr: float = 1e-4,
         beta1: float = 0.9,
@@ -163,6 +166,7 @@ class Unsup3D(pl.LightningModule):
         for name, val in (("lam_perc", lam_perc), ("lam_flip", lam_flip), ("lam_depth_sm", lam_depth_sm),
                           ("lam_view_equivariance", lam_view_equivariance), ("lam_view_mean", lam_view_mean),
                           ("lam_depth_prior", lam_depth_prior), ("depth_prior_steps", depth_prior_steps),
+                          ("depth_prior_height", depth_prior_height),
                           ("lr", lr), ("weight_decay", weight_decay), ("lr_warmup_steps", lr_warmup_steps)):
             if not math.isfinite(float(val)) or float(val) < 0:
                 raise ValueError(f"model.{name} must be a finite non-negative number, got {val}")
@@ -438,8 +442,8 @@ class Unsup3D(pl.LightningModule):
             losses["view_mean"] = view_mean_prior(self.normalized_view(f.view))
         lam_prior = self.depth_prior_weight(step)
         if lam_prior > 0:
-            target = ellipsoid_depth(hp.image_size, self.border_depth, 0.5 * (hp.max_depth - hp.min_depth),
-                                     like=f.canon_depth)
+            target = ellipsoid_depth(hp.image_size, self.border_depth,
+                                     hp.depth_prior_height * (hp.max_depth - hp.min_depth), like=f.canon_depth)
             rng = hp.max_depth - hp.min_depth
             losses["depth_prior"] = ((self.depth_from_raw(f.canon_depth_raw) - target) / rng).pow(2).mean()
         lam_flip = self.lam_flip_at(epoch)

@@ -14,7 +14,7 @@ from .rasterize import Fragments, perspective_correct, screen_barycentrics
 __all__ = ["EDGE_TOLERANCE_PX", "is_available", "require_pytorch3d", "rasterize_pytorch3d"]
 
 #: Distance in pixels within which a pixel centre outside a face still counts as covered by it.
-EDGE_TOLERANCE_PX = 1e-3
+EDGE_TOLERANCE_PX = 1e-6
 
 
 def is_available() -> bool:
@@ -76,7 +76,7 @@ def rasterize_pytorch3d(verts: torch.Tensor, faces: torch.Tensor, image_size: tu
     with torch.no_grad():
         p2f, _, _, _ = rasterize_meshes(
             meshes, image_size=(h, w), blur_radius=blur, faces_per_pixel=1,
-            perspective_correct=False, cull_backfaces=False, bin_size=0,
+            perspective_correct=True, cull_backfaces=False, bin_size=0,
         )
     p2f = p2f[..., 0].long()
     f = faces_b.shape[1]
