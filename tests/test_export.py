@@ -321,6 +321,9 @@ def test_options_validation():
     with pytest.raises(ValueError, match="unknown mesh format"):
         ExportOptions(formats=("obj", "fbx"))
     assert ExportOptions(gif=True).video is True
+    with pytest.raises(ValueError, match="unknown video"):
+        ExportOptions(videos=("turntable", "spin"))
+    assert ExportOptions(videos=("relight", "relight")).to_json()["videos"] == ["relight"]
 
 
 # ------------------------------------------------------------------------------------------- videos
@@ -343,6 +346,12 @@ def test_videos_mp4_and_gif(tiny, tmp_path, capsys):
             assert im.n_frames == 3 and im.size == (32, 32)
     params = json.loads((tmp_path / "gif" / "a" / "params.json").read_text())
     assert "relight.gif" in params["files"]
+    # only the videos asked for
+    model, _ = tiny
+    summary = export_images(model, [img], tmp_path / "one", ExportOptions(
+        formats=("glb",), video=True, videos=("turntable",), num_frames=2, output_size=16, progress=False))
+    assert [r.status for r in summary.results] == ["ok"]
+    assert sorted(p.name for p in (tmp_path / "one" / "a").glob("*.mp4")) == ["turntable.mp4"]
 
 
 def test_wandb_offline(tiny, tmp_path, capsys, monkeypatch):
