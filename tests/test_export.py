@@ -45,16 +45,6 @@ def _pattern(h: int, w: int) -> np.ndarray:
     return np.stack([i * 255 // max(h - 1, 1), j * 255 // max(w - 1, 1), (i + j) % 256], -1).astype(np.uint8)
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """A tiny random model and its Lightning-style checkpoint."""
-    torch.manual_seed(0)
-    model = Unsup3D(image_size=S, width=0.125, lam_perc=0.0).eval()
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.ckpt"
-    torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}, path)
-    return model, path
-
-
 def _run(capsys, *args) -> tuple[int, str, str]:
     code = main([str(a) for a in args] + ["--no-progress"])
     out = capsys.readouterr()
