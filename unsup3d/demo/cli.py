@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import shutil
+import signal
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -39,6 +40,17 @@ def _port(text: str) -> int:
     if not 0 < value < 65536:
         raise argparse.ArgumentTypeError(f"expected a port number 1..65535, got {text!r}")
     return value
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _stop_on_signals() -> None:
+    """SIGTERM and SIGINT (also when a shell started the server in the background, which ignores SIGINT)
+    stop the server like Ctrl-C, so the temporary results folder and the W&B run are closed."""
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -134,6 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                              concurrency=args.concurrency)
         print(f"unsup3d-demo: '{args.checkpoint}' on {device}; results in '{work_dir}'"
               f"{' (removed at exit)' if temporary else ''}", file=sys.stderr)
+        _stop_on_signals()
         try:
             app.launch(demo, work_dir, host=args.host, port=args.port, max_file_size=args.max_file_size,
                        max_queue=args.max_queue, share=args.share)
