@@ -8,6 +8,7 @@ background networking off, and WebGL on the CPU (SwiftShader), which the 3D view
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import tempfile
@@ -17,6 +18,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import numpy as np
+from PIL import Image
 
 __all__ = ["CHROMIUM_ARGS", "PageCheck", "check_page", "find_chromium"]
 
@@ -71,10 +73,6 @@ class PageCheck:
 
 def _canvas_varies(png: bytes) -> bool:
     """Whether a canvas screenshot has more than a flat background (some pixels far from the median)."""
-    import io
-
-    from PIL import Image
-
     with Image.open(io.BytesIO(png)) as im:
         rgb = np.asarray(im.convert("RGB"), dtype=np.int16)
     median = np.median(rgb.reshape(-1, 3), axis=0)

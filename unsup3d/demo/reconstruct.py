@@ -174,8 +174,8 @@ def reconstruct(
         detect_face: crop around the largest human face instead of the centre square.
         options: what to write (default :func:`demo_export_options`; ``options.detect_face`` is ignored
             for ``detect_face``).
-        max_pixels: larger photos are refused from their header, before decoding (None: the loader's
-            own limit).
+        max_pixels: larger photos are refused from their header, before decoding (None: no limit of the
+            demo's own; Pillow's decompression-bomb guard, twice ``Image.MAX_IMAGE_PIXELS``, still applies).
         checkpoint: recorded in ``params.json``.
 
     Returns:
@@ -189,8 +189,7 @@ def reconstruct(
     options = options or demo_export_options()
     photo = Path(photo)
     size = int(model.hparams.image_size)
-    prep = prepare_input(photo, size, detect_face, options.background,
-                         **({} if max_pixels is None else {"max_pixels": max_pixels}))
+    prep = prepare_input(photo, size, detect_face, options.background, max_pixels=max_pixels)
     device = next(model.parameters()).device
     with torch.inference_mode():
         factors = model(model_batch([prep.image], device))
