@@ -4,9 +4,12 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_VERSION ?= 2.13.0
-STAMP := $(VENV)/.installed
+# The package's extras to install (`make test EXTRAS=dev,demo` also runs the demo's tests; .ci/run does).
+EXTRAS ?= dev
+comma := ,
+STAMP = $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
-.PHONY: test setup quickstart lint bench clean
+.PHONY: test setup quickstart lint bench clean demo
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -15,7 +18,7 @@ $(PY):
 # Reinstall only when the project's metadata changed (editable install picks up code changes).
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install -q "torch==$(TORCH_VERSION)"
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[$(EXTRAS)]'
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -28,6 +31,14 @@ lint: $(STAMP)
 
 quickstart: $(STAMP)
 	$(PY) scripts/quickstart.py
+
+# The web demo: installs the demo extra into .venv, then serves CHECKPOINT when one is given
+# (`make demo CHECKPOINT=outputs/synthetic_cpu/checkpoints/last.ckpt`), else prints the command.
+demo:
+	$(MAKE) setup EXTRAS=dev,demo
+	@if [ -n "$(CHECKPOINT)" ]; then $(VENV)/bin/unsup3d-demo --checkpoint "$(CHECKPOINT)" $(DEMO_ARGS); \
+	else echo "demo installed; serve a checkpoint with: $(VENV)/bin/unsup3d-demo --checkpoint CKPT" \
+	  "(or make demo CHECKPOINT=CKPT), then open http://127.0.0.1:7860/"; fi
 
 bench: $(STAMP)
 	$(PY) scripts/bench_renderer.py

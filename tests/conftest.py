@@ -3,6 +3,22 @@
 import sys
 
 import pytest
+import torch
+
+from unsup3d.model import Unsup3D
+
+#: Image size of the :func:`tiny` model.
+TINY_SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A tiny random model (64x64, width 0.125, no perceptual loss) and its Lightning-style checkpoint."""
+    torch.manual_seed(0)
+    model = Unsup3D(image_size=TINY_SIZE, width=0.125, lam_perc=0.0).eval()
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.ckpt"
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}, path)
+    return model, path
 
 
 @pytest.fixture(autouse=True)

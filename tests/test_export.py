@@ -45,16 +45,6 @@ def _pattern(h: int, w: int) -> np.ndarray:
     return np.stack([i * 255 // max(h - 1, 1), j * 255 // max(w - 1, 1), (i + j) % 256], -1).astype(np.uint8)
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """A tiny random model and its Lightning-style checkpoint."""
-    torch.manual_seed(0)
-    model = Unsup3D(image_size=S, width=0.125, lam_perc=0.0).eval()
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.ckpt"
-    torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}, path)
-    return model, path
-
-
 def _run(capsys, *args) -> tuple[int, str, str]:
     code = main([str(a) for a in args] + ["--no-progress"])
     out = capsys.readouterr()
@@ -321,6 +311,9 @@ def test_options_validation():
     with pytest.raises(ValueError, match="unknown mesh format"):
         ExportOptions(formats=("obj", "fbx"))
     assert ExportOptions(gif=True).video is True
+    with pytest.raises(ValueError, match="unknown video"):
+        ExportOptions(videos=("turntable", "spin"))
+    assert ExportOptions(videos=("relight", "relight")).to_json()["videos"] == ["relight"]
 
 
 # ------------------------------------------------------------------------------------------- videos
@@ -343,6 +336,12 @@ def test_videos_mp4_and_gif(tiny, tmp_path, capsys):
             assert im.n_frames == 3 and im.size == (32, 32)
     params = json.loads((tmp_path / "gif" / "a" / "params.json").read_text())
     assert "relight.gif" in params["files"]
+    # only the videos asked for
+    model, _ = tiny
+    summary = export_images(model, [img], tmp_path / "one", ExportOptions(
+        formats=("glb",), video=True, videos=("turntable",), num_frames=2, output_size=16, progress=False))
+    assert [r.status for r in summary.results] == ["ok"]
+    assert sorted(p.name for p in (tmp_path / "one" / "a").glob("*.mp4")) == ["turntable.mp4"]
 
 
 def test_wandb_offline(tiny, tmp_path, capsys, monkeypatch):

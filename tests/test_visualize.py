@@ -14,6 +14,8 @@ from unsup3d.visualize import (
     normal_shaded,
     normal_to_image,
     relight_frames,
+    relight_images,
+    render_views,
     symmetry_line,
     to_uint8,
     turntable_frames,
@@ -180,3 +182,38 @@ def test_relight_and_shape_textures(model, factors):
     shape = normal_shaded(r, factors.canon_depth)
     assert shape.shape == (B, 3, S, S) and shape.min() >= 0 and shape.max() <= 1
     assert normal_shaded(r, factors.canon_depth, mode="normal").shape == (B, 3, S, S)
+
+
+def test_render_views_per_item_and_shared(model, factors):
+    tex = (factors.canon_image / 2 + 0.5).clamp(0, 1)
+    shared = yaw_views(3, pitch_deg=0.0)  # T x 6, the same for every item
+    per_item = shared.unsqueeze(1).repeat(1, B, 1)  # T x B x 6
+    per_item[:, 1, 1] += 0.3  # item 1 turned further
+    a = render_views(model.renderer, tex, factors.canon_depth, shared, max_batch=2)
+    b = render_views(model.renderer, tex, factors.canon_depth, per_item, image_size=S)
+    assert a.shape == b.shape == (3, B, 3, S, S)
+    assert torch.allclose(a[:, 0], b[:, 0], atol=1e-6) and not torch.allclose(a[:, 1], b[:, 1])
+    ref = model.renderer.render_view(tex[1:2], factors.canon_depth[1:2], per_item[2, 1:2])
+    assert torch.allclose(b[2, 1:2], ref, atol=1e-6)
+    with pytest.raises(ValueError, match="views"):
+        render_views(model.renderer, tex, factors.canon_depth, torch.zeros(3, 2, 6))
+
+
+def test_relight_images_with_the_models_light_is_its_canonical_image(model, factors):
+    r = model.renderer
+    d = factors.light_direction
+    own = d[:, :2] / d[:, 2:]  # (dx, dy) of the unit direction (dx, dy, 1) / norm
+    frames = relight_images(r, factors.canon_albedo, factors.canon_depth, factors.light_ambient,
+                            factors.light_diffuse, own.unsqueeze(0))  # 1 x B x 2
+    assert frames.shape == (1, B, 3, S, S)
+    assert torch.allclose(frames[0], (factors.canon_image / 2 + 0.5).clamp(0, 1), atol=1e-5)
+    # one light for all items, rendered: the light changes the image; frame 0 of the circle is (radius, 0)
+    lit = relight_images(r, factors.canon_albedo, factors.canon_depth, factors.light_ambient,
+                         factors.light_diffuse, torch.tensor([[0.8, 0.0], [-0.8, 0.0]]), image_size=40)
+    assert lit.shape == (2, B, 3, 40, 40) and not torch.allclose(lit[0], lit[1])
+    circle = relight_frames(r, factors.canon_albedo, factors.canon_depth, factors.light_ambient,
+                            factors.light_diffuse, num_frames=2, radius=0.8, image_size=40)
+    assert torch.allclose(circle[0], lit[0], atol=1e-6)
+    with pytest.raises(ValueError, match="light_dxdy"):
+        relight_images(r, factors.canon_albedo, factors.canon_depth, factors.light_ambient,
+                       factors.light_diffuse, torch.zeros(2, 3))

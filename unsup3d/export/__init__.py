@@ -8,7 +8,8 @@ One concept a module (the CLI :func:`main` is a thin layer over the others):
 * :mod:`.inputs`: :func:`collect_inputs` expands files, folders (recursively) and glob patterns into image
   paths; :func:`assign_output_names` gives each its output folder name.
 * :mod:`.prepare`: :func:`prepare_input` / :func:`prepare_image` load one photo robustly
-  (:mod:`unsup3d.images`) and crop it to the model's ``S x S`` input, optionally around the largest face.
+  (:mod:`unsup3d.images`) and crop it to the model's ``S x S`` input, optionally around the largest face;
+  :func:`model_batch` stacks prepared photos into the model's input.
 * :mod:`.item`: :func:`export_factors` writes everything for one item of a batch of
   :class:`~unsup3d.factors.Factors` (the files and their conventions are listed there).
 * :mod:`.runner`: :func:`export_images` runs the model over many photos in batches, each result written
@@ -24,7 +25,7 @@ from .cli import build_parser, main
 from .inputs import InputError, assign_output_names, collect_inputs
 from .item import FactorArrays, export_factors
 from .options import ExportOptions
-from .prepare import PreparedInput, prepare_image, prepare_input
+from .prepare import PreparedInput, model_batch, prepare_image, prepare_input
 from .runner import OutputDirError, check_output_dir, export_images
 from .summary import ExportSummary, ImageResult
 from .wandb_log import WandbLogger
@@ -47,6 +48,7 @@ __all__ = [
     "export_factors",
     "export_images",
     "main",
+    "model_batch",
     "prepare_image",
     "prepare_input",
 ]

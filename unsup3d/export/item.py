@@ -22,14 +22,8 @@ Per image ``<output>/<name>/`` (``name`` is the file stem, made unique when two 
 ``params.json``             viewpoint, light, checkpoint, camera, depth mapping, mesh stats, options
 ``turntable.mp4``           (``--video``) textured yaw sweep -90..90 degrees; ``turntable_shape.mp4``
                             the shape alone (grey Lambertian); ``relight.mp4`` a light circling the face;
-                            ``.gif`` instead with ``--gif``
+                            ``.gif`` instead with ``--gif``; ``ExportOptions.videos`` picks some
 ==========================  ==========================================================================
-
-Mesh frame (see :mod:`unsup3d.mesh`): y up, the face towards +z (common viewers show it upright and
-frontal), x/y centred, z = 0 at the model's rotation centre. The posed mesh is the canonical one warped
-by the predicted view, ``P' = R (P - c) + c + t``, in the same axes with the origin at the rotation
-centre ``c`` (no x/y centring, so the translation is kept; the camera is at ``(0, 0, rot_center_depth)``
-looking along -z).
 
 Mesh frame (see :mod:`unsup3d.mesh`): y up, the face towards +z (common viewers show it upright and
 frontal), x/y centred, z = 0 at the model's rotation centre. The posed mesh is the canonical one warped
@@ -129,7 +123,8 @@ def _write_meshes(
 
 
 def _write_videos(model, factors, index: int, out_dir: Path, options: ExportOptions) -> list[str]:
-    """The turntable (textured and shape-only) and relighting videos of item ``index``. Returns the file names."""
+    """The turntable (textured and shape-only) and relighting videos of item ``index`` (those in
+    ``options.videos``). Returns the file names."""
     r = model.renderer
     i = slice(index, index + 1)
     depth = factors.canon_depth[i].detach().float()
@@ -147,7 +142,8 @@ def _write_videos(model, factors, index: int, out_dir: Path, options: ExportOpti
                 r, factors.canon_albedo[i].detach().float(), depth, factors.light_ambient[i].detach().float(),
                 factors.light_diffuse[i].detach().float(), n, image_size=size),
         }
-        for name, render in clips.items():
+        for name in options.videos:
+            render = clips[name]
             frames = render()[:, 0].clamp(0, 1)  # T x 3 x S' x S'
             files.append(write_video(out_dir / f"{name}{ext}", frames.cpu(), fps=options.fps, durable=False).name)
     return files

@@ -5,10 +5,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["MESH_FORMATS", "TEXTURES", "ExportOptions"]
+__all__ = ["MESH_FORMATS", "TEXTURES", "VIDEOS", "ExportOptions"]
 
 MESH_FORMATS = ("obj", "glb", "ply")
 TEXTURES = ("canonical", "albedo")
+#: The videos of ``--video``: textured turntable, shape-only turntable, relighting.
+VIDEOS = ("turntable", "turntable_shape", "relight")
 
 
 @dataclass
@@ -24,6 +26,7 @@ class ExportOptions:
         detect_face: crop around the largest human face (OpenCV Haar cascade) before resizing.
         background: RGB (0..255) behind transparent pixels of RGBA inputs.
         video: write the turntable and relighting videos; ``gif`` writes them as GIFs.
+        videos: which of :data:`VIDEOS` ``video`` writes (default all).
         num_frames, fps, output_size: video frames per clip, frame rate and frame side in pixels.
         batch_size: images per model call.
         overwrite: replace existing output folders (otherwise those images are skipped).
@@ -39,6 +42,7 @@ class ExportOptions:
     background: tuple[int, int, int] = (255, 255, 255)
     video: bool = False
     gif: bool = False
+    videos: tuple[str, ...] = VIDEOS
     num_frames: int = 30
     fps: float = 15.0
     output_size: int = 256
@@ -51,6 +55,10 @@ class ExportOptions:
         bad = [f for f in self.formats if f not in MESH_FORMATS]
         if bad:
             raise ValueError(f"unknown mesh format(s) {bad}; choose from {list(MESH_FORMATS)}")
+        self.videos = tuple(dict.fromkeys(self.videos))
+        bad = [v for v in self.videos if v not in VIDEOS]
+        if bad:
+            raise ValueError(f"unknown video(s) {bad}; choose from {list(VIDEOS)}")
         if self.texture not in TEXTURES:
             raise ValueError(f"texture must be one of {list(TEXTURES)}, got {self.texture!r}")
         if self.texture_size is not None and int(self.texture_size) < 1:
@@ -74,5 +82,5 @@ class ExportOptions:
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
-        d["formats"], d["background"] = list(self.formats), list(self.background)
+        d["formats"], d["background"], d["videos"] = list(self.formats), list(self.background), list(self.videos)
         return d

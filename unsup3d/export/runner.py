@@ -12,7 +12,6 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -22,7 +21,7 @@ from unsup3d.io import atomic_dir
 from .inputs import InputError, assign_output_names
 from .item import FactorArrays, export_factors
 from .options import ExportOptions
-from .prepare import prepare_input
+from .prepare import model_batch, prepare_input
 from .summary import ExportSummary, ImageResult
 
 __all__ = ["OutputDirError", "check_output_dir", "export_images"]
@@ -125,10 +124,7 @@ def export_images(
                     note(ImageResult(str(path), "failed", _error_message(exc)))
             if not items:
                 continue
-            # B x 3 x S x S in [0, 1]; made contiguous: a permuted (channels-last) input sends the convolutions
-            # down a slower path at small batch sizes
-            batch = torch.from_numpy(np.stack([it[2].image for it in items])).permute(0, 3, 1, 2).contiguous()
-            batch = batch.to(device=device, dtype=torch.float32).div_(255.0)
+            batch = model_batch([it[2].image for it in items], device)  # B x 3 x S x S in [0, 1]
             try:
                 with torch.inference_mode():
                     factors = model(batch)
@@ -138,17 +134,7 @@ def export_images(
                     note(ImageResult(str(path), "failed", f"model failed on this batch: {_error_message(exc)}"))
                 continue
             for i, (path, target, prep) in enumerate(items):
-                info = {
-                    "input": {
-                        "path": str(path.resolve()),
-                        "name": target.name,
-                        "source_size": list(prep.source_size),
-                        "crop_box": list(prep.crop_box),
-                        "face_detection": bool(options.detect_face),
-                        "face_box": list(prep.face_box) if prep.face_box is not None else None,
-                    },
-                    "checkpoint": checkpoint,
-                }
+                info = {"input": prep.record(path, target.name), "checkpoint": checkpoint}
                 try:
                     # files inside are written without per-file fsyncs, and none for the folder either:
                     # it appears whole or not at all, and fsyncs would cost more than the model pass

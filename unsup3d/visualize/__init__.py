@@ -3,7 +3,14 @@
 Videos are written by :func:`unsup3d.io.write_video`, beside the other file writers.
 """
 
-from .animation import normal_shaded, relight_frames, turntable_frames, yaw_views
+from .animation import (
+    normal_shaded,
+    relight_frames,
+    relight_images,
+    render_views,
+    turntable_frames,
+    yaw_views,
+)
 from .panels import (
     confidence_to_image,
     depth_to_image,
@@ -24,6 +31,8 @@ __all__ = [
     "normal_shaded",
     "normal_to_image",
     "relight_frames",
+    "relight_images",
+    "render_views",
     "symmetry_line",
     "to_uint8",
     "turntable_frames",

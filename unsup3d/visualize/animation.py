@@ -1,5 +1,6 @@
 """Animations of the canonical factors: turntables (a yaw sweep of the textured or shape-only mesh)
-and relighting (a light circling the face).
+and relighting (a light circling the face), and their single frames: the mesh seen from any viewpoints
+(:func:`render_views`) and relit from any light directions (:func:`relight_images`).
 
 Pure functions over the model's :class:`~unsup3d.renderer.Renderer`: tensors in, frames out, ``T x B x C x
 H' x W'`` in ``[0, 1]`` (``T`` frames of ``B`` items). The viewpoint ``(rx, ry, rz, tx, ty, tz)`` and
@@ -16,7 +17,7 @@ import torch
 from unsup3d.renderer import Renderer, shading
 from unsup3d.visualize.panels import normal_to_image
 
-__all__ = ["normal_shaded", "relight_frames", "turntable_frames", "yaw_views"]
+__all__ = ["normal_shaded", "relight_frames", "relight_images", "render_views", "turntable_frames", "yaw_views"]
 
 # Light of the shape-only renders: from the upper left and mostly frontal. In the renderer's frame
 # (y down, normals of a surface facing the camera are (0, 0, 1)), n . l > 0 lights a surface, so
@@ -54,28 +55,52 @@ def yaw_views(
     return views
 
 
-def _render_many(
+def render_views(
     renderer: Renderer,
     texture: torch.Tensor,
     canon_depth: torch.Tensor,
     views: torch.Tensor,
-    image_size,
-    background,
-    max_batch: int,
+    image_size: int | tuple[int, int] | None = None,
+    background: float | torch.Tensor = 0.0,
+    max_batch: int = 256,
 ) -> torch.Tensor:
-    """Render ``texture[i]`` (``B x C x H x W``) on ``canon_depth[i]`` for every view ``views[t]``
-    (``T x B x 6``), ``max(1, max_batch // B)`` frames per renderer call. Returns ``T x B x C x H' x W'``."""
-    t, b = views.shape[:2]
+    """Render each textured canonical mesh from several viewpoints (``Renderer.render_view``, batched).
+
+    Args:
+        renderer: the model's renderer.
+        texture: ``B x C x H x W`` texture in the canonical frame.
+        canon_depth: ``B x H x W`` canonical depth.
+        views: ``T x 6`` (the same views for every item) or ``T x B x 6`` viewpoints
+            ``(rx, ry, rz, tx, ty, tz)``, radians (the renderer's convention, ``R = Rz Ry Rx``).
+        image_size: output size ``S'`` or ``(H', W')``; default ``H x W``.
+        background: value of uncovered pixels (float or tensor broadcastable to ``N x C x H' x W'``).
+        max_batch: at most this many images per renderer call (``max(1, max_batch // B)`` views).
+
+    Returns:
+        ``T x B x C x H' x W'``: frame ``t`` of item ``b`` is ``texture[b]`` on ``canon_depth[b]`` seen
+        from ``views[t]`` (or ``views[t, b]``).
+    """
+    if canon_depth.ndim != 3 or texture.ndim != 4 or texture.shape[0] != canon_depth.shape[0]:
+        raise ValueError(f"expected texture B x C x H x W and canon_depth B x H x W, got "
+                         f"{tuple(texture.shape)} and {tuple(canon_depth.shape)}")
+    b = texture.shape[0]
+    if views.ndim == 2:
+        views = views.unsqueeze(1).expand(-1, b, -1)
+    if views.ndim != 3 or views.shape[1:] != (b, 6):
+        raise ValueError(f"expected views T x 6 or T x {b} x 6, got {tuple(views.shape)}")
+    t = views.shape[0]
     per_call = max(1, int(max_batch) // max(b, 1))
     out = []
-    for s in range(0, t, per_call):
-        v = views[s:s + per_call]
-        k = v.shape[0]
-        img = renderer.render_view(
-            texture.repeat(k, 1, 1, 1), canon_depth.repeat(k, 1, 1), v.reshape(k * b, 6),
-            background=background, image_size=image_size,
-        )
-        out.append(img.view(k, b, *img.shape[1:]))
+    with torch.no_grad():
+        texture, canon_depth, views = texture.detach(), canon_depth.detach(), views.detach().to(canon_depth)
+        for s in range(0, t, per_call):
+            v = views[s:s + per_call]
+            k = v.shape[0]
+            img = renderer.render_view(
+                texture.repeat(k, 1, 1, 1), canon_depth.repeat(k, 1, 1), v.reshape(k * b, 6),
+                background=background, image_size=image_size,
+            )
+            out.append(img.view(k, b, *img.shape[1:]))
     return torch.cat(out, 0)
 
 
@@ -99,22 +124,73 @@ def turntable_frames(
         canon_depth: ``B x H x W`` canonical depth.
         num_frames: ``T``.
         max_yaw_deg, pitch_deg: sweep range and fixed pitch (degrees).
-        image_size: output size ``S'`` or ``(H', W')``; default ``H x W``.
-        background: value of uncovered pixels (float or tensor broadcastable to ``N x C x H' x W'``).
-        max_batch: at most this many images per renderer call (the frames are batched).
+        image_size, background, max_batch: as in :func:`render_views`.
 
     Returns:
         ``T x B x C x H' x W'``, values from ``texture`` and ``background``.
     """
-    if canon_depth.ndim != 3 or texture.ndim != 4 or texture.shape[0] != canon_depth.shape[0]:
-        raise ValueError(f"expected texture B x C x H x W and canon_depth B x H x W, got "
-                         f"{tuple(texture.shape)} and {tuple(canon_depth.shape)}")
-    b = texture.shape[0]
     views = yaw_views(num_frames, max_yaw_deg, pitch_deg, device=canon_depth.device, dtype=canon_depth.dtype)
-    views = views.unsqueeze(1).expand(-1, b, -1)
+    return render_views(renderer, texture, canon_depth, views, image_size, background, max_batch)
+
+
+def relight_images(
+    renderer: Renderer,
+    albedo: torch.Tensor,
+    canon_depth: torch.Tensor,
+    ambient: torch.Tensor,
+    diffuse: torch.Tensor,
+    light_dxdy: torch.Tensor,
+    view: torch.Tensor | None = None,
+    image_size: int | tuple[int, int] | None = None,
+    background: float | torch.Tensor = 0.0,
+    max_batch: int = 256,
+) -> torch.Tensor:
+    """Relight the canonical albedo with given light directions, shaded as the model shades.
+
+    Frame ``t`` is lit from ``l_t = normalize(dx_t, dy_t, 1)`` (:func:`unsup3d.renderer.shading.light_direction`):
+    ``img = (albedo / 2 + 0.5) (ambient + diffuse max(0, n . l_t))`` clipped to ``[0, 1]``, with the
+    normals ``renderer.normals(canon_depth)``. With the model's own light (``Factors.light_direction``
+    as ``(dx, dy)``) this is its canonical image.
+
+    Args:
+        renderer: the model's renderer.
+        albedo: ``B x 3 x H x W`` canonical albedo in ``[-1, 1]``.
+        canon_depth: ``B x H x W``.
+        ambient, diffuse: ``B`` light strengths (``Factors.light_ambient``, ``light_diffuse``).
+        light_dxdy: ``T x 2`` (the same lights for every item) or ``T x B x 2`` light parameters
+            ``(dx, dy)``, the model's (netL's) units.
+        view: optional ``B x 6`` viewpoint: render the relit canonical image into it (e.g.
+            ``Factors.view`` to relight the input as seen). When ``view`` is None and ``image_size`` is
+            None, the canonical images are returned as they are; with only ``image_size``, they are
+            rendered from the canonical view at that size.
+        image_size, background, max_batch: as in :func:`render_views` (used when rendering).
+
+    Returns:
+        ``T x B x 3 x H' x W'`` in ``[0, 1]`` (``H' x W' = H x W`` unless rendered at ``image_size``).
+    """
+    if albedo.ndim != 4 or canon_depth.ndim != 3 or albedo.shape[0] != canon_depth.shape[0]:
+        raise ValueError(f"expected albedo B x 3 x H x W and canon_depth B x H x W, got "
+                         f"{tuple(albedo.shape)} and {tuple(canon_depth.shape)}")
+    b = albedo.shape[0]
+    if light_dxdy.ndim not in (2, 3) or light_dxdy.shape[-1] != 2 or light_dxdy.shape[1:-1] not in ((), (b,)):
+        raise ValueError(f"expected light_dxdy T x 2 or T x {b} x 2, got {tuple(light_dxdy.shape)}")
     with torch.no_grad():
-        return _render_many(renderer, texture.detach(), canon_depth.detach(), views, image_size, background,
-                            max_batch)
+        depth = canon_depth.detach()
+        normal = renderer.normals(depth)  # B x H x W x 3
+        light = shading.light_direction(light_dxdy.detach().to(depth))  # T x 3 or T x B x 3
+        if light.ndim == 2:
+            light = light.unsqueeze(1)
+        lambert = shading.lambertian(normal.unsqueeze(0), light)  # T x B x H x W
+        ambient, diffuse = ambient.detach().view(1, b).to(depth), diffuse.detach().view(1, b).to(depth)
+        shade_map = shading.shading_map(ambient, diffuse, lambert)
+        frames = shading.shade((albedo.detach().to(depth) / 2 + 0.5).unsqueeze(0), shade_map).clamp(0, 1)
+        if view is None and image_size is None:
+            return frames
+        views = depth.new_zeros(b, 6) if view is None else view.detach().to(depth)
+        out = []
+        for frame in frames:  # each frame has its own texture
+            out.append(render_views(renderer, frame, depth, views.unsqueeze(0), image_size, background, max_batch))
+        return torch.cat(out, 0).clamp(0, 1)
 
 
 def relight_frames(
@@ -130,52 +206,26 @@ def relight_frames(
     background: float | torch.Tensor = 0.0,
     max_batch: int = 256,
 ) -> torch.Tensor:
-    """Relight the canonical albedo with a light moving on a circle.
+    """Relight the canonical albedo with a light moving on a circle (:func:`relight_images`).
 
-    The light direction of frame ``t`` is ``(r cos a_t, r sin a_t, 1)`` normalised,
-    ``a_t = 2 pi t / T``, and the shading is the model's:
-    ``img = (albedo / 2 + 0.5) (ambient + diffuse max(0, n . l))`` clipped to ``[0, 1]``, with the
-    normals ``renderer.normals(canon_depth)``.
+    The light of frame ``t`` is ``(dx, dy) = (r cos a_t, r sin a_t)``, ``a_t = 2 pi t / T``.
 
     Args:
-        renderer: the model's renderer.
-        albedo: ``B x 3 x H x W`` canonical albedo in ``[-1, 1]``.
-        canon_depth: ``B x H x W``.
-        ambient, diffuse: ``B`` light strengths (``Factors.light_ambient``, ``light_diffuse``).
         num_frames: ``T``.
-        radius: radius of the circle of ``(dx, dy)``.
-        view: optional ``B x 6`` viewpoint: render the relit canonical image into it (e.g.
-            ``Factors.view`` to relight the input as seen). When ``view`` is None and ``image_size`` is
-            None, the canonical images are returned as they are; with only ``image_size``, they are
-            rendered from the canonical view at that size.
-        image_size, background, max_batch: as in :func:`turntable_frames` (used when rendering).
+        radius: radius ``r`` of the circle of ``(dx, dy)``.
+        renderer, albedo, canon_depth, ambient, diffuse, view, image_size, background, max_batch: as in
+            :func:`relight_images`.
 
     Returns:
-        ``T x B x 3 x H' x W'`` in ``[0, 1]`` (``H' x W' = H x W`` unless rendered at ``image_size``).
+        ``T x B x 3 x H' x W'`` in ``[0, 1]``.
     """
-    if albedo.ndim != 4 or canon_depth.ndim != 3 or albedo.shape[0] != canon_depth.shape[0]:
-        raise ValueError(f"expected albedo B x 3 x H x W and canon_depth B x H x W, got "
-                         f"{tuple(albedo.shape)} and {tuple(canon_depth.shape)}")
     if int(num_frames) < 1:
         raise ValueError(f"num_frames must be positive, got {num_frames}")
-    b = albedo.shape[0]
     t = int(num_frames)
-    with torch.no_grad():
-        depth = canon_depth.detach()
-        normal = renderer.normals(depth)  # B x H x W x 3
-        ang = torch.arange(t, device=depth.device, dtype=depth.dtype) * (2 * math.pi / t)
-        light = shading.light_direction(torch.stack([radius * ang.cos(), radius * ang.sin()], -1))  # T x 3
-        lambert = shading.lambertian(normal.unsqueeze(0), light.unsqueeze(1))  # T x B x H x W
-        shade_map = shading.shading_map(ambient.detach().view(1, b), diffuse.detach().view(1, b), lambert)
-        frames = shading.shade((albedo.detach() / 2 + 0.5).unsqueeze(0), shade_map).clamp(0, 1)
-        if view is None and image_size is None:
-            return frames
-        views = depth.new_zeros(b, 6) if view is None else view.detach()
-        out = []
-        for i in range(t):  # each frame has its own texture
-            out.append(_render_many(renderer, frames[i], depth, views.unsqueeze(0), image_size, background,
-                                    max_batch))
-        return torch.cat(out, 0).clamp(0, 1)
+    ang = torch.arange(t, device=canon_depth.device, dtype=canon_depth.dtype) * (2 * math.pi / t)
+    dxdy = torch.stack([radius * ang.cos(), radius * ang.sin()], -1)  # T x 2
+    return relight_images(renderer, albedo, canon_depth, ambient, diffuse, dxdy, view, image_size, background,
+                          max_batch)
 
 
 def normal_shaded(
