@@ -112,3 +112,36 @@ def test_image_logger_wandb_offline(tmp_path, monkeypatch):
     assert any(n.endswith(".mp4") for n in names), names
     assert run_dir is not None
     assert (tmp_path / "images" / "step_1" / "input_symline.png").exists()
+
+
+def test_speed_check_warns_only_when_far_slower():
+    import types
+    import warnings as _w
+
+    from unsup3d.callbacks import SpeedCheck
+
+    def run(expected, step_seconds):
+        cb = SpeedCheck(expected_step_seconds=expected, factor=3.0, start_step=1, check_at_step=3)
+        trainer = types.SimpleNamespace(global_step=0, is_global_zero=True)
+        clock = [0.0]
+        import unsup3d.callbacks as cbm
+
+        real = cbm.time.perf_counter
+        cbm.time.perf_counter = lambda: clock[0]
+        try:
+            with _w.catch_warnings(record=True) as caught:
+                _w.simplefilter("always")
+                for step in range(1, 5):
+                    trainer.global_step = step
+                    clock[0] += step_seconds
+                    cb.on_train_batch_end(trainer, None, None, None, step)
+        finally:
+            cbm.time.perf_counter = real
+        return cb, [str(w.message) for w in caught]
+
+    cb, msgs = run(0.5, 0.6)
+    assert cb.measured == pytest.approx(0.6) and not msgs
+    cb, msgs = run(0.5, 2.0)
+    assert len(msgs) == 1 and "4.0x slower" in msgs[0] and "2.00 s per step" in msgs[0]
+    with pytest.raises(ValueError):
+        SpeedCheck(expected_step_seconds=0)

@@ -412,3 +412,22 @@ def test_exported_faces_are_the_rasterized_faces(tiny, tmp_path):
         assert np.array_equal(np.array(faces), grid_faces(n, n).numpy())
         if border == 0:
             assert np.array_equal(np.array(faces), grid_faces(S, S).numpy())
+
+
+def test_bf16_export_is_close_to_fp32(tiny, tmp_path):
+    """--precision bf16 runs the networks under bf16 autocast; depth and meshes stay fp32 and close."""
+    model, _ = tiny
+    photo = tmp_path / "face.png"
+    Image.fromarray(_pattern(S, S)).save(photo)
+    depths = {}
+    for precision in ("fp32", "bf16"):
+        out = tmp_path / precision
+        summary = export_images(model, [photo], out, ExportOptions(progress=False, precision=precision))
+        assert not summary.failed, summary.report()
+        depth = np.load(next(out.rglob("depth.npy")))
+        assert depth.dtype == np.float32
+        depths[precision] = depth
+    diff = np.abs(depths["fp32"] - depths["bf16"]).max()
+    assert 0 < diff < 0.02, diff
+    with pytest.raises(ValueError, match="precision"):
+        ExportOptions(precision="fp8")

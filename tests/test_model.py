@@ -328,3 +328,15 @@ def test_bad_hyperparameters_are_rejected():
         tiny(lr=-1.0)
     with pytest.raises(ValueError, match="image"):
         tiny()(torch.rand(1, 3, 64, 64))
+
+
+def test_canonical_only_forward_equals_the_full_ones_canonical_factors():
+    m = tiny().eval()
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        full, canon = m(x), m(x, reconstruct=False)
+    for name in ("canon_depth", "canon_albedo", "canon_normal", "canon_diffuse_shading", "canon_shading",
+                 "canon_image", "light_ambient", "light_diffuse", "light_direction", "view"):
+        assert torch.equal(getattr(full, name), getattr(canon, name)), name
+    assert canon.recon_image is None and canon.recon_depth is None and canon.conf_sigma_l1 is None
+    assert canon.canon_depth_flip is None

@@ -4,7 +4,8 @@ Training, evaluation, logging and export all read these fields instead of re-run
 model. ``B`` is the input batch size, ``H x W`` the model's image size. Images are in ``[-1, 1]``
 unless said otherwise. Fields ending in ``_flip`` belong to the mirrored canonical factors (the
 symmetry branch of the method; ``None`` in the no-flip ablation); the unflipped fields are the
-prediction for the input as seen.
+prediction for the input as seen. ``Unsup3D.forward(images, reconstruct=False)`` (exporting) fills
+the canonical fields only; the ``recon_*`` fields are then None too.
 """
 
 from __future__ import annotations
@@ -30,10 +31,10 @@ class Factors:
     light_diffuse: torch.Tensor  # B, diffuse strength
     light_direction: torch.Tensor  # B x 3, unit light direction (dx, dy, 1) normalised
     view: torch.Tensor  # B x 6, (rx, ry, rz) in radians and (tx, ty, tz)
-    recon_depth: torch.Tensor  # B x H x W, canonical depth rendered in the input view
-    recon_normal: torch.Tensor  # B x H x W x 3, normals of recon_depth
-    recon_image: torch.Tensor  # B x 3 x H x W, reconstruction of the input (masked)
-    recon_mask: torch.Tensor  # B x 1 x H x W, valid for both original and flip reconstruction (detached)
+    recon_depth: torch.Tensor | None  # B x H x W, canonical depth rendered in the input view
+    recon_normal: torch.Tensor | None  # B x H x W x 3, normals of recon_depth
+    recon_image: torch.Tensor | None  # B x 3 x H x W, reconstruction of the input (masked)
+    recon_mask: torch.Tensor | None  # B x 1 x H x W, valid for both original and flip reconstruction (detached)
     canon_depth_flip: torch.Tensor | None  # B x H x W, mirrored canonical depth
     canon_albedo_flip: torch.Tensor | None  # B x 3 x H x W
     canon_image_flip: torch.Tensor | None  # B x 3 x H x W

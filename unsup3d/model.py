@@ -216,7 +216,7 @@ class Unsup3D(pl.LightningModule):
         return {n: getattr(self, n).state_dict() for n in self.network_names}
 
     # -------------------------------------------------------------------------------- forward
-    def forward(self, images: torch.Tensor) -> Factors:
+    def forward(self, images: torch.Tensor, reconstruct: bool = True) -> Factors:
         """Factor images into depth, albedo, light and view, and re-render them.
 
         The five networks run in whatever precision the caller's autocast context gives them
@@ -226,6 +226,9 @@ class Unsup3D(pl.LightningModule):
 
         Args:
             images: ``B x 3 x S x S`` in ``[0, 1]``, ``S = image_size``.
+            reconstruct: ``False`` computes the canonical factors only (depth, albedo, normals,
+                shading, canonical image, light, view), as exporting needs: no confidence maps, no
+                mirrored branch, no warp; the ``recon_*``, ``*_flip`` and ``conf_*`` fields are None.
 
         Returns:
             :class:`~unsup3d.factors.Factors` (every field documents its shape), all float32
@@ -235,9 +238,9 @@ class Unsup3D(pl.LightningModule):
         if images.ndim != 4 or images.shape[1] != 3 or tuple(images.shape[-2:]) != (s, s):
             raise ValueError(f"expected images of shape B x 3 x {s} x {s} in [0, 1], got {tuple(images.shape)}")
         x = images * 2 - 1
-        return self.render_factors(x, self.predict(x))
+        return self.render_factors(x, self.predict(x, reconstruct), reconstruct)
 
-    def predict(self, x: torch.Tensor) -> dict[str, torch.Tensor | None]:
+    def predict(self, x: torch.Tensor, confidence: bool = True) -> dict[str, torch.Tensor | None]:
         """The five networks' raw outputs for ``x`` (``B x 3 x S x S`` in ``[-1, 1]``).
 
         Returns:
@@ -254,16 +257,17 @@ class Unsup3D(pl.LightningModule):
             "albedo": self.netA(x),
             "light": self.netL(x),
             "view": views[: x.shape[0]],
-            "conf": self.netC(x) if self.netC is not None else None,
+            "conf": self.netC(x) if self.netC is not None and confidence else None,
             "view_mirrored": views[x.shape[0]:] if mirrored else None,
         }
 
-    def render_factors(self, x: torch.Tensor, raw: dict[str, Any]) -> Factors:
+    def render_factors(self, x: torch.Tensor, raw: dict[str, Any], reconstruct: bool = True) -> Factors:
         """Decode the networks' raw outputs and re-render the input, in full precision.
 
         Args:
             x: ``B x 3 x S x S`` input in ``[-1, 1]``.
             raw: the output of :meth:`predict` (any float dtype; cast to float32 if half).
+            reconstruct: as in :meth:`forward`.
 
         Returns:
             :class:`~unsup3d.factors.Factors`.
@@ -273,7 +277,7 @@ class Unsup3D(pl.LightningModule):
             conf = raw.get("conf")
             conf_l1, conf_perc = (None, None) if conf is None else (to_full(conf[0]), to_full(conf[1]))
             factors = self._render(x, to_full(raw["depth"]), to_full(raw["albedo"]), to_full(raw["light"]),
-                                   to_full(raw["view"]), conf_l1, conf_perc)
+                                   to_full(raw["view"]), conf_l1, conf_perc, reconstruct)
             if raw.get("view_mirrored") is not None:
                 factors.view_mirrored = to_full(raw["view_mirrored"]) * self._view_ranges(x)
             return factors
@@ -297,7 +301,7 @@ class Unsup3D(pl.LightningModule):
         depth = depth_raw - depth_raw.view(b, -1).mean(1).view(b, 1, 1)
         return _rescale(depth.tanh(), hp.min_depth, hp.max_depth)
 
-    def _render(self, x, depth_raw, albedo, light, view_raw, conf_l1, conf_perc) -> Factors:
+    def _render(self, x, depth_raw, albedo, light, view_raw, conf_l1, conf_perc, reconstruct: bool = True) -> Factors:
         hp = self.hparams
         b, _, h, w = x.shape
 
@@ -315,9 +319,10 @@ class Unsup3D(pl.LightningModule):
         view = view_raw * self._view_ranges(x)
 
         # The symmetry branch renders the mirrored canonical factors with the same light and view.
-        n = 2 if hp.use_flip else 1
-        depth_all = torch.cat([depth, depth.flip(2)], 0) if hp.use_flip else depth
-        albedo_all = torch.cat([albedo, albedo.flip(3)], 0) if hp.use_flip else albedo
+        use_flip = hp.use_flip and reconstruct
+        n = 2 if use_flip else 1
+        depth_all = torch.cat([depth, depth.flip(2)], 0) if use_flip else depth
+        albedo_all = torch.cat([albedo, albedo.flip(3)], 0) if use_flip else albedo
         light_a_all, light_b_all = light_a.repeat(n), light_b.repeat(n)
         light_d_all, view_all = light_d.repeat(n, 1), view.repeat(n, 1)
 
@@ -326,16 +331,25 @@ class Unsup3D(pl.LightningModule):
         shade_map = shading.shading_map(light_a_all, light_b_all, diffuse)
         canon_im = shading.shade(albedo_all / 2 + 0.5, shade_map) * 2 - 1
 
+        if not reconstruct:
+            return Factors(
+                input=x, canon_depth_raw=depth_raw, canon_depth=depth, canon_albedo=albedo, canon_normal=normal,
+                canon_diffuse_shading=diffuse.unsqueeze(1), canon_shading=shade_map.unsqueeze(1),
+                canon_image=canon_im, light_ambient=light_a, light_diffuse=light_b, light_direction=light_d,
+                view=view, recon_depth=None, recon_normal=None, recon_image=None, recon_mask=None,
+                canon_depth_flip=None, canon_albedo_flip=None, canon_image_flip=None, recon_depth_flip=None,
+                recon_image_flip=None, conf_sigma_l1=None, conf_sigma_percl=None)
+
         recon_depth = self.renderer.warp_canon_depth(depth_all, view_all)
         recon_normal = self.renderer.normals(recon_depth)
         grid = self.renderer.inverse_warp_grid(recon_depth, view_all)
         recon_im = F.grid_sample(canon_im, grid, mode="bilinear", align_corners=True)
         valid = self.renderer.visible_mask(recon_depth).to(x.dtype)
-        valid = valid[:b] * valid[b:] if hp.use_flip else valid
+        valid = valid[:b] * valid[b:] if use_flip else valid
         mask = valid.unsqueeze(1).detach()  # B x 1 x H x W, valid for both reconstructions
         recon_im = recon_im * mask.repeat(n, 1, 1, 1)
 
-        flip = slice(b, 2 * b) if hp.use_flip else None
+        flip = slice(b, 2 * b) if use_flip else None
         return Factors(
             input=x,
             canon_depth_raw=depth_raw,

@@ -192,7 +192,7 @@ def reconstruct(
     prep = prepare_input(photo, size, detect_face, options.background, max_pixels=max_pixels)
     device = next(model.parameters()).device
     with torch.inference_mode():
-        factors = model(model_batch([prep.image], device))
+        factors = model(model_batch([prep.image], device), reconstruct=False)
     name = _result_name(photo)
     target = Path(work_dir) / name
     info = {"input": {**prep.record(photo, name), "original_name": photo.name}, "checkpoint": checkpoint}

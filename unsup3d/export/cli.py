@@ -14,7 +14,7 @@ from pathlib import Path
 from unsup3d.checkpoint import CheckpointError, load_model, resolve_device
 
 from .inputs import collect_inputs
-from .options import MESH_FORMATS, TEXTURES, ExportOptions
+from .options import MESH_FORMATS, PRECISIONS, TEXTURES, ExportOptions
 from .runner import OutputDirError, check_output_dir, export_images
 from .summary import ExportSummary
 from .wandb_log import WandbLogger
@@ -104,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("run")
     g.add_argument("--batch-size", type=_positive_int, default=16, metavar="N", help="images per model call (16)")
     g.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda[:N] (default auto)")
+    g.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help="the networks' precision: fp32 (default) or bf16 (about 2x faster on CPUs with AVX512_BF16 "
+                        "or AMX, and on recent GPUs; geometry, meshes and maps stay fp32)")
     g.add_argument("--overwrite", action="store_true",
                    help="replace existing output folders (default: skip those images)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -129,7 +132,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             crop_border=args.crop_border, posed=args.posed, detect_face=args.detect_face,
             background=args.background, video=args.video or args.gif, gif=args.gif,
             num_frames=args.num_frames, fps=args.fps, output_size=args.output_size,
-            batch_size=args.batch_size, overwrite=args.overwrite, progress=not args.no_progress,
+            batch_size=args.batch_size, precision=args.precision, overwrite=args.overwrite,
+            progress=not args.no_progress,
         )
         device = resolve_device(args.device)
     except ValueError as exc:

@@ -126,8 +126,9 @@ def export_images(
                 continue
             batch = model_batch([it[2].image for it in items], device)  # B x 3 x S x S in [0, 1]
             try:
-                with torch.inference_mode():
-                    factors = model(batch)
+                with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16,
+                                                            enabled=options.precision == "bf16"):
+                    factors = model(batch, reconstruct=False)  # the canonical factors are all it writes
                 arrays = FactorArrays(factors, model, options)
             except Exception as exc:  # noqa: BLE001 - e.g. out of memory: fail this batch only
                 for path, _, _ in items:
