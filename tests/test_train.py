@@ -250,7 +250,7 @@ def test_bf16_mixed_training_step_on_cpu(synth, tmp_path):
 
 def test_validation_logs_ratios_to_the_average_depth_baseline(synth, tmp_path):
     cfg = compose_cfg(["experiment=synthetic_cpu", *TINY, f"dataset.root={synth / 'synthetic'}", "logger=csv",
-                       f"output_dir={tmp_path / 'run'}", "trainer.max_steps=2", "trainer.max_time=null",
+                       f"paths.output_dir={tmp_path / 'run'}", "trainer.max_steps=2", "trainer.max_time=null",
                        "trainer.val_check_interval=1", "trainer.check_val_every_n_epoch=null",
                        "trainer.limit_val_batches=2", "trainer.num_sanity_val_steps=0"])
     summary = train(cfg)
@@ -290,7 +290,7 @@ def test_learning_curve_evaluates_during_training(synth, tmp_path):
     views = {str((root / "test" / r["image"]).resolve()): r["view"] for r in records}
     curve = LearningCurve(dm.test_dataloader(), average_train_depth(dm.dataloader("train")), [1, 2], views)
     cfg = compose_cfg(["experiment=synthetic_cpu", *TINY, f"dataset.root={root}", "logger=none",
-                       f"output_dir={tmp_path / 'run'}", "trainer.max_steps=3", "trainer.max_time=null",
+                       f"paths.output_dir={tmp_path / 'run'}", "trainer.max_steps=3", "trainer.max_time=null",
                        "trainer.limit_val_batches=1", "trainer.num_sanity_val_steps=0"])
     train(cfg, extra_callbacks=[curve])
     assert [r["step"] for r in curve.rows] == [1, 2, 3]  # the chosen steps and the end
