@@ -5,7 +5,8 @@ Every component is built from its ``_target_`` (:func:`unsup3d.config.instantiat
 left out) and the trainer. :func:`validate_config` checks them all against their targets' signatures
 first, so an unknown key or a bad value fails at start-up with a message naming it. Everything is
 written under the run directory :func:`unsup3d.config.run_dir` (``paths.output_dir``: Hydra's run
-directory in the app, or what a composed config sets).
+directory in the app, or what a composed config sets). A SIGTERM or Ctrl-C saves ``last.ckpt`` and
+ends :func:`train` with :class:`~unsup3d.shutdown.TrainingInterrupted`.
 """
 
 from __future__ import annotations
@@ -19,19 +20,20 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar
 from pytorch_lightning.loggers import Logger
-from pytorch_lightning.utilities.exceptions import MisconfigurationException
+from pytorch_lightning.utilities.exceptions import MisconfigurationException, SIGTERMException
 
 from unsup3d.checkpoint import AtomicCheckpointIO, load_checkpoint_file
 from unsup3d.config import ConfigError, check_entries, check_node, instantiate_node, run_dir
 from unsup3d.data import Unsup3DDataModule
 from unsup3d.loggers import finish_loggers
 from unsup3d.model import Unsup3D
+from unsup3d.shutdown import GracefulShutdown, TrainingInterrupted
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "ConfigError", "validate_config", "build_datamodule", "build_model", "build_loggers",
-    "build_callbacks", "build_trainer", "resume_checkpoint", "train",
+    "build_callbacks", "build_trainer", "resume_checkpoint", "train", "TrainingInterrupted",
 ]
 
 
@@ -130,6 +132,10 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
     """Validate ``cfg``, build everything, fit; returns a summary (paths, steps, metrics).
 
     ``extra_callbacks`` are added to the configured ones (e.g. a learning-curve evaluator).
+
+    Raises:
+        ConfigError: a bad key or value.
+        TrainingInterrupted: SIGTERM or SIGINT stopped training (``last.ckpt`` saved; see its message).
     """
     validate_config(cfg)
     output_dir = run_dir(cfg)
@@ -146,7 +152,11 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
         ckpt_path = resume_checkpoint(cfg, callbacks)
         if ckpt_path:
             log.info("resuming from %s", ckpt_path)
-        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        try:
+            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        except SIGTERMException:  # Lightning stopped on a SIGTERM by itself (e.g. during validation)
+            saved = next((c.saved for c in callbacks if isinstance(c, GracefulShutdown)), None)
+            raise TrainingInterrupted("SIGTERM", trainer.global_step, saved) from None
     finally:
         finish_loggers(loggers)
     last = _last_checkpoint(callbacks)
