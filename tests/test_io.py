@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import stat
@@ -251,36 +252,50 @@ def test_write_video_without_ffmpeg(tmp_path, monkeypatch):
     assert not (tmp_path / "v.mp4").exists()
 
 
+class DiskFullAfter:
+    """A binary file whose writes fail with ENOSPC once ``limit`` bytes are written while ``armed``."""
+
+    armed = True
+
+    def __init__(self, fh, limit: int = 0):
+        self._fh, self._left = fh, limit
+
+    def write(self, data) -> int:
+        if DiskFullAfter.armed:
+            self._left -= len(data)
+            if self._left < 0:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return self._fh.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self._fh, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._fh.close()
+
+
+def fill_disk(monkeypatch, limit: int = 0, armed: bool = True) -> None:
+    """Every file the atomic writers open becomes a :class:`DiskFullAfter` (toggle ``DiskFullAfter.armed``)."""
+    import unsup3d.io as io_mod
+
+    real_fdopen = os.fdopen
+    monkeypatch.setattr(io_mod.os, "fdopen", lambda *a, **k: DiskFullAfter(real_fdopen(*a, **k), limit))
+    monkeypatch.setattr(DiskFullAfter, "armed", armed)
+
+
 def test_disk_full_names_the_file_and_keeps_the_old_one(tmp_path, monkeypatch):
     """torch.save reports a failed write as a RuntimeError; atomic_torch_save raises the OSError itself."""
-    import errno
-
-    import unsup3d.io as io_mod
+    from unsup3d.io import is_disk_full
 
     target = tmp_path / "last.ckpt"
     atomic_torch_save({"step": 1}, target)
-    real_fdopen = os.fdopen
-
-    class Full:
-        def __init__(self, fh):
-            self.fh = fh
-
-        def write(self, data):
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-        def __getattr__(self, name):
-            return getattr(self.fh, name)
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            self.fh.close()
-
-    monkeypatch.setattr(io_mod.os, "fdopen", lambda *a, **k: Full(real_fdopen(*a, **k)))
+    fill_disk(monkeypatch, limit=100)
     with pytest.raises(OSError, match=r"cannot write '.*last\.ckpt': No space left on device .*is full") as info:
         atomic_torch_save({"step": 2, "w": torch.zeros(1000)}, target)
-    assert io_mod.is_disk_full(info.value)
+    assert is_disk_full(info.value)
     monkeypatch.undo()
     assert torch.load(target)["step"] == 1
     assert _leftovers(tmp_path) == []

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
+from test_io import DiskFullAfter, fill_disk
 from test_train import REPO, TINY, compose_cfg
 
 from unsup3d.checkpoint import AtomicCheckpointIO
@@ -221,41 +222,12 @@ def test_corrupt_last_checkpoint_falls_back_to_the_newest_readable(damage, data,
 
 
 # ------------------------------------------------------------------------------------------- full disk
-class DiskFullAfter:
-    """A binary file whose writes fail with ENOSPC once ``limit`` bytes are written (when armed)."""
-
-    armed = False
-
-    def __init__(self, fh, limit: int = 4096):
-        self._fh, self._left = fh, limit
-
-    def write(self, data) -> int:
-        if DiskFullAfter.armed:
-            self._left -= len(data)
-            if self._left < 0:
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return self._fh.write(data)
-
-    def __getattr__(self, name):
-        return getattr(self._fh, name)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self._fh.close()
-
-
 def test_full_disk_while_checkpointing_is_a_clear_error_and_keeps_earlier_checkpoints(data, tmp_path, monkeypatch):
-    import unsup3d.io
-
-    real_fdopen = os.fdopen
-    monkeypatch.setattr(unsup3d.io.os, "fdopen", lambda *a, **k: DiskFullAfter(real_fdopen(*a, **k)))
-    monkeypatch.setattr(DiskFullAfter, "armed", False)
+    fill_disk(monkeypatch, limit=4096, armed=False)
     run = tmp_path / "run"
-    fill_disk = AtStep(2, lambda trainer: setattr(DiskFullAfter, "armed", True))  # before step 2's checkpoints
+    disk_fills = AtStep(2, lambda trainer: setattr(DiskFullAfter, "armed", True))  # before step 2's checkpoints
     with pytest.raises(OSError, match=r"cannot write '.*step00000002\.ckpt'.*No space left.*is full") as info:
-        train(compose_cfg(overrides(data, run, "trainer.max_steps=5")), extra_callbacks=[fill_disk])
+        train(compose_cfg(overrides(data, run, "trainer.max_steps=5")), extra_callbacks=[disk_fills])
     assert info.value.errno == errno.ENOSPC
     monkeypatch.setattr(DiskFullAfter, "armed", False)
     assert checkpoint_steps(run / "checkpoints") == {"last.ckpt": 1, "step00000001.ckpt": 1}
