@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import stat
@@ -249,3 +250,64 @@ def test_write_video_without_ffmpeg(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="imageio-ffmpeg"):
         write_video(tmp_path / "v.mp4", torch.rand(2, 3, 8, 8))
     assert not (tmp_path / "v.mp4").exists()
+
+
+class DiskFullAfter:
+    """A binary file whose writes fail with ENOSPC once ``limit`` bytes are written while ``armed``."""
+
+    armed = True
+
+    def __init__(self, fh, limit: int = 0):
+        self._fh, self._left = fh, limit
+
+    def write(self, data) -> int:
+        if DiskFullAfter.armed:
+            self._left -= len(data)
+            if self._left < 0:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return self._fh.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self._fh, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._fh.close()
+
+
+def fill_disk(monkeypatch, limit: int = 0, armed: bool = True) -> None:
+    """Every file the atomic writers open becomes a :class:`DiskFullAfter` (toggle ``DiskFullAfter.armed``)."""
+    import unsup3d.io as io_mod
+
+    real_fdopen = os.fdopen
+    monkeypatch.setattr(io_mod.os, "fdopen", lambda *a, **k: DiskFullAfter(real_fdopen(*a, **k), limit))
+    monkeypatch.setattr(DiskFullAfter, "armed", armed)
+
+
+def test_disk_full_names_the_file_and_keeps_the_old_one(tmp_path, monkeypatch):
+    """torch.save reports a failed write as a RuntimeError; atomic_torch_save raises the OSError itself."""
+    from unsup3d.io import is_disk_full
+
+    target = tmp_path / "last.ckpt"
+    atomic_torch_save({"step": 1}, target)
+    fill_disk(monkeypatch, limit=100)
+    with pytest.raises(OSError, match=r"cannot write '.*last\.ckpt': No space left on device .*is full") as info:
+        atomic_torch_save({"step": 2, "w": torch.zeros(1000)}, target)
+    assert is_disk_full(info.value)
+    monkeypatch.undo()
+    assert torch.load(target)["step"] == 1
+    assert _leftovers(tmp_path) == []
+
+
+def test_remove_stale_temp_files_only_removes_temporary_files(tmp_path):
+    from unsup3d.io import remove_stale_temp_files
+
+    (tmp_path / ".last.ckpt.tmp-abc123").write_bytes(b"half a checkpoint")
+    (tmp_path / "last.ckpt").write_bytes(b"a checkpoint")
+    (tmp_path / "notes.tmp-1").write_text("not hidden: not ours")
+    (tmp_path / ".img.tmp-xyz").mkdir()  # a folder being built by atomic_dir is left alone
+    assert [p.name for p in remove_stale_temp_files(tmp_path)] == [".last.ckpt.tmp-abc123"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".img.tmp-xyz", "last.ckpt", "notes.tmp-1"]
+    assert remove_stale_temp_files(tmp_path / "missing") == []

@@ -10,7 +10,9 @@ Formats:
   (the synthetic-car model has none).
 
 Files are read with ``torch.load(weights_only=True)``; a file that needs full unpickling is refused
-unless ``trust=True`` (``--trust-checkpoint``), since unpickling runs arbitrary code.
+unless ``trust=True`` (``--trust-checkpoint``), since unpickling runs arbitrary code. A zip-format file
+(what ``torch.save`` writes) is first checked against the CRC-32 checksums of its members, so a
+truncated file or one with damaged bytes is refused as corrupt instead of loading wrong weights.
 """
 
 from __future__ import annotations
@@ -18,10 +20,12 @@ from __future__ import annotations
 import os
 import pickle
 import zipfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from unsup3d.io import atomic_torch_save
@@ -30,7 +34,9 @@ from unsup3d.model import NETWORK_NAMES, Unsup3D
 __all__ = [
     "AtomicCheckpointIO",
     "CheckpointError",
+    "checkpoint_dir",
     "is_original_format",
+    "last_checkpoint_path",
     "load_checkpoint_file",
     "load_model",
     "model_from_checkpoint",
@@ -55,6 +61,7 @@ def load_checkpoint_file(path: str | os.PathLike, trust: bool = False, map_locat
     if not _looks_like_torch_file(path):
         raise CheckpointError(
             f"'{path}' is not a readable PyTorch checkpoint (neither a torch zip archive nor a pickle)")
+    _check_zip_members(path)
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -82,6 +89,20 @@ def _looks_like_torch_file(path: Path) -> bool:
         return True
     with open(path, "rb") as fh:
         return fh.read(1) == b"\x80"
+
+
+def _check_zip_members(path: Path) -> None:
+    """Refuse a zip-format checkpoint whose members do not match their CRC-32 (damaged bytes)."""
+    if not zipfile.is_zipfile(path):
+        return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as exc:
+        raise CheckpointError(f"'{path}' is not a readable PyTorch checkpoint (damaged zip archive: "
+                              f"{type(exc).__name__}: {exc})") from exc
+    if bad is not None:
+        raise CheckpointError(f"'{path}' is corrupt: its member '{bad}' does not match its checksum")
 
 
 def _load_untrusted(path: Path, map_location):
@@ -158,6 +179,27 @@ def resolve_device(device: str = "auto"):
         return torch.device(device)
     except RuntimeError as exc:
         raise ValueError(f"unknown device {device!r} (use auto, cpu or cuda)") from exc
+
+
+def _checkpointers(callbacks: Iterable[Any]) -> list[ModelCheckpoint]:
+    return [c for c in callbacks if isinstance(c, ModelCheckpoint) and c.dirpath]
+
+
+def checkpoint_dir(callbacks: Iterable[Any]) -> Path | None:
+    """The folder of training's checkpoints: that of the first :class:`ModelCheckpoint` among
+    ``callbacks`` that writes to a folder (None without one)."""
+    found = _checkpointers(callbacks)
+    return Path(found[0].dirpath) if found else None
+
+
+def last_checkpoint_path(callbacks: Iterable[Any]) -> Path | None:
+    """``<folder>/last.ckpt`` of the first :class:`ModelCheckpoint` among ``callbacks`` that writes one
+    (``save_last``); None without one."""
+    found = [c for c in _checkpointers(callbacks) if c.save_last]
+    if not found:
+        return None
+    mc = found[0]
+    return Path(mc.dirpath) / f"{mc.CHECKPOINT_NAME_LAST}{mc.FILE_EXTENSION}"
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -3,7 +3,9 @@
 ``unsup3d-train`` (:func:`train_command`) and ``unsup3d-eval`` (:func:`eval_command`) take Hydra's
 command line: ``key=value`` and ``group=option`` overrides, ``hydra.run.dir=DIR``, ``--help``,
 ``--cfg job``, ``-m`` for sweeps. ``scripts/train.py`` and ``scripts/eval.py`` only call them. A bad key
-or value exits with status 2 and a message naming it.
+or value (or a resume of a run with other settings) exits with status 2 and a message naming it; a
+training stopped by SIGTERM or Ctrl-C exits with 143 or 130 after saving ``last.ckpt``; a write that
+fails (a full disk) exits with status 1 and a message naming the file.
 
 The other commands live with their concepts: ``unsup3d-export`` (:mod:`unsup3d.export.cli`) and
 ``unsup3d-make-synthetic`` (:mod:`unsup3d.data.synthetic.cli`).
@@ -20,7 +22,7 @@ from omegaconf import DictConfig
 from unsup3d.checkpoint import CheckpointError
 from unsup3d.config import ConfigError
 from unsup3d.evaluation import run_evaluation
-from unsup3d.training import train
+from unsup3d.training import TrainingInterrupted, train
 
 __all__ = ["LEGACY_OVERRIDES", "eval_command", "train_command", "translate_legacy_overrides"]
 
@@ -48,6 +50,12 @@ def _train_app(cfg: DictConfig) -> None:
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except TrainingInterrupted as exc:
+        print(str(exc), file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except OSError as exc:  # a full disk, a vanished dataset folder: the message names the path
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")

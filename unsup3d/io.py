@@ -14,7 +14,11 @@ rename (never half-written), but skip the per-file fsyncs - the folder appears a
 ``atomic_dir(durable=True)`` fsyncs all its files once, just before renaming it into place.
 
 Folders that cannot be written raise :class:`PermissionError` (or another :class:`OSError`) whose
-message names the folder.
+message names the folder. A full disk (or quota) while writing raises an :class:`OSError` with errno
+``ENOSPC`` / ``EDQUOT`` whose message names the file and says that the disk is full
+(:func:`is_disk_full` recognises it); the temporary file is removed and an existing target is unchanged.
+A process killed outright (``kill -9``) can leave a temporary file behind, never a half-written target;
+:func:`remove_stale_temp_files` clears them.
 """
 
 from __future__ import annotations
@@ -45,12 +49,18 @@ __all__ = [
     "atomic_save_text",
     "atomic_torch_save",
     "atomic_write",
+    "is_disk_full",
+    "remove_stale_temp_files",
     "to_pil",
     "VIDEO_EXTENSIONS",
     "write_video",
 ]
 
 VIDEO_EXTENSIONS = (".mp4", ".gif")
+#: errno values of a full disk or an exhausted quota.
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+# Infix of the temporary siblings the writers create: ``.<name>.tmp-XXXX``.
+_TEMP_INFIX = ".tmp-"
 
 
 def _umask_mode(default: int = 0o666) -> int:
@@ -76,7 +86,7 @@ def _prepare_parent(path: Path) -> Path:
 
 def _mkstemp(parent: Path, name: str) -> tuple[int, str]:
     try:
-        return tempfile.mkstemp(prefix=f".{name}.tmp-", dir=parent)
+        return tempfile.mkstemp(prefix=f".{name}{_TEMP_INFIX}", dir=parent)
     except OSError as exc:
         raise type(exc)(exc.errno, f"cannot write to folder {str(parent)!r}: {exc.strerror}") from exc
 
@@ -107,6 +117,37 @@ def _fsync_tree(folder: Path) -> None:
         _fsync_dir(Path(root))
 
 
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` is an :class:`OSError` of a full disk or an exhausted quota."""
+    return isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS
+
+
+def _disk_full_error(exc: OSError, path: Path) -> OSError:
+    """``exc`` (a full disk) as an :class:`OSError` of the same errno whose message names ``path``."""
+    return OSError(exc.errno, f"cannot write {str(path)!r}: {exc.strerror or exc} (the disk or quota of "
+                              f"{str(path.parent)!r} is full); nothing was written and an existing file "
+                              "of that name is unchanged")
+
+
+def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files (``.<name>.tmp-XXXX``) that writes interrupted by a killed process
+    left in ``folder`` (not in its sub-folders). Only call it when no other process writes there.
+
+    Returns:
+        The removed paths (none when the folder does not exist).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for path in folder.iterdir():
+        if path.name.startswith(".") and _TEMP_INFIX in path.name and path.is_file() and not path.is_symlink():
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed.append(path)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_write(
     path: str | os.PathLike, mode: str = "wb", encoding: str | None = None, *, durable: bool = True
@@ -128,7 +169,8 @@ def atomic_write(
 
     Raises:
         PermissionError / OSError: the folder cannot be created or written (the message names it).
-        Any exception raised in the ``with`` body propagates after the temporary file is removed;
+        OSError: the disk is full (errno ``ENOSPC`` / ``EDQUOT``; the message names the file).
+        Any other exception raised in the ``with`` body propagates after the temporary file is removed;
         the target (if it existed) is unchanged.
     """
     if mode not in ("w", "wb", "wt"):
@@ -146,9 +188,11 @@ def atomic_write(
                 os.fsync(fh.fileno())
         os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if is_disk_full(exc):
+            raise _disk_full_error(exc, path) from exc
         raise
     if durable:
         _fsync_dir(parent)
@@ -263,10 +307,43 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike, *, durable: bool = True
     """``torch.save(obj, path)`` atomically (for checkpoints; ``durable``: see :func:`atomic_write`).
 
     Returns the path.
+
+    Raises:
+        OSError: the file could not be written (e.g. a full disk: errno ``ENOSPC``, the message naming
+            the file), rather than the ``RuntimeError`` torch's writer turns it into.
     """
     with atomic_write(path, "wb", durable=durable) as fh:
-        torch.save(obj, fh)
+        sink = _RecordingWriter(fh)
+        try:
+            torch.save(obj, sink)
+        except RuntimeError as exc:
+            if sink.error is not None:
+                raise sink.error from exc
+            raise
     return Path(path)
+
+
+class _RecordingWriter:
+    """A binary file's ``write`` and ``flush`` that remember the :class:`OSError` they raised (torch's
+    zip writer reports a failed write as a ``RuntimeError`` without it)."""
+
+    def __init__(self, fh: IO[bytes]):
+        self._fh = fh
+        self.error: OSError | None = None
+
+    def write(self, data) -> int:
+        try:
+            return self._fh.write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def flush(self) -> None:
+        try:
+            self._fh.flush()
+        except OSError as exc:
+            self.error = exc
+            raise
 
 
 def _frames_uint8(frames) -> np.ndarray:
@@ -381,7 +458,7 @@ def atomic_dir(target: str | os.PathLike, overwrite: bool = False, *, durable: b
     parent = target.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=parent))
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}{_TEMP_INFIX}", dir=parent))
     except OSError as exc:
         raise type(exc)(exc.errno, f"cannot write to folder {str(parent)!r}: {exc.strerror}") from exc
     try:

@@ -6,6 +6,11 @@ left out) and the trainer. :func:`validate_config` checks them all against their
 first, so an unknown key or a bad value fails at start-up with a message naming it. Everything is
 written under the run directory :func:`unsup3d.config.run_dir` (``paths.output_dir``: Hydra's run
 directory in the app, or what a composed config sets).
+
+Resuming (:func:`resume_checkpoint`, :mod:`unsup3d.resume`): every checkpoint records the run's
+config; ``resume=true`` continues from the newest readable checkpoint of the run's checkpoint folder
+only when the keys that decide what is trained match, and sets corrupt files aside. A SIGTERM or
+Ctrl-C saves ``last.ckpt`` and ends :func:`train` with :class:`~unsup3d.shutdown.TrainingInterrupted`.
 """
 
 from __future__ import annotations
@@ -17,21 +22,31 @@ from typing import Any
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
-from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar
+from pytorch_lightning.callbacks import LearningRateMonitor, ProgressBar
 from pytorch_lightning.loggers import Logger
-from pytorch_lightning.utilities.exceptions import MisconfigurationException
+from pytorch_lightning.utilities.exceptions import MisconfigurationException, SIGTERMException
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
-from unsup3d.checkpoint import AtomicCheckpointIO, load_checkpoint_file
+from unsup3d.checkpoint import AtomicCheckpointIO, checkpoint_dir, last_checkpoint_path, load_checkpoint_file
 from unsup3d.config import ConfigError, check_entries, check_node, instantiate_node, run_dir
 from unsup3d.data import Unsup3DDataModule
+from unsup3d.io import remove_stale_temp_files
 from unsup3d.loggers import finish_loggers
 from unsup3d.model import Unsup3D
+from unsup3d.resume import (
+    RecordRunConfig,
+    SetAsidePreviousRun,
+    check_resume,
+    find_resume_checkpoint,
+    run_record,
+)
+from unsup3d.shutdown import GracefulShutdown, TrainingInterrupted
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "ConfigError", "validate_config", "build_datamodule", "build_model", "build_loggers",
-    "build_callbacks", "build_trainer", "resume_checkpoint", "train",
+    "build_callbacks", "build_trainer", "resume_checkpoint", "train", "TrainingInterrupted",
 ]
 
 
@@ -59,6 +74,10 @@ def validate_config(cfg: DictConfig) -> None:
             raise ConfigError(f"bad value for 'dataset.{key}': {cfg.dataset[key]} (must be positive)")
     if cfg.dataset.get("num_workers", 0) < 0:
         raise ConfigError(f"bad value for 'dataset.num_workers': {cfg.dataset.num_workers} (must be >= 0)")
+    allow = cfg.get("resume_allow_changes") or []
+    if isinstance(allow, str) or not all(isinstance(k, str) for k in allow):
+        raise ConfigError(f"bad value for 'resume_allow_changes': {allow!r} (expected a list of keys, "
+                          "e.g. [dataset.root])")
 
 
 def build_datamodule(cfg: DictConfig) -> Unsup3DDataModule:
@@ -110,30 +129,80 @@ def build_trainer(cfg: DictConfig, loggers: list[Logger], callbacks: list[pl.Cal
         raise ConfigError(f"bad configuration of 'trainer': {exc}") from exc
 
 
-def _checkpointer(callbacks: list[pl.Callback]) -> ModelCheckpoint | None:
-    return next((c for c in callbacks if isinstance(c, ModelCheckpoint) and c.dirpath), None)
-
-
-def _last_checkpoint(callbacks: list[pl.Callback]) -> Path | None:
-    mc = _checkpointer(callbacks)
-    return None if mc is None else Path(mc.dirpath) / f"{mc.CHECKPOINT_NAME_LAST}{mc.FILE_EXTENSION}"
+def _remove_unfinished_writes(folder: Path) -> None:
+    """Temporary files that a killed process left in the checkpoint folder (rank 0 only)."""
+    if rank_zero_only.rank == 0:
+        stale = remove_stale_temp_files(folder)
+        if stale:
+            log.info("removed %d unfinished temporary file(s) of interrupted checkpoint writes in %s",
+                     len(stale), folder)
 
 
 def resume_checkpoint(cfg: DictConfig, callbacks: list[pl.Callback]) -> str | None:
-    """The checkpoint callback's ``last.ckpt`` (``<run dir>/checkpoints/last.ckpt``) when resuming is
-    on and it exists."""
-    last = _last_checkpoint(callbacks)
-    return str(last) if cfg.get("resume", True) and last is not None and last.is_file() else None
+    """The checkpoint to continue from when ``cfg.resume`` is on, else None; refuses another run's.
+
+    In the checkpoint folder (that of ``callbacks.model_checkpoint``): temporary files left by a killed
+    write are removed, then :func:`unsup3d.resume.find_resume_checkpoint` picks the readable checkpoint of
+    the highest step (corrupt ones are set aside with a warning), and :func:`unsup3d.resume.check_resume`
+    compares its recorded config with ``cfg``.
+
+    Raises:
+        ResumeMismatchError: the checkpoint's run was trained with other model, renderer or dataset
+            settings (each key named, with both values and what to do).
+    """
+    folder = checkpoint_dir(callbacks)
+    if not cfg.get("resume", True) or folder is None or not folder.is_dir():
+        return None
+    _remove_unfinished_writes(folder)
+    point = find_resume_checkpoint(folder)
+    if point is None:
+        if any(folder.glob("*.ckpt.corrupt-*")):
+            log.warning("no readable checkpoint left in %s: training starts from step 0", folder)
+        return None
+    changed = check_resume(point.checkpoint, run_record(cfg), f"'{point.path}' (step {point.step})",
+                           allow=list(cfg.get("resume_allow_changes") or []))
+    log.info("resuming from %s at step %d", point.path, point.step)
+    if changed:
+        log.info("settings changed since that checkpoint: %s",
+                 "; ".join(f"{k}: {old!r} -> {new!r}" for k, old, new in changed))
+    return str(point.path)
+
+
+def _fresh_start(cfg: DictConfig, callbacks: list[pl.Callback]) -> SetAsidePreviousRun | None:
+    """``resume=false`` where checkpoints exist: a callback that moves them aside at the first save."""
+    folder = checkpoint_dir(callbacks)
+    if cfg.get("resume", True) or folder is None or not folder.is_dir():
+        return None
+    _remove_unfinished_writes(folder)
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.name.endswith(".ckpt"))
+    if not files:
+        return None
+    aside = SetAsidePreviousRun(folder, files)
+    log.warning("resume=false: starting over in %s; its %d checkpoint file(s) stay until this run saves its "
+                "first checkpoint, then move to %s", folder, len(files), aside.target)
+    return aside
 
 
 def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> dict[str, Any]:
     """Validate ``cfg``, build everything, fit; returns a summary (paths, steps, metrics).
 
-    ``extra_callbacks`` are added to the configured ones (e.g. a learning-curve evaluator).
+    ``extra_callbacks`` are added to the configured ones (e.g. a learning-curve evaluator). Before anything
+    is built, a resumed run's checkpoint is chosen and checked (:func:`resume_checkpoint`).
+
+    Raises:
+        ConfigError: a bad key or value; :class:`~unsup3d.resume.ResumeMismatchError` (a ConfigError)
+            when the run directory holds a run trained with other settings.
+        TrainingInterrupted: SIGTERM or SIGINT stopped training (``last.ckpt`` saved; see its message).
     """
     validate_config(cfg)
     output_dir = run_dir(cfg)
     output_dir.mkdir(parents=True, exist_ok=True)
+    callbacks = build_callbacks(cfg, has_logger=bool(_entries(cfg, "logger"))) + list(extra_callbacks or [])
+    ckpt_path = resume_checkpoint(cfg, callbacks)
+    callbacks.append(RecordRunConfig(run_record(cfg)))
+    aside = _fresh_start(cfg, callbacks)
+    if aside is not None:
+        callbacks.append(aside)
     pl.seed_everything(int(cfg.seed), workers=True)
     datamodule = build_datamodule(cfg)
     model = build_model(cfg)
@@ -141,23 +210,26 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
     try:
         for logger in loggers:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-        callbacks = build_callbacks(cfg, has_logger=bool(loggers)) + list(extra_callbacks or [])
         trainer = build_trainer(cfg, loggers, callbacks)
-        ckpt_path = resume_checkpoint(cfg, callbacks)
-        if ckpt_path:
-            log.info("resuming from %s", ckpt_path)
-        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        try:
+            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        except SIGTERMException:  # Lightning stopped on a SIGTERM by itself (e.g. during validation)
+            saved = next((c.saved for c in callbacks if isinstance(c, GracefulShutdown)), None)
+            raise TrainingInterrupted("SIGTERM", trainer.global_step, saved) from None
     finally:
         finish_loggers(loggers)
-    last = _last_checkpoint(callbacks)
+    last = last_checkpoint_path(callbacks)
+    skipped = getattr(datamodule, "num_skipped", 0)
     summary = {
         "output_dir": str(output_dir),
         "global_step": trainer.global_step,
         "epoch": trainer.current_epoch,
         "last_checkpoint": str(last) if last is not None else None,
         "metrics": {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1},
-        "skipped_images": getattr(datamodule, "num_skipped", 0),
+        "skipped_images": skipped,
     }
     if trainer.is_global_zero:
+        if skipped:
+            log.warning("%d unreadable image file(s) were skipped during training (see the warnings)", skipped)
         log.info("training done: %s", summary)
     return summary

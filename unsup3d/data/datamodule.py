@@ -9,18 +9,32 @@ Batches are dicts (batch-first)::
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
+from lightning_fabric.utilities.seed import pl_worker_init_function
 from torch.utils.data import DataLoader
 
 from .datasets import ImageFolderDataset, normalize_crop
 
-__all__ = ["Unsup3DDataModule"]
+__all__ = ["Unsup3DDataModule", "worker_init"]
 
 _STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
+
+
+def worker_init(worker_id: int) -> None:
+    """Loader workers ignore SIGINT and SIGTERM: Ctrl-C (sent to the whole process group) and a job
+    scheduler's SIGTERM are the main process's to act on (it saves a checkpoint and stops, then shuts the
+    workers down); a worker killed by them would fail the batch being loaded. Workers are seeded as
+    Lightning's ``seed_everything(workers=True)`` does."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
+    if int(os.environ.get("PL_SEED_WORKERS", 0)):  # when Lightning would have added its own worker_init_fn
+        pl_worker_init_function(worker_id)
 
 
 def _plain(value):
@@ -177,6 +191,7 @@ class Unsup3DDataModule(pl.LightningDataModule):
             persistent_workers=self.persistent_workers and workers > 0,
             drop_last=self.drop_last and shuffle and len(self.datasets[split]) >= self.batch_size,
             generator=generator,
+            worker_init_fn=worker_init if workers > 0 else None,
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -30,6 +30,7 @@ evaluation erodes the foreground mask by one pixel to ignore them.
 
 from __future__ import annotations
 
+import errno
 import os
 import warnings
 from collections.abc import Sequence
@@ -243,7 +244,8 @@ class ImageFolderDataset(Dataset):
     A file that cannot be decoded is skipped with a :class:`CorruptImageWarning` naming it, the next
     readable sample is returned instead, and :attr:`num_skipped` counts the unreadable files found,
     summed over loader workers (each worker process warns about and counts a bad file once; with
-    several workers the same file may be found by more than one).
+    several workers the same file may be found by more than one). A folder that disappears during a
+    run is an error instead (:meth:`check_folders`).
     """
 
     def __init__(
@@ -345,6 +347,18 @@ class ImageFolderDataset(Dataset):
         out["path"] = str(img_path)
         return out
 
+    def check_folders(self, index: int) -> None:
+        """Raise :class:`FileNotFoundError` when the split folder, or a folder of sample ``index``, is gone
+        (a dataset unmounted, moved or deleted during a run): an error, not one skip per file."""
+        img_path, depth_path = self.samples[index]
+        folders = [self.split_dir, img_path.parent] + ([depth_path.parent] if depth_path is not None else [])
+        for folder in dict.fromkeys(folders):
+            if not folder.is_dir():
+                raise FileNotFoundError(
+                    errno.ENOENT, f"dataset folder '{folder}' has disappeared since the run started (unmounted, "
+                                  f"moved or deleted?); it held files of the {len(self)} samples listed in "
+                                  f"'{self.split_dir}'")
+
     def __getitem__(self, index: int) -> dict:
         flip = self.flip and bool(torch.rand((), generator=self._generator()) < 0.5)
         n = len(self.samples)
@@ -355,6 +369,7 @@ class ImageFolderDataset(Dataset):
             try:
                 return self.load(i, flip=flip)
             except (ImageLoadError, UnreadableFileError) as err:
+                self.check_folders(i)
                 self._bad.add(i)
                 self._skip_counter += 1
                 warnings.warn(

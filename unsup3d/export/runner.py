@@ -16,7 +16,7 @@ import torch
 from tqdm import tqdm
 
 from unsup3d.images import FaceNotFoundError, ImageLoadError
-from unsup3d.io import atomic_dir
+from unsup3d.io import atomic_dir, is_disk_full
 
 from .inputs import InputError, assign_output_names
 from .item import FactorArrays, export_factors
@@ -77,7 +77,8 @@ def export_images(
     Per image the folder ``out_dir/<name>`` (:func:`assign_output_names`) is built in a temporary
     sibling and renamed into place when complete, so an interrupted run leaves no half folder. An
     existing folder is skipped unless ``options.overwrite``. A failing image (unreadable, no face,
-    write error) is recorded and the others continue.
+    write error) is recorded and the others continue, except on a full disk: the export stops there
+    (the remaining images are recorded as failed; the folders written before are complete).
 
     Args:
         model: an :class:`~unsup3d.model.Unsup3D` (put in eval mode; run on its current device).
@@ -146,6 +147,11 @@ def export_images(
                     continue
                 except Exception as exc:  # noqa: BLE001
                     note(ImageResult(str(path), "failed", _error_message(exc)))
+                    if is_disk_full(exc):  # every further image would fail the same way
+                        rest = [p for p, _, _ in items[i + 1:]] + paths[s + options.batch_size:]
+                        for other in rest:
+                            note(ImageResult(str(other), "failed", "not exported: the export stopped on a full disk"))
+                        return summary
                     continue
                 if logger is not None:
                     try:
