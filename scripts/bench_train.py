@@ -10,7 +10,9 @@ Times, in the same run and on the same inputs (median of ``--repeats``):
      backward, Adam step;
   2. the networks alone: the five networks' forward (and the VGG16 passes of the perceptual loss),
      backward, Adam step;
-and prints the share of the step that is not the networks (``overhead_ratio``). Targets (issue 12):
+and, timed directly, everything beyond the networks (their outputs given as leaf tensors: decoding,
+shading, warps, rasterization, grid_sample, losses, and the backward pass to those outputs), whose
+share of the full step is printed as ``overhead_ratio``. Targets (issue 12):
 <= 0.15 at the synthetic_cpu step (``--batch 32 --width 0.25 --no-perceptual``), <= 0.03 at full width
 with the perceptual loss.
 Also printed: the networks' achieved GFLOP/s (forward + backward FLOPs counted by torch's FLOP counter)
@@ -140,6 +142,27 @@ def main() -> None:
         networks_forward_backward()
         opt.step()
 
+    # Everything beyond the networks, timed directly: the networks' outputs as leaf tensors, then the
+    # decoding, shading, warps, rasterization, grid_sample and the losses (the perceptual term's VGG is a
+    # network and is left out), and their backward pass down to those outputs.
+    with torch.no_grad():
+        raw_ref = model.predict(x * 2 - 1)
+
+    def leaf(t):
+        return t.detach().clone().requires_grad_(True)
+
+    def rest_step():
+        raw = {k: (None if v is None else tuple(leaf(t) for t in v) if isinstance(v, tuple) else leaf(v))
+               for k, v in raw_ref.items()}
+        f = model.render_factors(x * 2 - 1, raw)
+        lam_perc = model.hparams.lam_perc
+        model.hparams.lam_perc = 0.0
+        try:
+            losses = model.compute_losses(f, epoch=0)
+        finally:
+            model.hparams.lam_perc = lam_perc
+        losses["total"].backward()
+
     def bf16_step():
         opt.zero_grad(set_to_none=True)
         with torch.autocast(device.type, dtype=torch.bfloat16):
@@ -149,11 +172,13 @@ def main() -> None:
 
     t_full = time_runs(full_step, args.repeats, device)
     t_nets = time_runs(networks_step, args.repeats, device)
-    full, nets = statistics.median(t_full), statistics.median(t_nets)
-    overhead = 1 - nets / full
+    t_rest = time_runs(rest_step, args.repeats, device)
+    full, nets, rest = statistics.median(t_full), statistics.median(t_nets), statistics.median(t_rest)
+    overhead = rest / full
     print(f"full training step:              {full:8.3f} s  (runs: {', '.join(f'{t:.3f}' for t in t_full)})")
     print(f"networks fwd+bwd+step:           {nets:8.3f} s  (runs: {', '.join(f'{t:.3f}' for t in t_nets)})")
-    print(f"everything else (renderer, shading, sampling, losses): {full - nets:.3f} s")
+    print(f"everything else (renderer, shading, sampling, losses; fwd+bwd): {rest:.3f} s  "
+          f"(runs: {', '.join(f'{t:.3f}' for t in t_rest)})")
     flops = count_flops(networks_forward_backward)
     opt.zero_grad(set_to_none=True)
     achieved = flops / nets / 1e9

@@ -1,6 +1,11 @@
 """Shared test setup."""
 
+import os
 import sys
+
+# The suite runs eager PyTorch: torch.compile would spend seconds per new shape and dtype on the many
+# tiny cases here (and subprocesses inherit this). tests/test_fused.py checks the compiled kernels.
+os.environ.setdefault("UNSUP3D_COMPILE", "0")
 
 import pytest
 import torch

@@ -215,12 +215,15 @@ def test_atomic_dir_durable_fsyncs_each_file_once(tmp_path, monkeypatch):
 def test_permission_error_message_names_folder_simulated(tmp_path, monkeypatch):
     """Also runs as root (where chmod cannot make a folder unwritable)."""
     import errno
-    import tempfile
 
-    def deny(*args, **kwargs):
-        raise PermissionError(errno.EACCES, "Permission denied")
+    real_open = os.open
 
-    monkeypatch.setattr(tempfile, "mkstemp", deny)
+    def deny(path, flags, *args, **kwargs):
+        if flags & os.O_CREAT:  # creating the temporary file
+            raise PermissionError(errno.EACCES, "Permission denied")
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", deny)
     with pytest.raises(PermissionError, match=f"cannot write to folder.*{tmp_path.name}"):
         atomic_save_bytes(tmp_path / "x.bin", b"1")
 

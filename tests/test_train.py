@@ -298,3 +298,15 @@ def test_learning_curve_evaluates_during_training(synth, tmp_path):
         assert r["side_ratio"] == pytest.approx(r["side"] / r["avg_gt_side"])
         assert {"yaw_slope", "yaw_corr", "relief_ratio", "minutes"} <= set(r)
     assert curve.rows[0]["minutes"] <= curve.rows[-1]["minutes"]
+
+
+def test_threads_setting(synth, tmp_path):
+    with pytest.raises(ConfigError, match="threads"):
+        validate_config(compose_cfg(["experiment=synthetic_cpu", "threads=0", f"paths.output_dir={tmp_path}"]))
+    before = torch.get_num_threads()
+    try:
+        train(compose_cfg(["experiment=synthetic_cpu", *TINY, f"dataset.root={synth / 'synthetic'}", "logger=none",
+                           f"paths.output_dir={tmp_path / 'run'}", "trainer.max_steps=1", *SHORT, "threads=1"]))
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

@@ -260,6 +260,7 @@ class LearningCurve(pl.Callback):
         steps: global steps to evaluate at.
         true_views: optional ``path -> view`` for :func:`pose_relief_diagnostics`.
         on_row: optional callable receiving each row (e.g. to print it).
+        max_train_minutes: stop training once this much training time (evaluations excluded) has passed.
 
     Attributes:
         rows: one dict per evaluation: ``step``, ``minutes`` (training time so far), ``side``,
@@ -269,10 +270,12 @@ class LearningCurve(pl.Callback):
     """
 
     def __init__(self, loader: DataLoader, avg_gt_depth: torch.Tensor, steps: Sequence[int],
-                 true_views: Mapping[str, Sequence[float]] | None = None, on_row=None) -> None:
+                 true_views: Mapping[str, Sequence[float]] | None = None, on_row=None,
+                 max_train_minutes: float | None = None) -> None:
         self.loader, self.avg = loader, avg_gt_depth
         self.steps = sorted({int(s) for s in steps})
         self.true_views, self.on_row = true_views, on_row
+        self.max_train_minutes = max_train_minutes
         self.rows: list[dict[str, Any]] = []
         self.reports: list[EvalReport] = []
         self._t0: float | None = None
@@ -287,7 +290,7 @@ class LearningCurve(pl.Callback):
         if self.rows and self.rows[-1]["step"] == step:
             return
         t = time.perf_counter()
-        minutes = (t - (self._t0 or t) - self._eval_s) / 60
+        minutes = self.train_minutes()
         report = evaluate(pl_module, self.loader, avg_gt_depth=self.avg, device=str(pl_module.device),
                           progress=False)
         row = {"step": step, "minutes": minutes}
@@ -305,9 +308,15 @@ class LearningCurve(pl.Callback):
         if self.on_row is not None:
             self.on_row(row)
 
+    def train_minutes(self) -> float:
+        """Training time so far, without the evaluations."""
+        return (time.perf_counter() - (self._t0 or time.perf_counter()) - self._eval_s) / 60
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if int(trainer.global_step) in self.steps:
             self._evaluate(trainer, pl_module)
+        if self.max_train_minutes is not None and self.train_minutes() >= self.max_train_minutes:
+            trainer.should_stop = True  # the training-time budget, evaluations not counted
 
     def on_train_end(self, trainer, pl_module) -> None:
         self._evaluate(trainer, pl_module)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import io
+import itertools
 import json
 import os
 import shutil
@@ -84,11 +85,23 @@ def _prepare_parent(path: Path) -> Path:
     return parent
 
 
+_TEMP_COUNTER = itertools.count()
+
+
 def _mkstemp(parent: Path, name: str) -> tuple[int, str]:
-    try:
-        return tempfile.mkstemp(prefix=f".{name}{_TEMP_INFIX}", dir=parent)
-    except OSError as exc:
-        raise type(exc)(exc.errno, f"cannot write to folder {str(parent)!r}: {exc.strerror}") from exc
+    """Create a new temporary sibling ``.<name>.tmp-<pid>-<n>`` with a plain ``open()``'s permissions
+    (``0o666`` minus the umask; no chmod needed) and return ``(fd, path)``. A process-wide counter and the
+    pid make names unique without the random-name retries of ``tempfile.mkstemp``."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(1000):
+        tmp = os.path.join(parent, f".{name}{_TEMP_INFIX}{os.getpid()}-{next(_TEMP_COUNTER)}")
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:  # left by an earlier process with the same pid
+            continue
+        except OSError as exc:
+            raise type(exc)(exc.errno, f"cannot write to folder {str(parent)!r}: {exc.strerror}") from exc
+    raise FileExistsError(errno.EEXIST, f"cannot create a temporary file in {str(parent)!r}")
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -186,7 +199,6 @@ def atomic_write(
             fh.flush()
             if durable:
                 os.fsync(fh.fileno())
-        os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
     except BaseException as exc:
         with contextlib.suppress(OSError):
@@ -418,6 +430,7 @@ def write_video(path: str | os.PathLike, frames, fps: float = 10, *, durable: bo
         data = iio.imwrite(
             "<bytes>", arr, extension=".mp4", plugin="FFMPEG", fps=fps, codec="libx264",
             macro_block_size=1, pixelformat="yuv420p", quality=8, ffmpeg_log_level="error",
+            output_params=["-preset", "veryfast"],  # 30 frames of 256 px: ~2x faster than the default preset
         )
         if not data:
             raise RuntimeError(f"ffmpeg produced no data for {str(path)!r} (frames {arr.shape})")

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from pytorch_lightning.callbacks import LearningRateMonitor, ProgressBar
@@ -72,6 +73,9 @@ def validate_config(cfg: DictConfig) -> None:
     for key in ("batch_size", "image_size"):
         if int(cfg.dataset[key]) <= 0:
             raise ConfigError(f"bad value for 'dataset.{key}': {cfg.dataset[key]} (must be positive)")
+    threads = cfg.get("threads")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ConfigError(f"bad value for 'threads': {threads!r} (a positive number of CPU threads, or null)")
     if cfg.dataset.get("num_workers", 0) < 0:
         raise ConfigError(f"bad value for 'dataset.num_workers': {cfg.dataset.num_workers} (must be >= 0)")
     allow = cfg.get("resume_allow_changes") or []
@@ -203,6 +207,8 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
     aside = _fresh_start(cfg, callbacks)
     if aside is not None:
         callbacks.append(aside)
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg.threads))
     pl.seed_everything(int(cfg.seed), workers=True)
     datamodule = build_datamodule(cfg)
     model = build_model(cfg)

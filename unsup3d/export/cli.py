@@ -99,6 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--gif", action="store_true", help="write the videos as GIFs (implies --video)")
     g.add_argument("--output-size", type=_positive_int, default=256, metavar="N",
                    help="video frame size in pixels (default 256)")
+    g.add_argument("--render-size", type=_positive_int, default=None, metavar="N",
+                   help="render the video frames at N px, then resize them to --output-size (default: "
+                        "min(output size, 2 x the model's image size); the mesh and texture have one vertex and "
+                        "texel per input pixel)")
     g.add_argument("--num-frames", type=_positive_int, default=30, metavar="N", help="frames per video (default 30)")
     g.add_argument("--fps", type=float, default=15.0, help="video frame rate (default 15)")
     g = p.add_argument_group("run")
@@ -131,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             formats=args.formats, texture=args.texture, texture_size=args.texture_size,
             crop_border=args.crop_border, posed=args.posed, detect_face=args.detect_face,
             background=args.background, video=args.video or args.gif, gif=args.gif,
-            num_frames=args.num_frames, fps=args.fps, output_size=args.output_size,
+            num_frames=args.num_frames, fps=args.fps, output_size=args.output_size, render_size=args.render_size,
             batch_size=args.batch_size, precision=args.precision, overwrite=args.overwrite,
             progress=not args.no_progress,
         )

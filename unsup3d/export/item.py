@@ -36,11 +36,13 @@ from __future__ import annotations
 
 import math
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from unsup3d.depth_encoding import DEPTH_PNG_MAPPING, depth_to_uint16
 from unsup3d.io import atomic_save_image, atomic_save_json, atomic_save_npy, write_video
@@ -132,20 +134,33 @@ def _write_videos(model, factors, index: int, out_dir: Path, options: ExportOpti
     if options.texture == "albedo":
         tex = factors.canon_albedo[i].detach().float().clamp(-1, 1) / 2 + 0.5
     ext, n, size = options.video_ext, int(options.num_frames), int(options.output_size)
+    render = int(options.render_size or min(size, 2 * int(model.hparams.image_size)))
+
+    def resized(frames: torch.Tensor) -> torch.Tensor:  # T x 3 x R x R -> T x 3 x S x S
+        if frames.shape[-1] == size:
+            return frames
+        return F.interpolate(frames, size=(size, size), mode="bilinear", align_corners=False)
+
     files = []
     with torch.no_grad():
-        clips = {
-            "turntable": lambda: turntable_frames(r, tex, depth, n, 90.0, image_size=size),
-            "turntable_shape": lambda: turntable_frames(r, normal_shaded(r, depth), depth, n, 90.0,
-                                                        image_size=size),
-            "relight": lambda: relight_frames(
+        clips = {}
+        turntables = [v for v in ("turntable", "turntable_shape") if v in options.videos]
+        if turntables:
+            # Both turntables share their views: one rasterization per frame, the two textures as channels.
+            textures = {"turntable": tex, "turntable_shape": normal_shaded(r, depth)}
+            frames = turntable_frames(r, torch.cat([textures[v] for v in turntables], 1), depth, n, 90.0,
+                                      image_size=render)
+            clips.update({v: frames[:, 0, 3 * k:3 * k + 3] for k, v in enumerate(turntables)})
+        if "relight" in options.videos:
+            clips["relight"] = relight_frames(
                 r, factors.canon_albedo[i].detach().float(), depth, factors.light_ambient[i].detach().float(),
-                factors.light_diffuse[i].detach().float(), n, image_size=size),
-        }
-        for name in options.videos:
-            render = clips[name]
-            frames = render()[:, 0].clamp(0, 1)  # T x 3 x S' x S'
-            files.append(write_video(out_dir / f"{name}{ext}", frames.cpu(), fps=options.fps, durable=False).name)
+                factors.light_diffuse[i].detach().float(), n, image_size=render)[:, 0]
+        # Each video is encoded by its own ffmpeg process: run them side by side (the threads only wait
+        # on the processes' pipes).
+        with ThreadPoolExecutor(max_workers=len(options.videos) or 1) as pool:
+            jobs = [pool.submit(write_video, out_dir / f"{name}{ext}", resized(clips[name]).clamp(0, 1).cpu(),
+                                fps=options.fps, durable=False) for name in options.videos]
+            files += [job.result().name for job in jobs]
     return files
 
 

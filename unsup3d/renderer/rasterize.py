@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .fused import fused
 from .precision import geometry_precision
 
 __all__ = [
@@ -542,8 +543,9 @@ def rasterize_grid(
     chunk_size: int = 1 << 20,
 ) -> Fragments:
     """Rasterize the grid meshes of depth maps: :func:`rasterize` with ``faces = grid_faces(H, W)``,
-    specialised to the grid (dense per-cell tests, vertex indices by arithmetic, ``gather`` instead of
-    fancy indexing), with the same fragments.
+    specialised to the grid (dense per-cell z-tests when cells are about a pixel, vertex indices by
+    arithmetic, ``gather`` instead of fancy indexing, a fused backward pass), with the same fragments.
+    Upscaled outputs (cells of several pixels) select the faces with the general scanline spans.
 
     Args:
         screen: ``B x H x W x 3`` screen-space vertices ``(x_pixel, y_pixel, z)``, vertex ``(i, j)``
@@ -558,7 +560,12 @@ def rasterize_grid(
         raise ValueError(f"expected grid vertices of shape B x H x W x 3 (H, W >= 2), got {tuple(screen.shape)}")
     b, h, w, _ = screen.shape
     oh, ow = int(image_size[0]), int(image_size[1])
-    pix_to_face = _select_nearest_grid(screen.detach(), (oh, ow), near, eps, chunk_size)
+    if max((oh - 1) / max(h - 1, 1), (ow - 1) / max(w - 1, 1)) <= 1.5:
+        pix_to_face = _select_nearest_grid(screen.detach(), (oh, ow), near, eps, chunk_size)
+    else:  # cells of several pixels (turntables, exports at 256 px): the scanline spans are cheaper
+        flat = screen.detach().reshape(b, h * w, 3)
+        pix_to_face = _select_nearest(_gather_face_verts(flat, grid_faces(h, w, device=screen.device)),
+                                      (oh, ow), near, eps, chunk_size)
     zbuf, bary = _WinnerInterpolation.apply(screen, pix_to_face)
     return Fragments(pix_to_face=pix_to_face, bary_coords=bary, zbuf=zbuf)
 
@@ -584,57 +591,74 @@ class _WinnerInterpolation(torch.autograd.Function):
         idx = grid_face_vertices(pix_to_face, h, w).view(b, oh * ow * 3)
         flat = screen.detach().reshape(b, h * w, 3)
         win = torch.gather(flat, 1, idx.unsqueeze(-1).expand(-1, -1, 3)).view(b, oh, ow, 3, 3)
-        px = torch.arange(ow, device=screen.device, dtype=screen.dtype).view(1, 1, ow)
-        py = torch.arange(oh, device=screen.device, dtype=screen.dtype).view(1, oh, 1)
-        x, y, zv = win.unbind(-1)  # B x H' x W' x 3 each
-        x0, x1, x2 = x.unbind(-1)
-        y0, y1, y2 = y.unbind(-1)
-        area = _edge(x0, y0, x1, y1, x2, y2)
-        area = torch.where(covered, area, torch.ones_like(area))  # empty pixels: harmless values
-        zv = torch.where(covered.unsqueeze(-1), zv, torch.ones_like(zv))
-        e = torch.stack([_edge(x1, y1, x2, y2, px, py), _edge(x2, y2, x0, y0, px, py),
-                         _edge(x0, y0, x1, y1, px, py)], -1)
-        wgt = e / area.unsqueeze(-1)
-        u = wgt / zv
-        z = 1.0 / u.sum(-1)
-        bary = u * z.unsqueeze(-1)
-        zbuf = torch.where(covered, z, torch.full_like(z, -1.0))
-        bary = torch.where(covered.unsqueeze(-1), bary, torch.zeros_like(bary))
-        ctx.save_for_backward(win, zv, area, wgt, u, z, bary, covered, idx)
+        px, py = _pixel_centres(oh, ow, win)
+        zbuf, bary, saved = fused(_winner_forward)(win, covered, px, py)
+        ctx.save_for_backward(win, covered, idx, *saved)
         ctx.shape = (b, h, w)
         return zbuf, bary
 
     @staticmethod
     def backward(ctx, g_z: torch.Tensor, g_b: torch.Tensor):
-        win, zv, area, wgt, u, z, bary, covered, idx = ctx.saved_tensors
+        win, covered, idx, *saved = ctx.saved_tensors
         b, h, w = ctx.shape
         oh, ow = covered.shape[1:]
-        g_z = torch.where(covered, g_z, torch.zeros_like(g_z)) if g_z is not None else torch.zeros_like(z)
-        g_b = torch.where(covered.unsqueeze(-1), g_b, torch.zeros_like(g_b)) if g_b is not None \
-            else torch.zeros_like(bary)
-        z1 = z.unsqueeze(-1)
-        g_u = -(z1 * z1) * g_z.unsqueeze(-1) + z1 * (g_b - (g_b * bary).sum(-1, keepdim=True))
-        g_w = g_u / zv
-        g_zv = -g_u * u / zv
-        inv_a = 1.0 / area.unsqueeze(-1)
-        g_e = g_w * inv_a  # dL/dE_i
-        g_a = -(g_w * wgt).sum(-1) / area  # dL/dA
-        x, y, _ = win.unbind(-1)
-        x0, x1, x2 = x.unbind(-1)
-        y0, y1, y2 = y.unbind(-1)
-        px = torch.arange(ow, device=win.device, dtype=win.dtype).view(1, 1, ow)
-        py = torch.arange(oh, device=win.device, dtype=win.dtype).view(1, oh, 1)
-        ge0, ge1, ge2 = g_e.unbind(-1)
-        # A = edge(v0, v1, v2); E0 = edge(v1, v2, p); E1 = edge(v2, v0, p); E2 = edge(v0, v1, p), with
-        # d edge(a, b, p) / d(ax, ay, bx, by) = (by - py, px - bx, py - ay, ax - px)
-        gx0 = g_a * (y1 - y2) + ge1 * (py - y2) + ge2 * (y1 - py)
-        gy0 = g_a * (x2 - x1) + ge1 * (x2 - px) + ge2 * (px - x1)
-        gx1 = g_a * (y2 - y0) + ge0 * (y2 - py) + ge2 * (py - y0)
-        gy1 = g_a * (x0 - x2) + ge0 * (px - x2) + ge2 * (x0 - px)
-        gx2 = g_a * (y0 - y1) + ge0 * (py - y1) + ge1 * (y0 - py)
-        gy2 = g_a * (x1 - x0) + ge0 * (x1 - px) + ge1 * (px - x0)
-        g_win = torch.stack([torch.stack([gx0, gx1, gx2], -1), torch.stack([gy0, gy1, gy2], -1), g_zv], -1)
-        g_win = torch.where(covered[..., None, None], g_win, torch.zeros_like(g_win))
+        g_z = torch.zeros_like(covered, dtype=win.dtype) if g_z is None else g_z
+        g_b = torch.zeros(*covered.shape, 3, dtype=win.dtype, device=win.device) if g_b is None else g_b
+        px, py = _pixel_centres(oh, ow, win)
+        g_win = fused(_winner_backward)(win, covered, px, py, g_z, g_b, *saved)
         grad = torch.zeros(b, h * w, 3, device=win.device, dtype=win.dtype)
         grad.scatter_add_(1, idx.unsqueeze(-1).expand(-1, -1, 3), g_win.reshape(b, oh * ow * 3, 3))
         return grad.view(b, h, w, 3), None
+
+
+def _pixel_centres(oh: int, ow: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    px = torch.arange(ow, device=like.device, dtype=like.dtype).view(1, 1, ow)
+    py = torch.arange(oh, device=like.device, dtype=like.dtype).view(1, oh, 1)
+    return px, py
+
+
+def _winner_forward(win, covered, px, py):
+    """Depth ``B x H x W`` and barycentrics ``B x H x W x 3`` of each pixel centre in its face
+    (``win``: ``B x H x W x 3 x 3`` corner ``(x, y, z)``), and what the backward pass needs."""
+    x, y, zv = win.unbind(-1)  # B x H' x W' x 3 each
+    x0, x1, x2 = x.unbind(-1)
+    y0, y1, y2 = y.unbind(-1)
+    area = _edge(x0, y0, x1, y1, x2, y2)
+    area = torch.where(covered, area, torch.ones_like(area))  # empty pixels: harmless values
+    zv = torch.where(covered.unsqueeze(-1), zv, torch.ones_like(zv))
+    e = torch.stack([_edge(x1, y1, x2, y2, px, py), _edge(x2, y2, x0, y0, px, py),
+                     _edge(x0, y0, x1, y1, px, py)], -1)
+    wgt = e / area.unsqueeze(-1)
+    u = wgt / zv
+    z = 1.0 / u.sum(-1)
+    bary = u * z.unsqueeze(-1)
+    zbuf = torch.where(covered, z, torch.full_like(z, -1.0))
+    bary = torch.where(covered.unsqueeze(-1), bary, torch.zeros_like(bary))
+    return zbuf, bary, (zv, area, wgt, u, z, bary)
+
+
+def _winner_backward(win, covered, px, py, g_z, g_b, zv, area, wgt, u, z, bary):
+    """Gradient ``B x H x W x 3 x 3`` of the loss w.r.t. each winning face's corners (see
+    :class:`_WinnerInterpolation`)."""
+    g_z = torch.where(covered, g_z, torch.zeros_like(g_z))
+    g_b = torch.where(covered.unsqueeze(-1), g_b, torch.zeros_like(g_b))
+    z1 = z.unsqueeze(-1)
+    g_u = -(z1 * z1) * g_z.unsqueeze(-1) + z1 * (g_b - (g_b * bary).sum(-1, keepdim=True))
+    g_w = g_u / zv
+    g_zv = -g_u * u / zv
+    g_e = g_w / area.unsqueeze(-1)  # dL/dE_i
+    g_a = -(g_w * wgt).sum(-1) / area  # dL/dA
+    x, y, _ = win.unbind(-1)
+    x0, x1, x2 = x.unbind(-1)
+    y0, y1, y2 = y.unbind(-1)
+    ge0, ge1, ge2 = g_e.unbind(-1)
+    # A = edge(v0, v1, v2); E0 = edge(v1, v2, p); E1 = edge(v2, v0, p); E2 = edge(v0, v1, p), with
+    # d edge(a, b, p) / d(ax, ay, bx, by) = (by - py, px - bx, py - ay, ax - px)
+    gx0 = g_a * (y1 - y2) + ge1 * (py - y2) + ge2 * (y1 - py)
+    gy0 = g_a * (x2 - x1) + ge1 * (x2 - px) + ge2 * (px - x1)
+    gx1 = g_a * (y2 - y0) + ge0 * (y2 - py) + ge2 * (py - y0)
+    gy1 = g_a * (x0 - x2) + ge0 * (px - x2) + ge2 * (x0 - px)
+    gx2 = g_a * (y0 - y1) + ge0 * (py - y1) + ge1 * (y0 - py)
+    gy2 = g_a * (x1 - x0) + ge0 * (x1 - px) + ge1 * (px - x0)
+    g_win = torch.stack([torch.stack([gx0, gx1, gx2], -1), torch.stack([gy0, gy1, gy2], -1), g_zv], -1)
+    return torch.where(covered[..., None, None], g_win, torch.zeros_like(g_win))

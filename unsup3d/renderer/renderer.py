@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from . import camera
 from .precision import geometry_precision
-from .rasterize import Fragments, grid_faces, interpolate_face_attributes, rasterize_grid
+from .rasterize import Fragments, grid_face_vertices, grid_faces, rasterize_grid
 
 __all__ = ["Renderer"]
 
@@ -242,9 +242,10 @@ class Renderer:
             )
         b, c, h, w = texture.shape
         frags = self.rasterize_view(canon_depth, view, image_size)
-        faces = grid_faces(h, w, device=texture.device)
-        uv = camera.pixel_grid(h, w, device=texture.device, dtype=texture.dtype).view(h * w, 2)
-        uv_pix = interpolate_face_attributes(frags, uv[faces])  # B x H' x W' x 2
+        # Canonical pixel (u, v) = (j, i) of each winning face's corners, by the grid's arithmetic.
+        corners = grid_face_vertices(frags.pix_to_face, h, w)  # B x H' x W' x 3 vertex indices
+        uv = torch.stack([corners % w, corners // w], -1).to(texture.dtype)  # B x H' x W' x 3 x 2
+        uv_pix = (frags.bary_coords.unsqueeze(-1) * uv).sum(-2)  # B x H' x W' x 2 (empty pixels: bary 0)
         grid = camera.pixels_to_normalized(uv_pix, h, w)
         image = F.grid_sample(texture, grid, mode="bilinear", padding_mode="border", align_corners=True)
         mask = frags.mask.unsqueeze(1)

@@ -187,10 +187,11 @@ def relight_images(
         if view is None and image_size is None:
             return frames
         views = depth.new_zeros(b, 6) if view is None else view.detach().to(depth)
-        out = []
-        for frame in frames:  # each frame has its own texture
-            out.append(render_views(renderer, frame, depth, views.unsqueeze(0), image_size, background, max_batch))
-        return torch.cat(out, 0).clamp(0, 1)
+        # One view for all frames: rasterize once, sample the T textures stacked as channels.
+        t, _, c, h, w = frames.shape
+        stacked = frames.permute(1, 0, 2, 3, 4).reshape(b, t * c, h, w)
+        out = render_views(renderer, stacked, depth, views.unsqueeze(0), image_size, background, max_batch)[0]
+        return out.view(b, t, c, *out.shape[-2:]).permute(1, 0, 2, 3, 4).clamp(0, 1)
 
 
 def relight_frames(
