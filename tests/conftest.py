@@ -36,3 +36,11 @@ def _reset_wandb():
         if wandb.run is not None:
             wandb.finish()
         wandb.teardown()
+
+
+def pytest_unconfigure(config):
+    """Bound the interpreter's exit: should a child process or thread left by a test keep it alive, print
+    every thread's stack after 120 s and exit with status 1, so CI fails with a trace instead of hanging."""
+    import faulthandler
+
+    faulthandler.dump_traceback_later(120, exit=True, file=sys.__stderr__)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import subprocess
+import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -182,6 +186,44 @@ def test_workers_persistent_and_pin_memory_flags(tmp_path):
     assert sum(b["image"].shape[0] for b in loader) == 8  # drop_last for training batches
     dm0 = Unsup3DDataModule(**dm_kwargs(tmp_path / "d", num_workers=0, persistent_workers=True))
     assert not dm0.train_dataloader().persistent_workers
+
+
+def _new_workers(before):
+    return [p for p in multiprocessing.active_children() if p.pid not in before]
+
+
+def test_workers_ignore_outside_signals_but_stop_when_the_main_process_asks(tmp_path):
+    before = {p.pid for p in multiprocessing.active_children()}
+    loader = Unsup3DDataModule(
+        **dm_kwargs(make_image_folder(tmp_path / "d"), num_workers=1, persistent_workers=True)
+    ).train_dataloader()
+    next(iter(loader))
+    (worker,) = _new_workers(before)
+    for sig in ("-TERM", "-INT"):  # sent by another process, as a scheduler or Ctrl-C to the group would
+        subprocess.run(["kill", sig, str(worker.pid)], check=True)
+    time.sleep(1.0)
+    assert worker.is_alive()
+    assert sum(b["image"].shape[0] for b in loader) == 8  # and it still loads
+    worker.terminate()  # SIGTERM from the main process, as multiprocessing sends at exit
+    worker.join(timeout=20)
+    assert worker.exitcode == 0
+
+
+def test_interpreter_exit_with_live_persistent_workers_does_not_hang(tmp_path):
+    """A script that keeps a loader with persistent workers alive to the end must exit (multiprocessing
+    terminates and joins daemonic children at exit; a worker deaf to SIGTERM hung the test suite)."""
+    root = make_image_folder(tmp_path / "d")
+    script = (
+        "from unsup3d.data import Unsup3DDataModule\n"
+        f"dm = Unsup3DDataModule(root={str(root)!r}, image_size=16, batch_size=4, num_workers=1, "
+        "persistent_workers=True)\n"
+        "LOADER = dm.train_dataloader()\n"
+        "BATCH = next(iter(LOADER))\n"
+        "print('loaded', BATCH['image'].shape[0])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "loaded 4" in done.stdout
 
 
 def test_max_samples_per_split(tmp_path):

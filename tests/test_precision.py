@@ -116,7 +116,7 @@ def test_model_rendering_under_autocast_equals_fp32(device, monkeypatch):
     model = Unsup3D(image_size=S, width=0.125, lam_perc=0.0).to(device)
     raw = {k: (tuple(t.to(device) for t in v) if isinstance(v, tuple) else v.to(device))
            for k, v in _fixed_raw(model).items()}
-    monkeypatch.setattr(model, "predict", lambda x: raw)
+    monkeypatch.setattr(model, "predict", lambda x, reconstruct=True: raw)
     images = torch.rand(2, 3, S, S, device=device)
     ref = model(images)
     with _autocast(device):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,14 +28,40 @@ _STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",
 
 
 def worker_init(worker_id: int) -> None:
-    """Loader workers ignore SIGINT and SIGTERM: Ctrl-C (sent to the whole process group) and a job
-    scheduler's SIGTERM are the main process's to act on (it saves a checkpoint and stops, then shuts the
-    workers down); a worker killed by them would fail the batch being loaded. Workers are seeded as
-    Lightning's ``seed_everything(workers=True)`` does."""
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, signal.SIG_IGN)
+    """Loader workers leave Ctrl-C and a job scheduler's SIGTERM to the main process, which saves a
+    checkpoint, stops, then shuts the workers down; a worker killed by a signal meant for the whole
+    process group would fail the batch being loaded. SIGINT is ignored. SIGTERM is ignored unless the
+    main process itself sends it: that is how ``multiprocessing`` and the data loader stop a worker that
+    did not finish on request (at interpreter exit, for example), and a worker deaf to it would make the
+    main process wait on it for ever. Workers are seeded as Lightning's ``seed_everything(workers=True)``
+    does."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _sigterm_from_parent_only()
     if int(os.environ.get("PL_SEED_WORKERS", 0)):  # when Lightning would have added its own worker_init_fn
         pl_worker_init_function(worker_id)
+
+
+def _sigterm_from_parent_only() -> None:
+    """In a loader worker: exit (status 0, so the data loader reports no failure) on a SIGTERM sent by
+    the parent process or once the parent is gone, ignore any other SIGTERM.
+
+    The sender of a signal is only known to ``sigwaitinfo``: SIGTERM is blocked in this (the worker's
+    main) thread, which every thread started later inherits, and a daemon thread waits for it. Where
+    ``sigwaitinfo`` does not exist (macOS, Windows) SIGTERM keeps its default action.
+    """
+    if not hasattr(signal, "sigwaitinfo"):
+        return
+    parent = os.getppid()
+
+    def wait() -> None:
+        while True:
+            info = signal.sigwaitinfo({signal.SIGTERM})
+            if info.si_pid == parent or os.getppid() != parent:
+                os._exit(0)
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # blocked, so it stays pending until taken by `wait`
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    threading.Thread(target=wait, name="unsup3d-sigterm", daemon=True).start()
 
 
 def _plain(value):
