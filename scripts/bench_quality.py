@@ -97,7 +97,7 @@ def plot(runs: dict, path: Path, title: str) -> Path | None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        print("matplotlib is not installed: no plot (pip install matplotlib)")
+        print("matplotlib is not installed: no plot (pip install -e '.[bench]')")
         return None
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=110)
     for ax, key, target, label in ((axes[0], "side_ratio", 0.40, "SIDE / avg-GT SIDE"),
