@@ -377,6 +377,22 @@ def _grid_triangles(x, y, z):
     return [[(cx[i], cy[i], cz[i]) for i in tri] for tri in ((tl, bl, tr), (tr, bl, br))]
 
 
+def _cell_boxes(x: torch.Tensor, y: torch.Tensor, tol: float = 1e-4):
+    """Each grid cell's screen bounding box in pixel centres: ``(x0, y0, span, finite)``, each
+    ``B x (H-1) x (W-1)``: the first centre column and row inside the box (integer-valued floats),
+    the number of centres along its longer side (``inf`` for cells with a non-finite corner) and
+    whether its corners are finite. Element-wise only, so ``torch.compile`` fuses it."""
+    cx, cy = _grid_corners(x), _grid_corners(y)
+    xmin = torch.minimum(torch.minimum(cx[0], cx[1]), torch.minimum(cx[2], cx[3]))
+    xmax = torch.maximum(torch.maximum(cx[0], cx[1]), torch.maximum(cx[2], cx[3]))
+    ymin = torch.minimum(torch.minimum(cy[0], cy[1]), torch.minimum(cy[2], cy[3]))
+    ymax = torch.maximum(torch.maximum(cy[0], cy[1]), torch.maximum(cy[2], cy[3]))
+    x0, y0 = (xmin - tol).ceil(), (ymin - tol).ceil()
+    finite = torch.isfinite(xmin + xmax + ymin + ymax)
+    span = torch.maximum((xmax + tol).floor() - x0, (ymax + tol).floor() - y0) + 1
+    return x0, y0, torch.where(finite, span, torch.full_like(span, float("inf"))), finite
+
+
 def _step(c, dx: int, dy: int) -> torch.Tensor:
     """Value of the affine function ``c0 + c_x dx + c_y dy`` at an integer offset (no op for 0)."""
     v = c[0]
@@ -398,7 +414,14 @@ def _dense_window(keys, tris, x0, y0, pix_base, k: int, image_size, near: float,
         x0, y0: the window's first pixel centre per cell (integer-valued floats).
         pix_base: flat index of image row 0, column 0 of each cell's batch element.
     """
-    oh, ow = image_size
+    pix, best = fused(_window_keys)(tris, x0, y0, pix_base, k, image_size[0], image_size[1], near, eps)
+    keys.scatter_reduce_(0, pix.reshape(-1), best.reshape(-1), reduce="amin")
+
+
+def _window_keys(tris, x0, y0, pix_base, k: int, oh: int, ow: int, near: float, eps: float):
+    """The keys of :func:`_dense_window`: ``(pix, key)``, each ``k*k x ...`` over the cells, ``pix`` the
+    flat pixel index of each window centre and ``key`` the packed key of the cell's nearer triangle
+    covering it (depth ``inf`` where none does). Element-wise only, so ``torch.compile`` fuses it."""
     inf = torch.tensor(float("inf"), device=x0.device, dtype=x0.dtype)
     x0i, y0i = x0.long(), y0.long()
     # Per triangle, the barycentrics and 1 / z are affine in the pixel position: their value at the
@@ -418,21 +441,23 @@ def _dense_window(keys, tris, x0, y0, pix_base, k: int, image_size, near: float,
             rz = 1.0 / vz
             iz = [iz[0] + c[0] * rz, iz[1] + c[1] * rz, iz[2] + c[2] * rz]
         prepared.append((ok, coefs, iz, face))
+    pixels, keys = [], []
     for dy in range(k):
         for dx in range(k):
             px, py = x0i + dx, y0i + dy
             on_image = (px <= ow - 1) & (py <= oh - 1) & (px >= 0) & (py >= 0)
-            pix = (pix_base + py.clamp(0, oh - 1) * ow + px.clamp(0, ow - 1)).reshape(-1)
+            pixels.append(pix_base + py.clamp(0, oh - 1) * ow + px.clamp(0, ow - 1))
             best = None
             for ok, coefs, iz, face in prepared:
                 inside = ok & on_image
                 for c in coefs:
-                    inside &= _step(c, dx, dy) >= -eps
+                    inside = inside & (_step(c, dx, dy) >= -eps)
                 depth = 1.0 / _step(iz, dx, dy)
-                inside &= depth > near
+                inside = inside & (depth > near)
                 cand = _pack_keys(torch.where(inside, depth, inf), face)  # inf: never wins
                 best = cand if best is None else torch.minimum(best, cand)  # the cell's nearer triangle
-            keys.scatter_reduce_(0, pix, best.reshape(-1), reduce="amin")
+            keys.append(best)
+    return torch.stack(pixels), torch.stack(keys)
 
 
 @torch.no_grad()
@@ -468,16 +493,7 @@ def _select_nearest_grid(
     x, y, z = screen.unbind(-1)
     scale = max((oh - 1) / max(h - 1, 1), (ow - 1) / max(w - 1, 1))
     k = max(2, min(8, int(scale + 0.999) + 1))  # the cell size in output pixels, plus one
-    tol = 1e-4
-    cx, cy = _grid_corners(x), _grid_corners(y)
-    xmin = torch.minimum(torch.minimum(cx[0], cx[1]), torch.minimum(cx[2], cx[3]))
-    xmax = torch.maximum(torch.maximum(cx[0], cx[1]), torch.maximum(cx[2], cx[3]))
-    ymin = torch.minimum(torch.minimum(cy[0], cy[1]), torch.minimum(cy[2], cy[3]))
-    ymax = torch.maximum(torch.maximum(cy[0], cy[1]), torch.maximum(cy[2], cy[3]))
-    x0, y0 = (xmin - tol).ceil(), (ymin - tol).ceil()
-    finite = torch.isfinite(xmin + xmax + ymin + ymax)
-    span = torch.maximum((xmax + tol).floor() - x0, (ymax + tol).floor() - y0) + 1
-    span = torch.where(finite, span, torch.full_like(span, float("inf")))
+    x0, y0, span, finite = fused(_cell_boxes)(x, y)
     pix_base = (torch.arange(b, device=dev) * (oh * ow)).view(b, 1, 1).expand(b, hc, wc)
     cell = torch.arange(ncell, device=dev).view(1, hc, wc).expand(b, hc, wc)
     triangles = _grid_triangles(x, y, z)
@@ -488,13 +504,18 @@ def _select_nearest_grid(
     tris = [(*tri, small, cell + t * ncell) for t, tri in enumerate(triangles)]
     _dense_window(keys, tris, x0s, y0s, pix_base, k, (oh, ow), near, eps)
 
-    # 2. cells within a 2k x 2k window, gathered
-    medium = (span > k) & (span <= 2 * k)
-    if medium.any():
-        sel = medium.nonzero(as_tuple=True)
-        tris = [(*(tuple(c[sel] for c in corner) for corner in tri), torch.ones_like(sel[0], dtype=torch.bool),
-                 cell[sel] + t * ncell) for t, tri in enumerate(triangles)]
-        _dense_window(keys, tris, x0[sel], y0[sel], pix_base[sel], 2 * k, (oh, ow), near, eps)
+    # 2. cells within a 2k x 2k window, gathered: the four corners of each by one index_select
+    medium = ((span > k) & (span <= 2 * k)).reshape(-1).nonzero().squeeze(1)  # flat b * ncell + cell
+    if medium.numel():
+        bi, ci = medium // ncell, medium % ncell
+        tl = bi * (h * w) + (ci // wc) * w + ci % wc
+        corners = screen.reshape(-1, 3).index_select(0, torch.stack([tl, tl + 1, tl + w, tl + w + 1], 1).view(-1))
+        c = corners.view(-1, 4, 3).unbind(1)  # tl, tr, bl, br: N x 3 each
+        ones = torch.ones_like(medium, dtype=torch.bool)
+        tris = [(*(c[i].unbind(-1) for i in tri), ones, ci + t * ncell)
+                for t, tri in enumerate(((0, 2, 1), (1, 2, 3)))]  # (tl, bl, tr), (tr, bl, br)
+        _dense_window(keys, tris, x0.reshape(-1)[medium], y0.reshape(-1)[medium], bi * (oh * ow), 2 * k, (oh, ow),
+                      near, eps)
 
     # 3. the rest: both triangles of each cell through the general path
     big = ((span > 2 * k) & finite).nonzero(as_tuple=True)
