@@ -199,8 +199,8 @@ def test_workers_ignore_outside_signals_but_stop_when_the_main_process_asks(tmp_
     ).train_dataloader()
     next(iter(loader))
     (worker,) = _new_workers(before)
-    for sig in ("-TERM", "-INT"):  # sent by another process, as a scheduler or Ctrl-C to the group would
-        subprocess.run(["kill", sig, str(worker.pid)], check=True)
+    for sig in ("SIGTERM", "SIGINT"):  # sent by another process, as a scheduler or Ctrl-C to the group would
+        subprocess.run([sys.executable, "-c", f"import os, signal; os.kill({worker.pid}, signal.{sig})"], check=True)
     time.sleep(1.0)
     assert worker.is_alive()
     assert sum(b["image"].shape[0] for b in loader) == 8  # and it still loads
