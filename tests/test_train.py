@@ -310,3 +310,26 @@ def test_threads_setting(synth, tmp_path):
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("flags, expected", [
+    ("fpu vme avx512f avx512_bf16 avx512_vnni", "bf16-mixed"),
+    ("fpu avx2 amx_bf16 amx_tile", "bf16-mixed"),
+    ("fpu vme avx2 avx512f avx512bw", "32-true"),  # AVX-512 without bf16: emulated bf16 is slower
+])
+def test_native_cpu_precision_follows_the_cpu_flags(flags, expected, tmp_path):
+    from unsup3d.config import native_cpu_precision
+
+    info = tmp_path / "cpuinfo"
+    info.write_text(f"processor\t: 0\nflags\t\t: {flags}\n\nprocessor\t: 1\nflags\t\t: {flags}\n")
+    assert native_cpu_precision(info) == expected
+    assert native_cpu_precision(tmp_path / "missing") == "32-true"
+
+
+def test_synthetic_cpu_trains_in_bf16_where_the_cpu_has_it_and_original_recipes_in_fp32(tmp_path):
+    from unsup3d.config import native_cpu_precision
+
+    cfg = compose_cfg(["experiment=synthetic_cpu", f"paths.output_dir={tmp_path}"])
+    assert cfg.trainer.precision == native_cpu_precision()
+    for name in ("celeba", "synface", "cat", "syncar"):
+        assert compose_cfg([f"experiment={name}", f"paths.output_dir={tmp_path}"]).trainer.precision == "32-true"

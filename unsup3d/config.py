@@ -36,6 +36,7 @@ __all__ = [
     "check_node",
     "compose_config",
     "instantiate_node",
+    "native_cpu_precision",
     "run_dir",
 ]
 
@@ -44,6 +45,28 @@ CONFIG_DIR = Path(__file__).resolve().parent / "conf"
 
 # Keys of a node that are Hydra's instructions to instantiate, not arguments of the target.
 _HYDRA_KEYS = frozenset({"_target_", "_args_", "_convert_", "_recursive_", "_partial_"})
+
+
+def native_cpu_precision(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
+    """Lightning precision for training on this CPU: ``"bf16-mixed"`` where it computes bf16 natively
+    (the ``avx512_bf16`` or ``amx_bf16`` flag in ``cpuinfo``), else ``"32-true"`` (bf16 emulated in
+    fp32 is slower than fp32; where ``cpuinfo`` is not readable, as off Linux, too).
+
+    The config resolver ``${unsup3d.cpu_precision:}`` calls it (``experiment=synthetic_cpu`` trains with
+    it: 1.3-1.4x faster with a quality curve no worse, README Results).
+    """
+    try:
+        text = Path(cpuinfo).read_text(errors="replace")
+    except OSError:
+        return "32-true"
+    flags = set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.partition(":")[2].split())
+    return "bf16-mixed" if flags & {"avx512_bf16", "amx_bf16"} else "32-true"
+
+
+OmegaConf.register_new_resolver("unsup3d.cpu_precision", lambda: native_cpu_precision(), replace=True)
 
 
 class ConfigError(ValueError):
