@@ -66,7 +66,8 @@ def native_cpu_precision(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
     return "bf16-mixed" if flags & {"avx512_bf16", "amx_bf16"} else "32-true"
 
 
-OmegaConf.register_new_resolver("unsup3d.cpu_precision", lambda: native_cpu_precision(), replace=True)
+# use_cache: /proc/cpuinfo is read once per config, not at every access of the key.
+OmegaConf.register_new_resolver("unsup3d.cpu_precision", native_cpu_precision, use_cache=True, replace=True)
 
 
 class ConfigError(ValueError):

@@ -43,7 +43,7 @@ def worker_init(worker_id: int) -> None:
 
 def _sigterm_from_parent_only() -> None:
     """In a loader worker: exit (status 0, so the data loader reports no failure) on a SIGTERM sent by
-    the parent process or once the parent is gone, ignore any other SIGTERM.
+    the parent process, or on any SIGTERM once the parent is gone; ignore every other SIGTERM.
 
     The sender of a signal is only known to ``sigwaitinfo``: SIGTERM is blocked in this (the worker's
     main) thread, which every thread started later inherits, and a daemon thread waits for it. Where

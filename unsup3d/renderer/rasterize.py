@@ -369,12 +369,17 @@ def _grid_corners(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Te
     return t[:, :-1, :-1], t[:, :-1, 1:], t[:, 1:, :-1], t[:, 1:, 1:]
 
 
-def _grid_triangles(x, y, z):
-    """The two triangles of every cell in :func:`grid_faces` order: ``(tl, bl, tr)`` and
-    ``(tr, bl, br)``, each a triple of ``(x, y, z)`` corner tensors ``B x (H-1) x (W-1)``."""
-    cx, cy, cz = _grid_corners(x), _grid_corners(y), _grid_corners(z)
+def _cell_triangles(cx, cy, cz):
+    """The two triangles of cells in :func:`grid_faces` order, ``(tl, bl, tr)`` and ``(tr, bl, br)``,
+    from the cells' corner values ``(tl, tr, bl, br)`` per coordinate (as :func:`_grid_corners` gives):
+    each triangle a triple of ``(x, y, z)`` corner tensors shaped like the cells."""
     tl, tr, bl, br = 0, 1, 2, 3
     return [[(cx[i], cy[i], cz[i]) for i in tri] for tri in ((tl, bl, tr), (tr, bl, br))]
+
+
+def _grid_triangles(x, y, z):
+    """:func:`_cell_triangles` of every cell of the ``B x H x W`` grid: tensors ``B x (H-1) x (W-1)``."""
+    return _cell_triangles(_grid_corners(x), _grid_corners(y), _grid_corners(z))
 
 
 def _cell_boxes(x: torch.Tensor, y: torch.Tensor, tol: float = 1e-4):
@@ -510,10 +515,9 @@ def _select_nearest_grid(
         bi, ci = medium // ncell, medium % ncell
         tl = bi * (h * w) + (ci // wc) * w + ci % wc
         corners = screen.reshape(-1, 3).index_select(0, torch.stack([tl, tl + 1, tl + w, tl + w + 1], 1).view(-1))
-        c = corners.view(-1, 4, 3).unbind(1)  # tl, tr, bl, br: N x 3 each
+        cx, cy, cz = (t.unbind(1) for t in corners.view(-1, 4, 3).unbind(-1))  # tl, tr, bl, br: N each
         ones = torch.ones_like(medium, dtype=torch.bool)
-        tris = [(*(c[i].unbind(-1) for i in tri), ones, ci + t * ncell)
-                for t, tri in enumerate(((0, 2, 1), (1, 2, 3)))]  # (tl, bl, tr), (tr, bl, br)
+        tris = [(*tri, ones, ci + t * ncell) for t, tri in enumerate(_cell_triangles(cx, cy, cz))]
         _dense_window(keys, tris, x0.reshape(-1)[medium], y0.reshape(-1)[medium], bi * (oh * ow), 2 * k, (oh, ow),
                       near, eps)
 
