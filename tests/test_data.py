@@ -19,6 +19,7 @@ from PIL import Image
 
 from unsup3d.config import CONFIG_DIR, compose_config
 from unsup3d.data import CorruptImageWarning, ImageFolderDataset, Unsup3DDataModule, load_depth
+from unsup3d.data.datamodule import main_exiting_event
 from unsup3d.data.datasets import crop_array
 from unsup3d.depth_encoding import depth_to_unit, unit_to_depth
 
@@ -204,8 +205,12 @@ def test_workers_ignore_outside_signals_but_stop_when_the_main_process_asks(tmp_
     time.sleep(1.0)
     assert worker.is_alive()
     assert sum(b["image"].shape[0] for b in loader) == 8  # and it still loads
-    worker.terminate()  # SIGTERM from the main process, as multiprocessing sends at exit
-    worker.join(timeout=20)
+    main_exiting_event().set()  # as at interpreter exit, where multiprocessing then SIGTERMs the workers
+    try:
+        worker.terminate()
+        worker.join(timeout=20)
+    finally:
+        main_exiting_event().clear()
     assert worker.exitcode == 0
 
 

@@ -4,7 +4,7 @@ and end the run cleanly with :class:`TrainingInterrupted`.
 SIGTERM is handled by Lightning: its handler sets ``trainer.received_sigterm`` (and forwards the signal
 to DDP worker processes). While training runs, SIGINT gets a handler of :class:`GracefulShutdown` that
 does the same for the first Ctrl-C; a second Ctrl-C stops at once, without saving (as Lightning does).
-Data-loader workers ignore both, except a SIGTERM from the main process itself
+Data-loader workers ignore both, except SIGTERM once the main process is exiting or gone
 (:func:`unsup3d.data.datamodule.worker_init`). A stop is acted on at the end of a
 training step (all ranks agree on it), so the checkpoint holds a finished optimizer step: the trainer
 writes ``last.ckpt`` (weights, optimizer, step count, loops) and :class:`TrainingInterrupted` ends

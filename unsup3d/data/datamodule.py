@@ -9,9 +9,11 @@ Batches are dicts (batch-first)::
 
 from __future__ import annotations
 
+import atexit
+import functools
+import multiprocessing
 import os
 import signal
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,41 +29,39 @@ __all__ = ["Unsup3DDataModule", "worker_init"]
 _STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
 
 
-def worker_init(worker_id: int) -> None:
+def worker_init(worker_id: int, main_exiting=None) -> None:
     """Loader workers leave Ctrl-C and a job scheduler's SIGTERM to the main process, which saves a
     checkpoint, stops, then shuts the workers down; a worker killed by a signal meant for the whole
     process group would fail the batch being loaded. SIGINT is ignored. SIGTERM is ignored unless the
-    main process itself sends it: that is how ``multiprocessing`` and the data loader stop a worker that
-    did not finish on request (at interpreter exit, for example), and a worker deaf to it would make the
-    main process wait on it for ever. Workers are seeded as Lightning's ``seed_everything(workers=True)``
-    does."""
+    main process is exiting (``main_exiting``, a ``multiprocessing`` event set at its interpreter exit:
+    ``multiprocessing`` then SIGTERMs and joins live workers, and a worker deaf to it would make it wait
+    for ever) or is gone. Workers are seeded as Lightning's ``seed_everything(workers=True)`` does."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _sigterm_from_parent_only()
+    if main_exiting is None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    else:
+        parent = os.getppid()
+
+        def on_sigterm(signum, frame) -> None:  # runs in the worker's main thread, whichever thread got it
+            if main_exiting.is_set() or os.getppid() != parent:
+                os._exit(0)  # status 0: the data loader reports no failure
+
+        signal.signal(signal.SIGTERM, on_sigterm)
     if int(os.environ.get("PL_SEED_WORKERS", 0)):  # when Lightning would have added its own worker_init_fn
         pl_worker_init_function(worker_id)
 
 
-def _sigterm_from_parent_only() -> None:
-    """In a loader worker: exit (status 0, so the data loader reports no failure) on a SIGTERM sent by
-    the parent process, or on any SIGTERM once the parent is gone; ignore every other SIGTERM.
+_main_exiting = None
 
-    The sender of a signal is only known to ``sigwaitinfo``: SIGTERM is blocked in this (the worker's
-    main) thread, which every thread started later inherits, and a daemon thread waits for it. Where
-    ``sigwaitinfo`` does not exist (macOS, Windows) SIGTERM keeps its default action.
-    """
-    if not hasattr(signal, "sigwaitinfo"):
-        return
-    parent = os.getppid()
 
-    def wait() -> None:
-        while True:
-            info = signal.sigwaitinfo({signal.SIGTERM})
-            if info.si_pid == parent or os.getppid() != parent:
-                os._exit(0)
-
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # blocked, so it stays pending until taken by `wait`
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
-    threading.Thread(target=wait, name="unsup3d-sigterm", daemon=True).start()
+def main_exiting_event():
+    """The event :func:`worker_init` reads: created once per process, set at interpreter exit (``atexit``
+    runs it before ``multiprocessing``'s own exit handler, registered earlier, terminates the workers)."""
+    global _main_exiting
+    if _main_exiting is None:
+        _main_exiting = multiprocessing.Event()
+        atexit.register(_main_exiting.set)
+    return _main_exiting
 
 
 def _plain(value):
@@ -218,7 +218,7 @@ class Unsup3DDataModule(pl.LightningDataModule):
             persistent_workers=self.persistent_workers and workers > 0,
             drop_last=self.drop_last and shuffle and len(self.datasets[split]) >= self.batch_size,
             generator=generator,
-            worker_init_fn=worker_init if workers > 0 else None,
+            worker_init_fn=functools.partial(worker_init, main_exiting=main_exiting_event()) if workers > 0 else None,
         )
 
     def train_dataloader(self) -> DataLoader:
