@@ -16,28 +16,33 @@ depth. One concept a module:
 from .params import (
     PARAM_SPEC,
     SPLIT_SEED_OFFSETS,
+    VARIANTS,
     SyntheticConfig,
     params_from_records,
     params_to_records,
     sample_params,
+    variant_config,
 )
 from .render import render_samples
 from .shapes import background_image, canonical_albedo, canonical_shape
-from .write import generate_dataset, generate_split, load_split_params, regenerate_sample
+from .write import generate_dataset, generate_split, load_split_params, load_true_views, regenerate_sample
 
 __all__ = [
     "PARAM_SPEC",
     "SPLIT_SEED_OFFSETS",
     "SyntheticConfig",
+    "VARIANTS",
     "background_image",
     "canonical_albedo",
     "canonical_shape",
     "generate_dataset",
     "generate_split",
     "load_split_params",
+    "load_true_views",
     "params_from_records",
     "params_to_records",
     "regenerate_sample",
     "render_samples",
     "sample_params",
+    "variant_config",
 ]

@@ -1,7 +1,10 @@
 """``unsup3d-make-synthetic``: generate the procedural synthetic face dataset (no download needed).
 
     unsup3d-make-synthetic --output data/synthetic --num-train 10000 --num-val 500 --num-test 1000 \\
-        --image-size 64 --seed 0
+        --image-size 64 --seed 0 [--variant head|face|deep|flat|wide|clutter]
+
+``--variant`` picks one of the named variants (``--list-variants`` prints them with their settings);
+``--yaw-range``, ``--pitch-range`` and ``--roll-range`` override the variant's pose ranges.
 
 Writes the synface layout ``<output>/{train,val,test}/{image,depth}/`` plus ``<output>/<split>/params.json``
 (see :mod:`unsup3d.data.synthetic` and data/README.md). ``scripts/make_synthetic.py`` is the same command.
@@ -14,7 +17,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from .params import SyntheticConfig
+from .params import VARIANTS, variant_config
 from .write import generate_dataset
 
 __all__ = ["build_parser", "main"]
@@ -31,9 +34,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--supersample", type=int, default=2, help="render at this factor, then area-average")
-    parser.add_argument("--yaw-range", type=float, default=50.0, help="yaw drawn from +-this many degrees")
-    parser.add_argument("--pitch-range", type=float, default=20.0)
-    parser.add_argument("--roll-range", type=float, default=10.0)
+    parser.add_argument("--variant", default="head", choices=list(VARIANTS),
+                        help="named data variant (default: head, the whole-head faces); see --list-variants")
+    parser.add_argument("--list-variants", action="store_true", help="print the variants' settings and exit")
+    parser.add_argument("--yaw-range", type=float, default=None,
+                        help="yaw drawn from +-this many degrees (default: the variant's; head: 50)")
+    parser.add_argument("--pitch-range", type=float, default=None, help="default: the variant's (head: 20)")
+    parser.add_argument("--roll-range", type=float, default=None, help="default: the variant's (head: 10)")
     parser.add_argument("--chunk-size", type=int, default=256, help="samples rendered at a time")
     parser.add_argument("--quiet", action="store_true")
     return parser
@@ -43,18 +50,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the exit status (2 for a bad option)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.list_variants:
+        for name, settings in VARIANTS.items():
+            print(f"{name:8s} " + (", ".join(f"{k}={v}" for k, v in settings.items()) or "(the defaults)"))
+        return 0
     for name in ("num_train", "num_val", "num_test"):
         if getattr(args, name) < 0:
             parser.error(f"--{name.replace('_', '-')} must be >= 0")
     if args.image_size < 8 or args.supersample < 1:
         parser.error("--image-size must be >= 8 and --supersample >= 1")
-    cfg = SyntheticConfig(
-        image_size=args.image_size,
-        supersample=args.supersample,
-        yaw_range=args.yaw_range,
-        pitch_range=args.pitch_range,
-        roll_range=args.roll_range,
-    )
+    poses = {k: getattr(args, k) for k in ("yaw_range", "pitch_range", "roll_range") if getattr(args, k) is not None}
+    cfg = variant_config(args.variant, image_size=args.image_size, supersample=args.supersample, **poses)
     start = time.time()
     out = generate_dataset(
         args.output,

@@ -8,9 +8,10 @@
   (``renderer.rasterize_view``, one pass), giving the depth seen and the canonical position of every
   visible surface point, where the canonical image is sampled (``grid_sample``). This is the exact
   render of the mesh that the model's ``warp_canon_depth`` + ``inverse_warp_grid`` approximate,
-* pixels whose visible surface point lies on the head ellipse are foreground; the image is
-  composited over the background, and the ground-truth depth is the rendered depth on the
-  foreground, ``max_depth`` elsewhere.
+* pixels whose visible surface point lies on the head ellipse (``foreground="head"``) or on the face
+  region of it (``"face"``: :func:`~.shapes.face_region`) are foreground; the image is composited over
+  the background, and the ground-truth depth is the rendered depth on the foreground, ``max_depth``
+  elsewhere.
 
 The canonical maps and the mesh are built at the output size (``canonical_supersample = 1``), the
 model's own resolution; the view is rasterized at ``supersample`` times the output size, then
@@ -33,7 +34,7 @@ from unsup3d.renderer import (
 )
 
 from .params import SyntheticConfig
-from .shapes import background_image, canonical_albedo, canonical_shape, head_coordinates
+from .shapes import background_image, canonical_albedo, canonical_shape, face_region, head_coordinates
 
 __all__ = ["make_renderer", "render_samples"]
 
@@ -67,7 +68,7 @@ def render_samples(params: dict, cfg: SyntheticConfig | None = None, renderer=No
     csize = cfg.image_size * cfg.canonical_supersample  # canonical maps and mesh resolution
     renderer = renderer or make_renderer(cfg, size)
     depth, head = canonical_shape(params, csize, cfg.min_depth, cfg.max_depth)
-    albedo = canonical_albedo(params, csize)
+    albedo = canonical_albedo(params, csize, detail=cfg.albedo_detail, hair=cfg.foreground == "head")
     light = params["light"]
     normal = renderer.normals(depth)  # B x R x R x 3
     lambert = shading.lambertian(normal, shading.light_direction(light[:, 2:4]))
@@ -83,12 +84,12 @@ def render_samples(params: dict, cfg: SyntheticConfig | None = None, renderer=No
     far = torch.full_like(frags.zbuf, renderer.background_depth)
     recon_depth = torch.where(frags.mask, frags.zbuf, far)
     warped = F.grid_sample(canon_image, grid, mode="bilinear", padding_mode="border", align_corners=True)
-    # foreground: the visible surface point lies on the head (analytic ellipse test, antialiased
-    # by the supersampling)
+    # foreground: the visible surface point lies on the head or the face (analytic ellipse tests,
+    # antialiased by the supersampling)
     u, v = head_coordinates(params, *grid.unbind(-1))
-    r2 = u**2 + v**2
-    alpha = ((r2 < 1) & frags.mask).unsqueeze(1).float()
-    image = warped * alpha + background_image(params, size) * (1 - alpha)
+    inside = (u**2 + v**2 < 1) if cfg.foreground == "head" else (face_region(u, v) < 1)
+    alpha = (inside & frags.mask).unsqueeze(1).float()
+    image = warped * alpha + background_image(params, size, cfg.background) * (1 - alpha)
     gt = torch.where(alpha[:, 0] > 0.5, recon_depth, torch.full_like(recon_depth, cfg.max_depth))
     gt = gt.clamp(cfg.min_depth, cfg.max_depth)
     if ss > 1:

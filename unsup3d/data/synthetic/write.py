@@ -26,7 +26,8 @@ from unsup3d.io import atomic_save_image, atomic_save_text
 from .params import SyntheticConfig, params_from_records, params_to_records, sample_params, split_seed
 from .render import make_renderer, render_samples
 
-__all__ = ["generate_dataset", "generate_split", "image_to_uint8", "load_split_params", "regenerate_sample"]
+__all__ = ["generate_dataset", "generate_split", "image_to_uint8", "load_split_params", "load_true_views",
+           "regenerate_sample"]
 
 FORMAT_VERSION = 1
 
@@ -134,9 +135,21 @@ def load_split_params(split_dir: str | Path) -> tuple[SyntheticConfig, list[dict
     """Settings and per-sample records saved by :func:`generate_split`."""
     meta = json.loads((Path(split_dir) / "params.json").read_text())
     settings = dict(meta["settings"])
-    for k in ("ambient_range", "diffuse_range"):
-        settings[k] = tuple(settings[k])
+    for k in ("ambient_range", "diffuse_range", "relief_scale", "size_range"):
+        if settings.get(k) is not None:
+            settings[k] = tuple(settings[k])
     return SyntheticConfig(**settings), meta["samples"]
+
+
+def load_true_views(split_dir: str | Path) -> dict[str, list[float]] | None:
+    """The true view of every image of a generated split: ``resolved image path -> [rx, ry, rz, tx, ty, tz]``
+    (radians), from its ``params.json``; ``None`` where the split has no ``params.json`` (data that does not
+    record its views)."""
+    split_dir = Path(split_dir)
+    if not (split_dir / "params.json").is_file():
+        return None
+    _, records = load_split_params(split_dir)
+    return {str((split_dir / r["image"]).resolve()): r["view"] for r in records}
 
 
 def regenerate_sample(split_dir: str | Path, index: int) -> dict:
