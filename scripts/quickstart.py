@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from unsup3d.evaluation import baseline_verdict
+from unsup3d.evaluation import yardstick_verdict
 
 REPO = Path(__file__).resolve().parents[1]
 #: Training steps: sized so that the whole quick start takes under 15 minutes on an idle 2-core CPU.
@@ -91,7 +91,7 @@ def main() -> None:
     scores = eval_dir / "scores.txt"
     if scores.is_file():
         print("\n" + scores.read_text())
-    print(baseline_verdict(json.loads((eval_dir / "scores.json").read_text())["scores"]))
+    print(yardstick_verdict(json.loads((eval_dir / "scores.json").read_text())["scores"]))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Evaluation: baselines on constructed cases, report contents."""
 
 import math
+from pathlib import Path
 
 import torch
 
@@ -50,16 +51,75 @@ def test_baselines_on_a_constructed_case(tmp_path):
     # Ratios are model / baseline.
     r = report.ratios["constant"]["side"]
     assert abs(r - report.scores["model"]["side"][0] / report.scores["constant"]["side"][0]) < 1e-9
-    # Per-image rows: one per image and method, with every metric.
-    assert len(report.rows) == 5 * 3 and set(METRIC_KEYS) <= set(report.rows[0])
+    # Per-image rows: one per image and method (model, constant, avg_gt, prior_at_view), with every metric.
+    assert list(report.scores) == ["model", "constant", "avg_gt", "prior_at_view"]
+    assert len(report.rows) == 5 * 4 and set(METRIC_KEYS) <= set(report.rows[0])
     paths = write_report(report, tmp_path)
     assert paths["scores_json"].is_file() and "model/avg_gt" in format_report(report)
     lines = paths["per_image_csv"].read_text().splitlines()
-    assert len(lines) == 1 + 15 and lines[1].startswith("im0.png,model,")
+    assert len(lines) == 1 + 20 and lines[1].startswith("im0.png,model,")
 
 
-def test_baseline_verdict_names_what_the_model_does_not_beat():
-    from unsup3d.evaluation import baseline_verdict
+def test_prior_yardsticks_on_constructed_depth():
+    """The prior rendered at the true view is the ground truth when the data is that prior: zero error;
+    at the model's (wrong) predicted view it is scored exactly as the metric of that rendering."""
+    from unsup3d.metrics import DepthMetrics
+
+    torch.manual_seed(0)
+    model = Unsup3D(image_size=32, width=0.125, lam_perc=0.0, depth_prior_height=0.3).eval()
+    true = torch.tensor([[0.1, 0.3, 0.05, 0.0, 0.0, 0.0], [-0.1, -0.2, 0.0, 0.01, 0.0, 0.0],
+                         [0.0, 0.5, -0.1, 0.0, -0.01, 0.0]])
+    prior = model.shape_prior()
+    assert prior.shape == (32, 32) and abs(float(prior.min()) - (model.border_depth - 0.3 * 0.2)) < 1e-3
+    assert torch.all(prior[:, :2] == model.border_depth) and torch.all(prior[:, -2:] == model.border_depth)
+    with torch.no_grad():
+        gt = model.renderer.warp_canon_depth(prior.expand(3, -1, -1), true)
+    gt = torch.where(model.renderer.visible_mask(gt), gt, torch.full_like(gt, 1.1)).clamp(0.9, 1.1)
+    views = {str(Path(f"/data/im{i}.png").resolve()): true[i].tolist() for i in range(3)}
+    loader = [{"image": torch.rand(3, 3, 32, 32), "depth": gt, "path": [f"/data/im{i}.png" for i in range(3)]}]
+    report = evaluate(model, loader, progress=False, true_views=views)
+    assert report.scores["prior_at_true_view"]["side"][0] < 1e-4
+    assert report.scores["prior_at_true_view"]["mad"][0] < 0.05
+    # prior_at_view: the same prior at the model's own view, scored by the same metric
+    with torch.no_grad():
+        f = model(loader[0]["image"])
+        at_view = model.renderer.warp_canon_depth(prior.expand(3, -1, -1), f.view)
+    metric = DepthMetrics(fov=model.hparams.fov, background_depth=1.1)
+    metric.update(at_view, gt, model.renderer.visible_mask(at_view))
+    assert abs(report.scores["prior_at_view"]["side"][0] - float(metric.compute()["side"]) * SIDE_SCALE) < 1e-6
+    assert report.scores["prior_at_view"]["side"][0] > 0.1  # the untrained model's view is not the true one
+    # pose statistics against the true views are in the report and the text table
+    assert set(report.pose) >= {"pitch_slope", "yaw_slope", "roll_slope", "yaw_corr", "relief_ratio"}
+    assert "yaw slope" in format_report(report)
+
+
+def test_pose_statistics_hand_computed():
+    from unsup3d.evaluation import pose_statistics
+
+    true = torch.tensor([[0.0, -0.4, 0.1], [0.1, 0.0, -0.1], [0.2, 0.4, 0.0], [-0.1, 0.2, 0.2]], dtype=torch.float64)
+    pred = torch.stack([true[:, 0] * 2 + 0.1, -true[:, 1], torch.zeros(4)], 1)
+    stats = pose_statistics(pred, true)
+    assert abs(stats["pitch_slope"] - 2) < 1e-9 and abs(stats["pitch_corr"] - 1) < 1e-9
+    assert abs(stats["yaw_slope"] + 1) < 1e-9 and abs(stats["yaw_corr"] + 1) < 1e-9
+    assert stats["roll_slope"] == 0 and math.isnan(stats["roll_corr"])  # a constant prediction: no correlation
+    assert abs(stats["pitch_mean_deg"] - float(pred[:, 0].mean()) * 180 / math.pi) < 1e-9
+
+
+def test_yardstick_verdict_names_the_prior():
+    from unsup3d.evaluation import yardstick_verdict
+
+    def mk(side, mad):
+        return {"side": {"mean": side}, "mad_original": {"mean": mad}}
+
+    base = {"constant": mk(1.2, 40.0), "avg_gt": mk(2.3, 30.0), "prior_at_true_view": mk(0.9, 24.0)}
+    good = yardstick_verdict({"model": mk(0.7, 18.0), **base})
+    assert "beats both baselines and the shape prior at the true view" in good
+    bad = yardstick_verdict({"model": mk(1.0, 20.0), **base})
+    assert "NOT" in bad and "SIDE vs prior_at_true_view" in bad and "MAD" not in bad.split("NOT beat")[1].split("(")[0]
+
+
+def test_verdict_without_a_prior_names_what_the_model_does_not_beat():
+    from unsup3d.evaluation import yardstick_verdict as baseline_verdict
 
     def mk(side, mad):
         return {"side": {"mean": side}, "mad_original": {"mean": mad}}

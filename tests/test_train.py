@@ -223,14 +223,57 @@ def test_eval_command_writes_scores(synth, tmp_path):
                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     scores = json.loads((out / "scores.json").read_text())
-    assert set(scores["scores"]) == {"model", "constant", "avg_gt"}
+    # the synthetic split records its views: the prior at the true view and the pose statistics too
+    methods = {"model", "constant", "avg_gt", "prior_at_view", "prior_at_true_view"}
+    assert set(scores["scores"]) == methods
     for method in scores["scores"].values():
         assert set(method) == {"side", "mad", "mad_original", "mae", "mse"}
-    assert set(scores["ratios"]) == {"constant", "avg_gt"}
+    assert set(scores["ratios"]) == methods - {"model"}
+    assert {"pitch_slope", "yaw_slope", "roll_slope", "yaw_corr", "relief_ratio"} <= set(scores["pose"])
+    assert "yaw slope" in proc.stdout
     header = (out / "per_image.csv").read_text().splitlines()[0]
     assert header == "path,method,side,mad,mad_original,mae,mse,num_pixels"
-    assert len((out / "per_image.csv").read_text().splitlines()) == 1 + 3 * 8
+    assert len((out / "per_image.csv").read_text().splitlines()) == 1 + 5 * 8
     assert len(list((out / "images").iterdir())) == 8
+
+
+def test_supervised_depth_trains_netd_on_the_ground_truth(synth, tmp_path):
+    """model.supervised_depth: netD learns the ground-truth depth (the loss falls), the view is the identity,
+    and the other networks are left as they were."""
+    from unsup3d.data import Unsup3DDataModule
+    from unsup3d.model import Unsup3D
+
+    root = synth / "synthetic"
+    cfg = compose_cfg(["experiment=synthetic_cpu", *TINY, f"dataset.root={root}", "logger=csv",
+                       "model.supervised_depth=true", "model.lr=2e-3", f"paths.output_dir={tmp_path / 'run'}",
+                       "trainer.max_steps=30", "trainer.max_epochs=30", "trainer.precision=32-true", *SHORT])
+    torch.manual_seed(0)
+    before = Unsup3D(**{k: v for k, v in cfg.model.items() if k != "_target_"})
+    train(cfg)
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
+    model = Unsup3D(**ckpt["hyper_parameters"])
+    model.load_state_dict(ckpt["state_dict"])
+    dm = Unsup3DDataModule(root=str(root), image_size=32, batch_size=8, num_workers=0, has_depth=True,
+                           train_flip=False, persistent_workers=False)
+    dm.setup("fit")
+    batch = next(iter(dm.dataloader("train")))
+    with torch.no_grad():
+        trained_loss = model.supervised_depth_loss(batch["image"], batch["depth"])
+        untrained_loss = before.supervised_depth_loss(batch["image"], batch["depth"])
+        f = model.eval()(batch["image"])
+    assert trained_loss < 0.7 * untrained_loss
+    assert torch.all(f.view == 0)
+    model.train().zero_grad()
+    model.supervised_depth_loss(batch["image"], batch["depth"]).backward()
+    assert all(p.grad is not None for p in model.netD.parameters())
+    assert all(p.grad is None for n in ("netA", "netL", "netV", "netC") for p in getattr(model, n).parameters())
+    rows = (tmp_path / "run" / "csv" / "metrics.csv").read_text().splitlines()
+    assert "train/loss_depth_supervised" in rows[0]
+    bad = compose_cfg(["experiment=synthetic_cpu", *TINY, f"dataset.root={synth / 'plain'}", "dataset.has_depth=false",
+                       "logger=none", "model.supervised_depth=true", f"paths.output_dir={tmp_path / 'bad'}",
+                       "trainer.max_steps=1", *SHORT])
+    with pytest.raises(ValueError, match="supervised_depth=true needs ground-truth depth"):
+        train(bad)
 
 
 def test_bf16_mixed_training_step_on_cpu(synth, tmp_path):

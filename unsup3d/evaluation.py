@@ -7,6 +7,16 @@ Baselines:
 
 * ``constant``: a constant ("null") depth map; SIDE and MAD are scale invariant, so any constant.
 * ``avg_gt``: the average ground-truth depth map of the training split.
+
+Yardsticks the model must beat to have learned shape of its own (not the prior's):
+
+* ``prior_at_view``: the recipe's canonical shape prior (:meth:`Unsup3D.shape_prior`, the ellipsoid
+  its depth prior pulls toward) rendered at the model's predicted view of each image;
+* ``prior_at_true_view``: the same prior rendered at the true view (data that records its views, as
+  the synthetic faces' ``params.json``).
+
+Pose (where true views are known): least-squares slope and correlation of the predicted against the
+true pitch, yaw and roll (:func:`pose_statistics`).
 """
 
 from __future__ import annotations
@@ -29,17 +39,20 @@ from tqdm import tqdm
 
 from unsup3d.checkpoint import load_model, resolve_device
 from unsup3d.config import check_node, instantiate_node, run_dir
+from unsup3d.data.synthetic import load_true_views
 from unsup3d.depth_encoding import depth_to_unit
 from unsup3d.io import atomic_save_image, atomic_save_json, atomic_save_text
 from unsup3d.metrics import SIDE_SCALE, DepthMetrics, average_depth_map, evaluation_mask
 from unsup3d.model import Unsup3D
 
 __all__ = [
-    "EvalReport", "evaluate", "average_train_depth", "METRIC_KEYS", "format_report", "write_report",
-    "pose_relief_diagnostics", "LearningCurve", "run_evaluation", "baseline_verdict",
+    "EvalReport", "evaluate", "average_train_depth", "METRIC_KEYS", "POSE_ANGLES", "format_report", "write_report",
+    "pose_statistics", "LearningCurve", "run_evaluation", "yardstick_verdict", "curve_row",
 ]
 
 METRIC_KEYS = ("side", "mad", "mad_original", "mae", "mse")
+#: The rotation components of a view, in order: ``(rx, ry, rz)`` = pitch, yaw, roll.
+POSE_ANGLES = ("pitch", "yaw", "roll")
 
 
 @dataclass
@@ -51,10 +64,12 @@ class EvalReport:
     ratios: dict[str, dict[str, float]]
     rows: list[dict[str, Any]] = field(default_factory=list)
     num_images: int = 0
+    pose: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "num_images": self.num_images,
+            "pose": self.pose,
             "units": {"side": "x 10^-2 (scale-invariant log depth error)", "mad": "degrees",
                       "mad_original": "degrees (the original code's normal normalisation)",
                       "mae": "depth units", "mse": "depth units squared"},
@@ -90,6 +105,38 @@ def _report_units(values: dict[str, torch.Tensor]) -> dict[str, tuple[float, flo
     return out
 
 
+def pose_statistics(pred: torch.Tensor, true: torch.Tensor) -> dict[str, float]:
+    """How well predicted rotations follow the true ones.
+
+    Args:
+        pred, true: ``N x 3`` ``(rx, ry, rz)`` in radians (pitch, yaw, roll), predicted and true.
+
+    Returns:
+        ``<angle>_slope`` (least-squares slope of predicted against true: 1 is right; well under 1 with a
+        high correlation is the bas-relief solution, too little rotation and too much relief),
+        ``<angle>_corr`` (Pearson correlation) and ``<angle>_mean_deg`` (the mean prediction: an offset
+        means the canonical frame drifted) for each of :data:`POSE_ANGLES`. NaN where undefined (a
+        constant prediction has no correlation).
+
+    Example:
+        >>> true = torch.tensor([[0.0, -0.2, 0.1], [0.1, 0.0, 0.0], [0.2, 0.4, -0.1]])
+        >>> stats = pose_statistics(0.5 * true, true)
+        >>> round(stats["yaw_slope"], 6), round(stats["yaw_corr"], 6)
+        (0.5, 1.0)
+    """
+    if pred.shape != true.shape or pred.ndim != 2 or pred.shape[1] != 3:
+        raise ValueError(f"pose_statistics expects two N x 3 rotations; got {tuple(pred.shape)} and {tuple(true.shape)}")
+    pred, true = pred.double().cpu(), true.double().cpu()
+    out = {}
+    for j, name in enumerate(POSE_ANGLES):
+        x, y = true[:, j] - true[:, j].mean(), pred[:, j] - pred[:, j].mean()
+        sxx, syy, sxy = (x * x).sum(), (y * y).sum(), (x * y).sum()
+        out[f"{name}_slope"] = float(sxy / sxx) if sxx > 0 else math.nan
+        out[f"{name}_corr"] = float(sxy / (sxx * syy).sqrt()) if sxx > 0 and syy > 0 else math.nan
+        out[f"{name}_mean_deg"] = float(pred[:, j].mean() * 180 / math.pi)
+    return out
+
+
 @torch.no_grad()
 def evaluate(
     model: Unsup3D,
@@ -99,11 +146,13 @@ def evaluate(
     max_images: int | None = None,
     image_dir: Path | None = None,
     progress: bool = True,
+    true_views: Mapping[str, Sequence[float]] | None = None,
 ) -> EvalReport:
-    """Evaluate ``model`` and the baselines on a loader of ``{"image", "depth", "path"}`` batches.
+    """Evaluate ``model``, the baselines and the prior yardsticks on a loader of ``{"image", "depth",
+    "path"}`` batches, by the same metrics in one pass.
 
     Args:
-        model: the model (put in eval mode here).
+        model: the model (evaluated in eval mode; its mode is restored).
         loader: test batches: ``image`` B x 3 x S x S in [0, 1], ``depth`` B x S x S, ``path``.
         avg_gt_depth: ``S x S`` average training depth for the ``avg_gt`` baseline (skipped if None).
         device: "auto", "cpu", "cuda", ...
@@ -111,55 +160,86 @@ def evaluate(
         image_dir: if given, per-image outputs are written there (input, canonical depth/albedo/
             normal/shading, reconstruction, depth error maps).
         progress: show a progress bar.
+        true_views: ``resolved image path -> (rx, ry, rz, tx, ty, tz)`` true view of each image (radians),
+            e.g. :func:`unsup3d.data.synthetic.load_true_views`: adds ``prior_at_true_view`` and the pose
+            statistics (:func:`pose_statistics`) and relief ratio to the report.
 
     Returns:
-        :class:`EvalReport`.
+        :class:`EvalReport`: scores of ``model``, ``constant``, ``avg_gt`` (with ``avg_gt_depth``),
+        ``prior_at_view`` and ``prior_at_true_view`` (with ``true_views``); ``pose`` holds the pose
+        statistics and ``relief_ratio`` (median over images of the std of the predicted depth over the
+        evaluation mask divided by that of the ground truth: 1 is right).
     """
     dev = resolve_device(device)
+    was_training = model.training
     model = model.to(dev).eval()
     hp = model.hparams
-    methods = {"model": DepthMetrics(fov=hp.fov, background_depth=hp.max_depth).to(dev),
-               "constant": DepthMetrics(fov=hp.fov, background_depth=hp.max_depth).to(dev)}
+    names = ["model", "constant"] + (["avg_gt"] if avg_gt_depth is not None else []) + ["prior_at_view"]
+    names += ["prior_at_true_view"] if true_views is not None else []
+    methods = {m: DepthMetrics(fov=hp.fov, background_depth=hp.max_depth).to(dev) for m in names}
     if avg_gt_depth is not None:
-        methods["avg_gt"] = DepthMetrics(fov=hp.fov, background_depth=hp.max_depth).to(dev)
         avg_gt_depth = avg_gt_depth.to(dev)
+    prior = model.shape_prior().to(dev)
+    warp = model.renderer.warp_canon_depth
     paths: list[str] = []
+    pred_rot, true_rot, relief = [], [], []
     total = len(loader.dataset) if hasattr(loader, "dataset") else None
     if max_images is not None and total is not None:
         total = min(total, max_images)
     bar = tqdm(total=total, desc="evaluating", unit="img") if progress else None
-    for batch in loader:
-        if "depth" not in batch:
-            raise ValueError("evaluation needs ground-truth depth: use a dataset with has_depth=true "
-                             "(<split>/image and <split>/depth folders)")
-        images, gt = batch["image"], batch["depth"]
-        if max_images is not None:
-            keep = max_images - len(paths)
-            if keep <= 0:
-                break
-            images, gt = images[:keep], gt[:keep]
-        images, gt = images.to(dev), gt.to(dev).to(images.dtype)
-        f = model(images)
-        valid = model.renderer.visible_mask(f.recon_depth)
-        methods["model"].update(f.recon_depth, gt, valid)
-        methods["constant"].update(torch.ones_like(gt), gt, None)
-        if avg_gt_depth is not None:
-            methods["avg_gt"].update(avg_gt_depth.expand_as(gt), gt, None)
-        batch_paths = [str(p) for p in batch.get("path", [f"#{len(paths) + i}" for i in range(len(gt))])]
-        batch_paths = batch_paths[: len(gt)]
-        if image_dir is not None:
-            _save_outputs(model, f, gt, batch_paths, image_dir, start=len(paths))
-        paths.extend(batch_paths)
+    try:
+        for batch in loader:
+            if "depth" not in batch:
+                raise ValueError("evaluation needs ground-truth depth: use a dataset with has_depth=true "
+                                 "(<split>/image and <split>/depth folders)")
+            images, gt = batch["image"], batch["depth"]
+            if max_images is not None:
+                keep = max_images - len(paths)
+                if keep <= 0:
+                    break
+                images, gt = images[:keep], gt[:keep]
+            images, gt = images.to(dev), gt.to(dev).to(images.dtype)
+            batch_paths = [str(p) for p in batch.get("path", [f"#{len(paths) + i}" for i in range(len(gt))])]
+            batch_paths = batch_paths[: len(gt)]
+            f = model(images)
+            valid = model.renderer.visible_mask(f.recon_depth)
+            methods["model"].update(f.recon_depth, gt, valid)
+            methods["constant"].update(torch.ones_like(gt), gt, None)
+            if avg_gt_depth is not None:
+                methods["avg_gt"].update(avg_gt_depth.expand_as(gt), gt, None)
+            priors = prior.expand_as(gt)
+            at_view = warp(priors, f.view)
+            methods["prior_at_view"].update(at_view, gt, model.renderer.visible_mask(at_view))
+            if true_views is not None:
+                true = torch.tensor([list(_true_view(true_views, p)) for p in batch_paths], device=dev,
+                                    dtype=f.view.dtype)
+                at_true = warp(priors, true)
+                methods["prior_at_true_view"].update(at_true, gt, model.renderer.visible_mask(at_true))
+                pred_rot.append(f.view[:, :3].cpu())
+                true_rot.append(true[:, :3].cpu())
+                mask = evaluation_mask(gt, valid, hp.max_depth)
+                for i in range(len(mask)):
+                    if mask[i].sum() > 10:
+                        relief.append(float(f.recon_depth[i][mask[i]].std() / gt[i][mask[i]].std()))
+            if image_dir is not None:
+                _save_outputs(model, f, gt, batch_paths, image_dir, start=len(paths))
+            paths.extend(batch_paths)
+            if bar is not None:
+                bar.update(len(gt))
+    finally:
         if bar is not None:
-            bar.update(len(gt))
-    if bar is not None:
-        bar.close()
+            bar.close()
+        model.train(was_training)
     if not paths:
         raise ValueError("the evaluation split is empty")
 
     scores = {m: _report_units(metric.compute()) for m, metric in methods.items()}
     ratios = {b: {k: scores["model"][k][0] / scores[b][k][0] if scores[b][k][0] else math.nan
                   for k in METRIC_KEYS} for b in methods if b != "model"}
+    pose = {}
+    if pred_rot:
+        pose = pose_statistics(torch.cat(pred_rot), torch.cat(true_rot))
+        pose["relief_ratio"] = float(torch.tensor(relief).median()) if relief else math.nan
     rows = []
     per_image = {m: metric.per_image() for m, metric in methods.items()}
     for i, path in enumerate(paths):
@@ -170,7 +250,15 @@ def evaluate(
                 row[k] = v
             row["num_pixels"] = int(values["num_pixels"][i])
             rows.append(row)
-    return EvalReport(scores=scores, ratios=ratios, rows=rows, num_images=len(paths))
+    return EvalReport(scores=scores, ratios=ratios, rows=rows, num_images=len(paths), pose=pose)
+
+
+def _true_view(true_views: Mapping[str, Sequence[float]], path: str) -> Sequence[float]:
+    key = str(Path(path).resolve())
+    if key not in true_views:
+        raise KeyError(f"no true view recorded for {path}: the views (params.json) belong to another split or "
+                       "dataset")
+    return true_views[key]
 
 
 def _save_outputs(model: Unsup3D, f, gt: torch.Tensor, paths: list[str], out: Path, start: int) -> None:
@@ -202,51 +290,6 @@ def _save_outputs(model: Unsup3D, f, gt: torch.Tensor, paths: list[str], out: Pa
             atomic_save_image(folder / f"{name}.png", arr[..., 0] if arr.shape[-1] == 1 else arr)
 
 
-@torch.no_grad()
-def pose_relief_diagnostics(model: Unsup3D, loader: DataLoader, true_views: Mapping[str, Sequence[float]]) -> dict:
-    """What the model got right about pose and relief, against known viewpoints (synthetic data).
-
-    Args:
-        model: the model (run in eval mode; its mode is restored).
-        loader: batches ``{"image", "depth", "path"}``.
-        true_views: ``resolved path -> (rx, ry, ...)`` ground-truth view (radians) of each image.
-
-    Returns:
-        ``pitch_slope``, ``pitch_corr``, ``yaw_slope``, ``yaw_corr`` (least-squares slope and
-        correlation of predicted against true angles: 1, 1 is right; a slope well below 1 with a high
-        correlation is the bas-relief solution: too little rotation, too much relief),
-        ``pitch_mean_deg``, ``yaw_mean_deg``, ``roll_mean_deg`` (mean predictions: an offset means the
-        canonical frame drifted) and ``relief_ratio`` (median over images of the std of the predicted
-        depth in the view over the evaluation mask, divided by that of the ground truth).
-    """
-    was_training = model.training
-    model.eval()
-    dev = next(model.parameters()).device
-    pred, true, relief = [], [], []
-    try:
-        for batch in loader:
-            f = model(batch["image"].to(dev))
-            gt = batch["depth"].to(dev)
-            pred.append(f.view[:, :3].cpu())
-            true.append(torch.tensor([list(true_views[str(Path(p).resolve())])[:2] for p in batch["path"]]))
-            mask = evaluation_mask(gt, model.renderer.visible_mask(f.recon_depth), model.hparams.max_depth)
-            for i in range(len(mask)):
-                if mask[i].sum() > 10:
-                    relief.append(float(f.recon_depth[i][mask[i]].std() / gt[i][mask[i]].std()))
-    finally:
-        model.train(was_training)
-    pred, true = torch.cat(pred).double(), torch.cat(true).double()
-    out = {}
-    for j, name in enumerate(("pitch", "yaw")):
-        x, y = true[:, j] - true[:, j].mean(), pred[:, j] - pred[:, j].mean()
-        out[f"{name}_slope"] = float((x * y).sum() / (x * x).sum())
-        out[f"{name}_corr"] = float((x * y).sum() / ((x * x).sum() * (y * y).sum()).sqrt())
-    for j, name in enumerate(("pitch", "yaw", "roll")):
-        out[f"{name}_mean_deg"] = float(pred[:, j].mean() * 180 / math.pi)
-    out["relief_ratio"] = float(torch.tensor(relief).median()) if relief else math.nan
-    return out
-
-
 class LearningCurve(pl.Callback):
     """Evaluate model and baselines on a test loader at chosen steps during training: a learning curve.
 
@@ -258,14 +301,14 @@ class LearningCurve(pl.Callback):
         loader: test batches ``{"image", "depth", "path"}``.
         avg_gt_depth: ``S x S`` average training depth (the ``avg_gt`` baseline).
         steps: global steps to evaluate at.
-        true_views: optional ``path -> view`` for :func:`pose_relief_diagnostics`.
+        true_views: optional ``path -> view``: the prior at the true view and the pose statistics.
         on_row: optional callable receiving each row (e.g. to print it).
         max_train_minutes: stop training once this much training time (evaluations excluded) has passed.
 
     Attributes:
-        rows: one dict per evaluation: ``step``, ``minutes`` (training time so far), ``side``,
-            ``mad`` (original operator), ``side_ratio``, ``mad_ratio`` (to the ``avg_gt``
-            baseline), the baselines' ``avg_gt_side``, ``avg_gt_mad``, and the diagnostics.
+        rows: one dict per evaluation (:func:`curve_row`): ``step``, ``minutes`` (training time so far),
+            every method's SIDE and MAD (original operator), the model's ratios to the ``avg_gt``
+            baseline and to the better baseline, and the pose statistics.
         reports: the :class:`EvalReport` of each row.
     """
 
@@ -292,16 +335,10 @@ class LearningCurve(pl.Callback):
         t = time.perf_counter()
         minutes = self.train_minutes()
         report = evaluate(pl_module, self.loader, avg_gt_depth=self.avg, device=str(pl_module.device),
-                          progress=False)
-        row = {"step": step, "minutes": minutes}
-        m, b = report.scores["model"], report.scores["avg_gt"]
-        row.update(side=m["side"][0], mad=m["mad_original"][0], side_ratio=m["side"][0] / b["side"][0],
-                   mad_ratio=m["mad_original"][0] / b["mad_original"][0], avg_gt_side=b["side"][0],
-                   avg_gt_mad=b["mad_original"][0], constant_side=report.scores["constant"]["side"][0],
-                   constant_mad=report.scores["constant"]["mad_original"][0])
-        if self.true_views is not None:
-            row.update(pose_relief_diagnostics(pl_module, self.loader, self.true_views))
-        pl_module.train()
+                          progress=False, true_views=self.true_views)
+        row = {"step": step, "minutes": minutes, **curve_row(report)}
+        if hasattr(pl_module, "depth_prior_weight"):
+            row["prior_weight"] = pl_module.depth_prior_weight(step)
         self.rows.append(row)
         self.reports.append(report)
         self._eval_s += time.perf_counter() - t
@@ -322,9 +359,32 @@ class LearningCurve(pl.Callback):
         self._evaluate(trainer, pl_module)
 
 
-def baseline_verdict(scores: Mapping[str, Mapping[str, Any]]) -> str:
-    """One line: does the model beat the constant and the average-depth baselines on SIDE and on MAD
-    (the original's normal operator)?
+def curve_row(report: EvalReport) -> dict[str, float]:
+    """The figures of one evaluation as a flat row: ``<method>_side`` and ``<method>_mad`` (MAD with the
+    original's normal operator, as in the paper's table) for every method, the model's as ``side`` and
+    ``mad``; ``side_ratio`` / ``mad_ratio`` to the ``avg_gt`` baseline (where present);
+    ``best_side_ratio`` / ``best_mad_ratio`` to the better of the two baselines on each metric; the
+    model against the prior at the true view (``side_vs_prior`` / ``mad_vs_prior``, below 1 is better);
+    and the pose statistics."""
+    s = {m: (v["side"][0], v["mad_original"][0]) for m, v in report.scores.items()}
+    row: dict[str, float] = {"side": s["model"][0], "mad": s["model"][1]}
+    for m, (side, mad) in s.items():
+        if m != "model":
+            row[f"{m}_side"], row[f"{m}_mad"] = side, mad
+    if "avg_gt" in s:
+        row["side_ratio"], row["mad_ratio"] = s["model"][0] / s["avg_gt"][0], s["model"][1] / s["avg_gt"][1]
+    bases = [b for b in ("constant", "avg_gt") if b in s]
+    row["best_side_ratio"] = s["model"][0] / min(s[b][0] for b in bases)
+    row["best_mad_ratio"] = s["model"][1] / min(s[b][1] for b in bases)
+    prior = "prior_at_true_view" if "prior_at_true_view" in s else "prior_at_view"
+    row["side_vs_prior"], row["mad_vs_prior"] = s["model"][0] / s[prior][0], s["model"][1] / s[prior][1]
+    row.update(report.pose)
+    return row
+
+
+def yardstick_verdict(scores: Mapping[str, Mapping[str, Any]]) -> str:
+    """One line: does the model beat the constant and average-depth baselines and the shape prior (at the
+    true view where known, else at the predicted view) on SIDE and on MAD (the original's operator)?
 
     Args:
         scores: ``scores.json``'s ``"scores"``: ``method -> metric -> {"mean": ...}`` (or ``(mean, std)``).
@@ -333,25 +393,33 @@ def baseline_verdict(scores: Mapping[str, Mapping[str, Any]]) -> str:
         v = scores[method][metric]
         return float(v["mean"] if isinstance(v, Mapping) else v[0])
 
-    bases = [b for b in ("constant", "avg_gt") if b in scores]
-    worse = [f"{'SIDE' if metric == 'side' else 'MAD'} vs {base}" for base in bases
-             for metric in ("side", "mad_original") if mean("model", metric) >= mean(base, metric)]
-    figures = ", ".join(f"{b} {mean(b, 'side'):.2f} / {mean(b, 'mad_original'):.1f}" for b in bases)
+    prior = "prior_at_true_view" if "prior_at_true_view" in scores else "prior_at_view"
+    others = [b for b in ("constant", "avg_gt", prior) if b in scores]
+    worse = [f"{'SIDE' if metric == 'side' else 'MAD'} vs {other}" for other in others
+             for metric in ("side", "mad_original") if mean("model", metric) >= mean(other, metric)]
+    figures = ", ".join(f"{b} {mean(b, 'side'):.2f} / {mean(b, 'mad_original'):.1f}" for b in others)
     head = f"SIDE {mean('model', 'side'):.2f}, MAD {mean('model', 'mad_original'):.1f} deg"
+    names = " and ".join(["both baselines"] + (["the shape prior" + (" at the true view" if prior.endswith("true_view") else " at the predicted view")] if prior in scores else []))
     if not worse:
-        return f"result: the model beats both baselines on SIDE and MAD ({head}; {figures})"
-    return f"result: the model ({head}) does NOT beat the baselines on {', '.join(worse)} ({figures})"
+        return f"result: the model beats {names} on SIDE and MAD ({head}; {figures})"
+    return f"result: the model ({head}) does NOT beat them on {', '.join(worse)} ({figures})"
 
 
 def format_report(report: EvalReport) -> str:
-    """A plain-text table: methods side by side, then model/baseline ratios."""
-    lines = [f"{'method':<10}" + "".join(f"{k:>22}" for k in METRIC_KEYS)]
+    """A plain-text table: methods side by side, then model/other ratios, then the pose statistics."""
+    w = max(10, *(len("model/" + m) + 1 for m in report.scores))
+    lines = [f"{'method':<{w}}" + "".join(f"{k:>22}" for k in METRIC_KEYS)]
     for m, s in report.scores.items():
-        lines.append(f"{m:<10}" + "".join(f"{s[k][0]:>13.4f} ± {s[k][1]:<6.3f}" for k in METRIC_KEYS))
+        lines.append(f"{m:<{w}}" + "".join(f"{s[k][0]:>13.4f} ± {s[k][1]:<6.3f}" for k in METRIC_KEYS))
     for b, r in report.ratios.items():
-        lines.append(f"{'model/' + b:<10}" + "".join(f"{r[k]:>22.3f}" for k in METRIC_KEYS))
+        lines.append(f"{'model/' + b:<{w}}" + "".join(f"{r[k]:>22.3f}" for k in METRIC_KEYS))
     lines.append(f"({report.num_images} images; SIDE x 10^-2, MAD in degrees; mad_original uses the "
                  "original code's normal normalisation, as in the paper's table)")
+    if report.pose:
+        p = report.pose
+        lines.append("pose, predicted against true: " + ", ".join(
+            f"{a} slope {p[f'{a}_slope']:.2f} corr {p[f'{a}_corr']:.2f}" for a in POSE_ANGLES)
+            + f"; relief ratio {p['relief_ratio']:.2f}")
     return "\n".join(lines)
 
 
@@ -398,8 +466,9 @@ def run_evaluation(cfg: DictConfig) -> EvalReport:
     if cfg.baselines:
         dm.setup("fit")
         avg = average_train_depth(dm.dataloader("train"), cfg.baseline_train_images)
+    true_views = load_true_views(Path(str(cfg.dataset.root)) / str(cfg.dataset.get(f"{split}_split", split)))
     report = evaluate(model, loader, avg_gt_depth=avg, device=cfg.device, max_images=cfg.max_images,
-                      image_dir=out_dir / "images" if cfg.save_images else None)
+                      image_dir=out_dir / "images" if cfg.save_images else None, true_views=true_views)
     data_cfg = {**OmegaConf.to_container(cfg.dataset, resolve=True), **fixed}
     data_cfg.pop("_target_", None)
     paths = write_report(report, out_dir, extra={"checkpoint": str(cfg.checkpoint), "split": split,

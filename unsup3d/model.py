@@ -37,7 +37,8 @@ from unsup3d.renderer import Renderer, full_precision, shading, to_full
 __all__ = ["Unsup3D", "Factors", "LOSS_TERMS"]
 
 NETWORK_NAMES = ("netD", "netA", "netL", "netV", "netC")
-LOSS_TERMS = ("l1", "l1_flip", "perc", "perc_flip", "depth_sm", "view_equivariance", "view_mean", "depth_prior")
+LOSS_TERMS = ("l1", "l1_flip", "perc", "perc_flip", "depth_sm", "view_equivariance", "view_mean", "depth_prior",
+              "depth_supervised")
 LR_DECAYS = ("none", "cosine")
 
 
@@ -92,6 +93,11 @@ class Unsup3D(pl.LightningModule):
             shapes from an ellipsoid). 0 (the original) is off.
         depth_prior_height: height of that bulge's tip above the border depth, as a fraction of the
             depth range (0.5: from 1.04 to 0.94 with the default range).
+        supervised_depth: train netD on the ground-truth depth of the batches instead of the
+            photometric losses (the paper's supervised upper bound, Table 2): the L1 difference of the
+            log depths after removing their per-image means (scale invariant, as SIDE and MAD are), and
+            the view fixed to the identity, so that netD's depth is the depth in the input view. The
+            other networks are not trained. Needs data with ground-truth depth.
         encoder_init: initialisation of the two plain encoders (netV, netL), which have no
             normalisation layers: ``"pytorch"`` (PyTorch's default, as the original release) or
             ``"kaiming"`` (He-normal hidden layers, small last layer). With the default, their
@@ -141,6 +147,7 @@ class Unsup3D(pl.LightningModule):
         lam_depth_prior: float = 0.0,
         depth_prior_steps: int = 0,
         depth_prior_height: float = 0.5,
+        supervised_depth: bool = False,
         encoder_init: str = "pytorch",
         lr: float = 1e-4,
         beta1: float = 0.9,
@@ -282,6 +289,41 @@ class Unsup3D(pl.LightningModule):
                 factors.view_mirrored = to_full(raw["view_mirrored"]) * self._view_ranges(x)
             return factors
 
+    def shape_prior(self, border: bool = True) -> torch.Tensor:
+        """The canonical shape the depth prior pulls toward: a centred ellipsoidal bulge of
+        ``depth_prior_height`` (a fraction of the depth range) on the border depth
+        (:func:`~unsup3d.losses.ellipsoid_depth`), with the 2-px left/right border of the canonical depth
+        (``border=True``) or without it (what the loss compares :meth:`depth_from_raw` with).
+
+        Returns:
+            ``S x S`` float32 on the model's device.
+        """
+        hp = self.hparams
+        s = hp.image_size
+        prior = ellipsoid_depth(s, self.border_depth, hp.depth_prior_height * (hp.max_depth - hp.min_depth),
+                                like=torch.empty(0, device=self.device))
+        if border:
+            prior[:, :2] = self.border_depth
+            prior[:, -2:] = self.border_depth
+        return prior
+
+    def supervised_depth_loss(self, images: torch.Tensor, gt_depth: torch.Tensor) -> torch.Tensor:
+        """The loss of ``supervised_depth``: mean absolute difference of the log depths of netD's depth and
+        ``gt_depth`` after removing each image's mean difference.
+
+        Args:
+            images: ``B x 3 x S x S`` in ``[0, 1]``.
+            gt_depth: ``B x S x S``.
+
+        Returns:
+            Scalar.
+        """
+        raw = self.netD(images * 2 - 1)
+        with full_precision(images.device):
+            depth = self.depth_from_raw(to_full(raw).squeeze(1))
+            err = depth.log() - to_full(gt_depth).clamp(min=1e-3).log()
+            return (err - err.mean((1, 2), keepdim=True)).abs().mean()
+
     def depth_from_raw(self, depth_raw: torch.Tensor) -> torch.Tensor:
         """The canonical depth parametrisation, before the border: netD's raw output, upsampled to
         the image size if predicted smaller (bilinear), made zero-mean per image, ``tanh``, rescaled
@@ -317,6 +359,8 @@ class Unsup3D(pl.LightningModule):
         light_b = _rescale(light[:, 1], *hp.diff_light_range)
         light_d = shading.light_direction(light[:, 2:])
         view = view_raw * self._view_ranges(x)
+        if hp.supervised_depth:  # netD predicts the depth in the input view
+            view = torch.zeros_like(view)
 
         # The symmetry branch renders the mirrored canonical factors with the same light and view.
         use_flip = hp.use_flip and reconstruct
@@ -456,8 +500,7 @@ class Unsup3D(pl.LightningModule):
             losses["view_mean"] = view_mean_prior(self.normalized_view(f.view))
         lam_prior = self.depth_prior_weight(step)
         if lam_prior > 0:
-            target = ellipsoid_depth(hp.image_size, self.border_depth,
-                                     hp.depth_prior_height * (hp.max_depth - hp.min_depth), like=f.canon_depth)
+            target = self.shape_prior(border=False).to(f.canon_depth)
             rng = hp.max_depth - hp.min_depth
             losses["depth_prior"] = ((self.depth_from_raw(f.canon_depth_raw) - target) / rng).pow(2).mean()
         lam_flip = self.lam_flip_at(epoch)
@@ -492,6 +535,15 @@ class Unsup3D(pl.LightningModule):
 
     def training_step(self, batch, batch_idx: int):
         images = self._images(batch)
+        if self.hparams.supervised_depth:
+            if not isinstance(batch, dict) or "depth" not in batch:
+                raise ValueError("model.supervised_depth=true needs ground-truth depth in the training batches "
+                                 "(a dataset with has_depth=true)")
+            loss = self.supervised_depth_loss(images, batch["depth"])
+            self._check_finite({"depth_supervised": loss, "total": loss}, "train", batch_idx)
+            self.log("train/loss_depth_supervised", loss.detach(), batch_size=images.shape[0])
+            self.log("train/loss", loss.detach(), prog_bar=True, batch_size=images.shape[0])
+            return loss
         f = self(images)
         losses = self.compute_losses(f, self.current_epoch)
         if not self._check_finite(losses, "train", batch_idx):
