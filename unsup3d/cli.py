@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 from unsup3d.checkpoint import CheckpointError
 from unsup3d.config import ConfigError
 from unsup3d.evaluation import run_evaluation
+from unsup3d.pretrained import resolve_checkpoint
 from unsup3d.training import TrainingInterrupted, train
 
 __all__ = ["LEGACY_OVERRIDES", "eval_command", "train_command", "translate_legacy_overrides"]
@@ -61,6 +62,7 @@ def _train_app(cfg: DictConfig) -> None:
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
 def _eval_app(cfg: DictConfig) -> None:
     try:
+        cfg.checkpoint = str(resolve_checkpoint(cfg.checkpoint))  # a file, or a pretrained model's name
         run_evaluation(cfg)
     except (CheckpointError, FileNotFoundError, ValueError) as exc:  # ConfigError is a ValueError
         print(f"error: {exc}", file=sys.stderr)

@@ -1,6 +1,7 @@
 """``unsup3d-demo``: serve the demo page for a checkpoint (needs the ``demo`` extra).
 
     unsup3d-demo --checkpoint model.ckpt [--host 127.0.0.1] [--port 7860] [--detect-face] [--device auto]
+    unsup3d-demo --checkpoint celeba                 # a pretrained model of the original release by name
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from unsup3d.checkpoint import CheckpointError, load_model, resolve_device
 from unsup3d.export.options import TEXTURES
+from unsup3d.pretrained import PRETRAINED_MODELS, resolve_checkpoint
 
 from .reconstruct import DEFAULT_MAX_PIXELS, demo_export_options
 
@@ -63,7 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit status: 0 when the server stopped normally, 2 for a bad checkpoint, option or port.",
     )
     p.add_argument("-c", "--checkpoint", required=True,
-                   help="Lightning checkpoint of this project (.ckpt) or original-release checkpoint (.pth)")
+                   help="Lightning checkpoint of this project (.ckpt), original-release checkpoint (.pth), or "
+                        f"a pretrained model of the original release by name ({', '.join(PRETRAINED_MODELS)}; "
+                        "downloaded once into $UNSUP3D_CACHE_DIR, default ~/.cache/unsup3d)")
     p.add_argument("--trust-checkpoint", action="store_true",
                    help="allow a checkpoint that needs full unpickling (can run arbitrary code)")
     p.add_argument("--host", default="127.0.0.1",
@@ -119,7 +123,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         return fail(str(exc))
     try:
-        model = load_model(args.checkpoint, trust=args.trust_checkpoint, map_location="cpu").to(device).eval()
+        checkpoint = resolve_checkpoint(args.checkpoint)
+        model = load_model(checkpoint, trust=args.trust_checkpoint, map_location="cpu").to(device).eval()
     except CheckpointError as exc:
         return fail(str(exc))
 
@@ -136,12 +141,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             try:
                 logger = WandbLogger(args.wandb_project, args.wandb_name,
-                                     {"checkpoint": str(args.checkpoint), "job": "demo", **options.to_json()},
+                                     {"checkpoint": str(checkpoint), "job": "demo", **options.to_json()},
                                      dir=work_dir)
             except Exception as exc:  # noqa: BLE001 - wandb raises its own error types
                 return fail(f"could not start a W&B run: {exc}")
         demo = app.build_app(model, work_dir, detect_face=args.detect_face, options=options,
-                             max_pixels=args.max_pixels, checkpoint=str(Path(args.checkpoint).resolve()),
+                             max_pixels=args.max_pixels, checkpoint=str(checkpoint.resolve()),
                              logger=logger, keep=args.keep, view_size=args.view_size,
                              concurrency=args.concurrency)
         print(f"unsup3d-demo: '{args.checkpoint}' on {device}; results in '{work_dir}'"
