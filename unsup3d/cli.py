@@ -25,7 +25,7 @@ from unsup3d.evaluation import run_evaluation
 from unsup3d.pretrained import resolve_checkpoint
 from unsup3d.training import TrainingInterrupted, train
 
-__all__ = ["LEGACY_OVERRIDES", "eval_command", "train_command", "translate_legacy_overrides"]
+__all__ = ["EVAL_FLAGS", "LEGACY_OVERRIDES", "eval_command", "train_command", "translate_legacy_overrides"]
 
 #: Overrides of earlier versions, still accepted: ``output_dir=DIR`` is ``hydra.run.dir=DIR`` now.
 LEGACY_OVERRIDES = {"output_dir": "hydra.run.dir"}
@@ -75,7 +75,12 @@ def train_command() -> None:
     _train_app()
 
 
+#: Flags ``unsup3d-eval`` accepts besides Hydra's overrides, and the override each one means.
+EVAL_FLAGS = {"--wandb": "wandb=true"}
+
+
 def eval_command() -> None:
     """``unsup3d-eval checkpoint=PATH [overrides]``: evaluate a checkpoint (see ``unsup3d-eval --help``)."""
-    sys.argv[1:] = translate_legacy_overrides(sys.argv[1:])
+    args = [EVAL_FLAGS.get(a, a) for a in sys.argv[1:]]  # --wandb is wandb=true
+    sys.argv[1:] = translate_legacy_overrides(args)
     _eval_app()

@@ -32,7 +32,7 @@ import os
 import secrets
 import shutil
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,7 @@ __all__ = [
     "ContinuingCSVLogger",
     "ContinuingTensorBoardLogger",
     "finish_loggers",
+    "log_evaluation",
     "wandb_logger",
     "wandb_mode",
 ]
@@ -124,6 +125,56 @@ def wandb_logger(
     if resolved == "offline":
         log.info("W&B is offline (no API key): sync later with `wandb sync %s/wandb/offline-run-*`", save_dir)
     return logger
+
+
+def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(_flatten(value, f"{name}/"))
+        else:
+            out[name] = value
+    return out
+
+
+def log_evaluation(
+    summary: Mapping[str, Any],
+    rows: Sequence[Mapping[str, Any]],
+    columns: Sequence[str],
+    save_dir: str | os.PathLike,
+    config: Mapping[str, Any] | None = None,
+    project: str = "unsup3d-eval",
+    name: str | None = None,
+    mode: str = "auto",
+) -> str:
+    """Log an evaluation to a new W&B run: the per-image scores as a ``wandb.Table`` (``eval/per_image``)
+    and the summary (nested keys joined with ``/``, e.g. ``scores/model/side/mean``) as the run's summary.
+
+    Args:
+        summary: the scores (``EvalReport.to_json()`` and what else the report records).
+        rows: one mapping per table row (``per_image.csv``'s rows).
+        columns: the table's columns, keys of every row.
+        save_dir: W&B writes under ``<save_dir>/wandb`` (``$WANDB_DIR`` wins when set).
+        config: the run's config (the evaluation's settings).
+        project, name: as W&B's.
+        mode: ``auto`` (:func:`wandb_mode`: online with an API key, else offline), ``online``, ``offline``.
+
+    Returns:
+        The run's local folder.
+    """
+    if mode not in WANDB_MODES:
+        raise ValueError(f"mode must be one of {', '.join(WANDB_MODES)}; got {mode!r}")
+    run = wandb.init(project=project, name=name, mode=wandb_mode(mode), job_type="eval", config=dict(config or {}),
+                     dir=os.environ.get("WANDB_DIR") or str(save_dir), reinit="finish_previous")
+    try:
+        table = wandb.Table(columns=list(columns), data=[[row.get(c) for c in columns] for row in rows])
+        run.log({"eval/per_image": table})
+        run.summary.update(_flatten(summary))
+        folder = run.dir
+    finally:
+        run.finish()
+    return str(folder)
 
 
 def finish_loggers(loggers: Iterable[Logger]) -> None:
