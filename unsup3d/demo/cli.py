@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import shutil
 import signal
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from unsup3d.checkpoint import CheckpointError, load_model, resolve_device
@@ -21,7 +22,7 @@ from unsup3d.pretrained import PRETRAINED_MODELS, resolve_checkpoint
 
 from .reconstruct import DEFAULT_MAX_PIXELS, demo_export_options
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "private_upload_dir"]
 
 
 def _positive_int(text: str) -> int:
@@ -42,6 +43,32 @@ def _port(text: str) -> int:
     if not 0 < value < 65536:
         raise argparse.ArgumentTypeError(f"expected a port number 1..65535, got {text!r}")
     return value
+
+
+@contextlib.contextmanager
+def private_upload_dir() -> Iterator[Path]:
+    """A folder of this server's own for Gradio's uploads and file cache, removed with everything in it when
+    the block ends (the server stopped).
+
+    Gradio keeps every uploaded photo, and a copy of every file it serves, in ``$GRADIO_TEMP_DIR`` (default
+    ``<system temp>/gradio``) and leaves them there when the server stops. Inside this block
+    ``GRADIO_TEMP_DIR`` names a fresh folder inside that one (``unsup3d-demo-uploads-*``); import gradio,
+    build and launch the page inside it (Gradio reads the variable when it is imported and when the page's
+    components and its server are made).
+    """
+    base = os.environ.get("GRADIO_TEMP_DIR")
+    if base:
+        Path(base).mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix="unsup3d-demo-uploads-", dir=base or None))
+    os.environ["GRADIO_TEMP_DIR"] = str(folder)
+    try:
+        yield folder
+    finally:
+        if base is None:
+            os.environ.pop("GRADIO_TEMP_DIR", None)
+        else:
+            os.environ["GRADIO_TEMP_DIR"] = base
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _interrupt(signum, frame):
@@ -78,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tick 'Crop around the face' by default (OpenCV Haar cascade; photos without a face fail)")
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda[:N] (default auto)")
     p.add_argument("--output", default=None, metavar="DIR",
-                   help="keep the result folders here (default: a temporary folder removed when the server stops)")
+                   help="keep the result folders here (default: a temporary folder removed when the server stops; "
+                        "the uploaded photos are always removed then)")
     p.add_argument("--keep", type=_positive_int, default=200, metavar="N",
                    help="keep at most N result folders, deleting the oldest (default 200)")
     g = p.add_argument_group("limits")
@@ -112,6 +140,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {msg}", file=sys.stderr)
         return 2
 
+    with contextlib.ExitStack() as stack:
+        try:  # Gradio's uploads and served copies: a folder of this server's own, removed when it stops
+            stack.enter_context(private_upload_dir())
+        except OSError as exc:
+            return fail(f"cannot create a folder for the uploads in $GRADIO_TEMP_DIR: {exc.strerror or exc}")
+        return _serve(args, fail)
+
+
+def _serve(args: argparse.Namespace, fail) -> int:
+    """The command after its arguments are read, inside :func:`private_upload_dir`."""
     try:
         from . import app
     except ImportError as exc:
