@@ -104,7 +104,9 @@ def pretrained_checkpoint(name: str, *, download: bool = True, timeout: float = 
     if path.is_file():
         return path
     url = resource_url(resource)
-    how = (f"download {url} (from a machine with network access) and unpack it into '{root}', so that "
+    release = RESOURCES[resource].url
+    where = url if url == release else f"{url} (the release's {release})"
+    how = (f"download {where} (from a machine with network access) and unpack it into '{root}', so that "
            f"'{path}' exists (or set ${CACHE_DIR_ENV} to the folder that holds pretrained_{name}/)")
     if not download:
         raise PretrainedModelError(f"pretrained model '{name}' is not in the cache: {how}")
