@@ -188,6 +188,11 @@ def test_bad_folders_are_refused_and_nothing_is_replaced(photos, tmp_path, capsy
     assert [p.name for p in theirs.iterdir()] == ["celeba_cropped"]
     assert main([str(photos), str(photos), "--no-progress"]) == 2
     assert "is the input folder" in capsys.readouterr().err
+    prepare_folder(photos / "trip", tmp_path / "mine", PrepareOptions(crop="center"), progress=False)
+    shutil.copytree(photos / "day2", tmp_path / "mine" / "raw")  # photos kept inside a prepared folder
+    assert main([str(tmp_path / "mine" / "raw"), str(tmp_path / "mine"), "--no-progress"]) == 2
+    assert "lies inside the output folder" in capsys.readouterr().err
+    assert len(list((tmp_path / "mine" / "raw").iterdir())) == 2
     assert main([str(tmp_path / "missing"), str(tmp_path / "o"), "--no-progress"]) == 2
     assert "does not exist" in capsys.readouterr().err
     for bad in (["--split", "0.8,0.2"], ["--crop", "box=1,2"]):

@@ -375,10 +375,14 @@ def _check_output_root(output_root: Path, input_dir: Path) -> dict[str, Any] | N
     """The manifest of a folder this command wrote earlier (None for a new or empty folder).
 
     Raises:
-        OutputRootError: a file, the input folder itself, or a non-empty folder without our manifest.
+        OutputRootError: a file, the input folder itself or a folder holding it, or a non-empty folder
+            without our manifest.
     """
     if output_root.resolve() == input_dir.resolve():
         raise OutputRootError(f"the output folder '{output_root}' is the input folder; choose another one")
+    if output_root.resolve() in input_dir.resolve().parents:
+        raise OutputRootError(f"the input folder '{input_dir}' lies inside the output folder '{output_root}', "
+                              "which is replaced as a whole; choose an output folder outside it")
     if output_root.exists() and not output_root.is_dir():
         raise OutputRootError(f"the output '{output_root}' exists and is not a folder")
     if not output_root.is_dir() or not any(output_root.iterdir()):
