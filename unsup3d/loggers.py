@@ -161,12 +161,12 @@ def log_evaluation(
         mode: ``auto`` (:func:`wandb_mode`: online with an API key, else offline), ``online``, ``offline``.
 
     Returns:
-        The run's local folder.
+        The run's local files folder (``<save_dir>/wandb/<run>/files``).
     """
     if mode not in WANDB_MODES:
         raise ValueError(f"mode must be one of {', '.join(WANDB_MODES)}; got {mode!r}")
     run = wandb.init(project=project, name=name, mode=wandb_mode(mode), job_type="eval", config=dict(config or {}),
-                     dir=os.environ.get("WANDB_DIR") or str(save_dir), reinit="finish_previous")
+                     dir=os.environ.get("WANDB_DIR") or str(save_dir))
     try:
         table = wandb.Table(columns=list(columns), data=[[row.get(c) for c in columns] for row in rows])
         run.log({"eval/per_image": table})
@@ -230,7 +230,7 @@ class _ContinuingWriter(ExperimentWriter):
         if not os.path.isfile(self.metrics_file_path):
             return None
         rows = self._read_rows()
-        earlier = [r for r in rows if _csv_step(r) < step]
+        earlier = [r for r in rows if not _csv_step(r) >= step]  # rows without a step stay
         if len(earlier) == len(rows):
             return None
         aside = Path(self.log_dir) / f"metrics.previous-{_stamp()}.csv"
