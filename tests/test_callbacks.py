@@ -6,10 +6,12 @@ import imageio.v3 as iio
 import pytest
 import pytorch_lightning as pl
 import torch
+import trimesh
 from pytorch_lightning.loggers import CSVLogger
 from torch.utils.data import DataLoader, Dataset
 
 from unsup3d.callbacks import ImageLogger
+from unsup3d.mesh import grid_vertices
 from unsup3d.model import Unsup3D
 
 S = 32
@@ -62,6 +64,16 @@ def test_image_logger_csv(tmp_path):
         assert {"input_symline", "canon_depth", "recon_image", "conf_map_l1"} <= names
         img = iio.imread(folder / "canon_image.png")
         assert img.shape == (S + 4, 2 * S + 6, 3)
+    # the first fixed image's textured mesh, as unsup3d-export writes it (canonical grid, export frame)
+    mesh = trimesh.load(tmp_path / "images" / "step_2" / "mesh.glb", force="mesh", process=False, maintain_order=True)
+    model.eval()
+    with torch.no_grad():
+        depth = model(cb.fixed_images[:1]).canon_depth
+    expected = grid_vertices(model.renderer, depth, center=True)[0].numpy()
+    assert mesh.vertices.shape == (S * S, 3) and len(mesh.faces) == 2 * (S - 1) ** 2
+    assert abs(mesh.vertices - expected).max() < 1e-5
+    assert mesh.visual.material.baseColorTexture.size == (S, S)
+    model.train()
     for kind in ("textured", "shape"):
         video = tmp_path / "videos" / f"epoch_0_{kind}.mp4"
         assert video.exists(), kind
@@ -110,6 +122,7 @@ def test_image_logger_wandb_offline(tmp_path, monkeypatch):
     names = [p.name for p in media if p.is_file()]
     assert any(n.endswith(".png") for n in names), names
     assert any(n.endswith(".mp4") for n in names), names
+    assert any(n.endswith(".glb") for n in names), names  # the reconstruction as a wandb.Object3D
     assert run_dir is not None
     assert (tmp_path / "images" / "step_1" / "input_symline.png").exists()
 

@@ -18,6 +18,7 @@ COMMANDS = {
     "unsup3d-eval": "unsup3d-eval: evaluate a checkpoint",
     "unsup3d-export": "usage: unsup3d-export",
     "unsup3d-make-synthetic": "usage: unsup3d-make-synthetic",
+    "unsup3d-prepare": "usage: unsup3d-prepare",
 }
 # The training config's groups, as --help lists them.
 GROUPS = ("callbacks: default", "dataset: base, cat, celeba, folder", "logger: csv, none, tensorboard, wandb",

@@ -7,8 +7,14 @@ The gradio tests skip without the ``demo`` extra; the browser test skips without
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import struct
+import subprocess
+import sys
+import time
+import urllib.request
 import zipfile
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -275,6 +281,52 @@ def test_page_in_headless_chromium(server, tmp_path):
     assert "ui-sans-serif" in check.fonts or "system-ui" in check.fonts, check.fonts
     with Image.open(shot) as im:
         assert im.size[0] >= 1000 and im.size[1] >= 800
+
+
+def test_the_demo_removes_its_uploads_and_results_when_it_stops(tiny, tmp_path):
+    """unsup3d-demo in its own process, the system's temporary folder pointed at an empty one: a photo is
+    uploaded and reconstructed (its upload and the result sit there while serving); after SIGTERM the
+    command exits 0 and the folder is empty again (Gradio left the uploads in <tmp>/gradio before)."""
+    pytest.importorskip("gradio", reason="the demo extra is not installed (pip install -e '.[demo]')")
+    pytest.importorskip("gradio_client", reason="the demo extra is not installed (pip install -e '.[demo]')")
+    from gradio_client import Client, handle_file
+
+    exe = Path(sys.executable).parent / "unsup3d-demo"
+    if not exe.exists():
+        pytest.skip("unsup3d-demo is not installed beside the interpreter")
+    _, ckpt = tiny
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "GRADIO_TEMP_DIR"}
+    env.update(TMPDIR=str(tmp), GRADIO_ANALYTICS_ENABLED="False", OMP_NUM_THREADS="1")
+    port = _free_port()
+    proc = subprocess.Popen([str(exe), "--checkpoint", str(ckpt), "--port", str(port), "--num-frames", "2",
+                             "--view-size", "64"], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert proc.poll() is None, proc.stdout.read()[-3000:]
+            try:
+                with urllib.request.urlopen(url, timeout=2):
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "the demo did not start serving"
+                time.sleep(0.5)
+        out = Client(url, verbose=False).predict(handle_file(str(EXAMPLES / "002_face.png")), False,
+                                                 api_name="/reconstruct")
+        assert Path(out[9]).suffix == ".glb"
+        serving = [p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file()]
+        assert any(p.endswith("/002_face.png") and "uploads" in p for p in serving), serving
+        assert any(p.endswith("mesh.glb") for p in serving), serving
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*")) == []
 
 
 def test_wandb_logs_each_reconstruction(tiny, tmp_path, monkeypatch):

@@ -1,11 +1,24 @@
-"""Evaluation: baselines on constructed cases, report contents."""
+"""Evaluation: baselines on constructed cases, report contents, the W&B table of ``unsup3d-eval --wandb``."""
 
+import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
 import torch
 
-from unsup3d.evaluation import METRIC_KEYS, average_train_depth, evaluate, format_report, write_report
+from unsup3d.data.synthetic import SyntheticConfig, generate_dataset
+from unsup3d.evaluation import (
+    METRIC_KEYS,
+    PER_IMAGE_COLUMNS,
+    average_train_depth,
+    evaluate,
+    format_report,
+    write_report,
+)
 from unsup3d.metrics import SIDE_SCALE, evaluation_mask
 from unsup3d.model import Unsup3D
 
@@ -129,3 +142,37 @@ def test_verdict_without_a_prior_names_what_the_model_does_not_beat():
     bad = baseline_verdict({"model": mk(1.3, 35.0), "constant": mk(1.2, 40.0), "avg_gt": mk(2.3, 30.0)})
     assert "NOT" in bad and "SIDE vs constant" in bad and "MAD vs avg_gt" in bad
     assert "MAD vs constant" not in bad and "SIDE vs avg_gt" not in bad
+
+
+def test_eval_command_logs_scores_and_a_per_image_table_to_wandb(tiny, tmp_path):
+    """``unsup3d-eval ... --wandb`` (the flag for ``wandb=true``), offline without an API key: the run holds the
+    per-image scores as a wandb.Table with per_image.csv's columns and rows, and the scores in its summary."""
+    exe = Path(sys.executable).parent / "unsup3d-eval"
+    if not exe.exists():
+        pytest.skip("unsup3d-eval is not installed beside the interpreter")
+    _, ckpt = tiny
+    generate_dataset(tmp_path / "data", 2, 2, 3, 0, SyntheticConfig(image_size=64, supersample=1))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update(HOME=str(tmp_path), WANDB_SILENT="true")  # no API key, no ~/.netrc: offline
+    out = tmp_path / "eval"
+    proc = subprocess.run([str(exe), f"checkpoint={ckpt}", "dataset=synthetic", f"dataset.root={tmp_path / 'data'}",
+                           "dataset.num_workers=0", f"hydra.run.dir={out}", "device=cpu", "--wandb"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run,) = (out / "wandb").glob("offline-run-*")
+    (table_file,) = run.glob("files/media/table/eval/per_image_*.table.json")
+    table = json.loads(table_file.read_text())
+    assert table["columns"] == PER_IMAGE_COLUMNS
+    csv_rows = (out / "per_image.csv").read_text().splitlines()[1:]
+    methods = {"model", "constant", "avg_gt", "prior_at_view", "prior_at_true_view"}  # the data records its views
+    assert len(table["data"]) == len(csv_rows) == 3 * len(methods)
+    assert {row[1] for row in table["data"]} == methods
+    # the summary: an offline run keeps it only in its run-*.wandb record file, where each key is stored
+    # next to its value's JSON
+    scores = json.loads((out / "scores.json").read_text())
+    (records,) = run.glob("run-*.wandb")
+    data = records.read_bytes()
+    for key, value in (("scores/model/side/mean", scores["scores"]["model"]["side"]["mean"]),
+                       ("ratios/avg_gt/mad", scores["ratios"]["avg_gt"]["mad"]), ("num_images", 3)):
+        at = data.find(key.encode())
+        assert at >= 0 and json.dumps(value).encode() in data[at : at + len(key) + 40], key

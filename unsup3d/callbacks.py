@@ -19,6 +19,7 @@ import wandb
 from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 
 from unsup3d.io import atomic_save_image, write_video
+from unsup3d.mesh import grid_faces, grid_uvs, grid_vertices, write_glb
 from unsup3d.metrics import SIDE_SCALE, DepthMetrics
 from unsup3d.visualize import factor_panels, frames_to_grids, normal_shaded, to_uint8, turntable_frames
 
@@ -62,7 +63,9 @@ class ImageLogger(pl.Callback):
     * every ``log_images_every_n_steps`` optimizer steps (and after the first one), the model is run in
       eval mode without gradients on the fixed batch; the grids of :func:`unsup3d.visualize.factor_panels`
       are written to ``<dir>/images/step_<N>/<name>.png`` and logged to W&B (``images/<name>``) or
-      TensorBoard;
+      TensorBoard; with them, the textured mesh of the batch's first image is written to
+      ``<dir>/images/step_<N>/mesh.glb`` (the mesh ``unsup3d-export`` writes: canonical depth grid, shaded
+      canonical texture) and logged to W&B as a 3D object (``images/mesh``, ``wandb.Object3D``);
     * at the end of every ``video_every_n_epochs``-th validation epoch (not during the sanity check),
       turntables of the canonical image (``textured``) and of the shape alone (``shape``, a grey
       Lambertian rendering) are written to ``<dir>/videos/epoch_<E>_{textured,shape}.<video_format>``
@@ -207,19 +210,45 @@ class ImageLogger(pl.Callback):
 
     # ---------------------------------------------------------------------------------- logging
     def log_images(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> dict[str, Path]:
-        """Write and log the factor panels of the fixed batch. Returns name -> PNG path."""
+        """Write and log the factor panels and the first image's mesh of the fixed batch. Returns name -> path
+        (the panels' PNGs and ``mesh`` -> ``mesh.glb``)."""
         factors = self._run_model(pl_module)
         panels = {k: v.cpu() for k, v in factor_panels(pl_module, factors, max_items=self.max_items).items()}
         folder = self._dir(trainer) / "images" / f"step_{step}"
         paths = {}
         for name, grid in panels.items():
             paths[name] = atomic_save_image(folder / f"{name}.png", to_uint8(grid))
+        mesh = None
+        try:
+            mesh = paths["mesh"] = self.write_mesh(pl_module, factors, folder / "mesh.glb")
+        except Exception as exc:  # noqa: BLE001 - logging must never stop training
+            self._warn("writing the mesh", exc)
         for logger in trainer.loggers:
             try:
-                self._send_images(logger, panels, step)
+                self._send_images(logger, panels, step, mesh)
             except Exception as exc:  # noqa: BLE001 - logging must never stop training
                 self._warn(f"sending images to {type(logger).__name__}", exc)
         return paths
+
+    @staticmethod
+    def write_mesh(pl_module: pl.LightningModule, factors, path: Path, index: int = 0) -> Path:
+        """Write item ``index`` of ``factors`` as the textured GLB ``unsup3d-export`` writes (``mesh.glb``:
+        the canonical depth's grid mesh through the model's camera, in the export frame, with the shaded
+        canonical image as its texture).
+
+        Args:
+            pl_module: the model (its renderer lifts the depth).
+            factors: :class:`~unsup3d.factors.Factors` of a batch (``canon_depth`` ``B x H x W``,
+                ``canon_image`` ``B x 3 x H x W`` in ``[-1, 1]``).
+            path: the ``.glb`` file (written atomically).
+            index: the item.
+        """
+        depth = factors.canon_depth[index : index + 1].detach().float()  # 1 x H x W
+        h, w = depth.shape[-2:]
+        with torch.no_grad():
+            vertices = grid_vertices(pl_module.renderer, depth, center=True)[0].cpu().numpy()
+        texture = to_uint8(factors.canon_image[index].detach().float().clamp(-1, 1) / 2 + 0.5)  # H x W x 3
+        return write_glb(path, vertices, grid_faces(h, w), grid_uvs(h, w), texture)
 
     def log_videos(self, trainer: pl.Trainer, pl_module: pl.LightningModule, epoch: int) -> dict[str, Path]:
         """Write and log the turntable videos of the fixed batch. Returns kind -> video path."""
@@ -245,12 +274,14 @@ class ImageLogger(pl.Callback):
         return paths
 
     @staticmethod
-    def _send_images(logger: Any, panels: dict[str, torch.Tensor], step: int) -> None:
+    def _send_images(logger: Any, panels: dict[str, torch.Tensor], step: int, mesh: Path | None = None) -> None:
         if isinstance(logger, WandbLogger):
             images = {}
             for name, grid in panels.items():
                 arr = to_uint8(grid)
                 images[f"images/{name}"] = wandb.Image(arr[..., 0] if arr.shape[-1] == 1 else arr)
+            if mesh is not None:
+                images["images/mesh"] = wandb.Object3D(str(mesh))
             logger.log_metrics(images, step=step)
         elif isinstance(logger, TensorBoardLogger):
             for name, grid in panels.items():

@@ -40,6 +40,7 @@ __all__ = [
     "load_checkpoint_file",
     "load_model",
     "model_from_checkpoint",
+    "original_width",
     "resolve_device",
 ]
 
@@ -117,6 +118,16 @@ def is_original_format(ckpt: dict[str, Any]) -> bool:
     return all(k in ckpt and isinstance(ckpt[k], dict) for k in ("netD", "netA", "netL", "netV"))
 
 
+def original_width(ckpt: dict[str, Any]) -> float:
+    """The channel multiplier of an original-format checkpoint: netD's first convolution has
+    ``64 * width`` output channels (the authors' release: 64, width 1; the same key names at another
+    width come from :meth:`Unsup3D.original_state_dicts` of a narrower model). 1.0 when it cannot tell."""
+    weight = ckpt.get("netD", {}).get("network.0.weight")
+    if not torch.is_tensor(weight) or weight.ndim != 4 or weight.shape[0] < 1:
+        return 1.0
+    return weight.shape[0] / 64
+
+
 #: Hyper-parameters of earlier versions that only shaped the training loss; checkpoints that carry
 #: them still load (the weights and the forward pass do not depend on them).
 RETIRED_HPARAMS = frozenset({"lam_view_prior"})
@@ -129,10 +140,11 @@ def model_from_checkpoint(ckpt: dict[str, Any], source: str = "checkpoint", **ov
         ckpt: the dict from :func:`load_checkpoint_file`.
         source: name used in error messages.
         overrides: hyper-parameters to change (e.g. ``renderer_backend``); for the original
-            format they complete the defaults (64x64, full width).
+            format they complete the defaults (64x64; the width its netD's shapes give,
+            :func:`original_width`: 1 for the authors' files).
     """
     if is_original_format(ckpt):
-        hp = {"use_conf_map": "netC" in ckpt, "lam_perc": 0.0}
+        hp = {"use_conf_map": "netC" in ckpt, "lam_perc": 0.0, "width": original_width(ckpt)}
         hp.update(overrides)
         model = Unsup3D(**hp)
         try:

@@ -22,9 +22,10 @@ from omegaconf import DictConfig
 from unsup3d.checkpoint import CheckpointError
 from unsup3d.config import ConfigError
 from unsup3d.evaluation import run_evaluation
+from unsup3d.pretrained import resolve_checkpoint
 from unsup3d.training import TrainingInterrupted, train
 
-__all__ = ["LEGACY_OVERRIDES", "eval_command", "train_command", "translate_legacy_overrides"]
+__all__ = ["EVAL_FLAGS", "LEGACY_OVERRIDES", "eval_command", "train_command", "translate_legacy_overrides"]
 
 #: Overrides of earlier versions, still accepted: ``output_dir=DIR`` is ``hydra.run.dir=DIR`` now.
 LEGACY_OVERRIDES = {"output_dir": "hydra.run.dir"}
@@ -61,6 +62,7 @@ def _train_app(cfg: DictConfig) -> None:
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
 def _eval_app(cfg: DictConfig) -> None:
     try:
+        cfg.checkpoint = str(resolve_checkpoint(cfg.checkpoint))  # a file, or a pretrained model's name
         run_evaluation(cfg)
     except (CheckpointError, FileNotFoundError, ValueError) as exc:  # ConfigError is a ValueError
         print(f"error: {exc}", file=sys.stderr)
@@ -73,7 +75,12 @@ def train_command() -> None:
     _train_app()
 
 
+#: Flags ``unsup3d-eval`` accepts besides Hydra's overrides, and the override each one means.
+EVAL_FLAGS = {"--wandb": "wandb=true"}
+
+
 def eval_command() -> None:
     """``unsup3d-eval checkpoint=PATH [overrides]``: evaluate a checkpoint (see ``unsup3d-eval --help``)."""
-    sys.argv[1:] = translate_legacy_overrides(sys.argv[1:])
+    args = [EVAL_FLAGS.get(a, a) for a in sys.argv[1:]]  # --wandb is wandb=true
+    sys.argv[1:] = translate_legacy_overrides(args)
     _eval_app()

@@ -42,17 +42,21 @@ from unsup3d.config import check_node, instantiate_node, run_dir
 from unsup3d.data.synthetic import load_true_views
 from unsup3d.depth_encoding import depth_to_unit
 from unsup3d.io import atomic_save_image, atomic_save_json, atomic_save_text
+from unsup3d.loggers import log_evaluation
 from unsup3d.metrics import SIDE_SCALE, DepthMetrics, average_depth_map, evaluation_mask
 from unsup3d.model import Unsup3D
 
 __all__ = [
-    "EvalReport", "evaluate", "average_train_depth", "METRIC_KEYS", "POSE_ANGLES", "format_report", "write_report",
-    "pose_statistics", "LearningCurve", "run_evaluation", "yardstick_verdict", "curve_row",
+    "EvalReport", "evaluate", "average_train_depth", "METRIC_KEYS", "POSE_ANGLES", "PER_IMAGE_COLUMNS",
+    "format_report", "write_report", "pose_statistics", "LearningCurve", "run_evaluation", "yardstick_verdict",
+    "curve_row",
 ]
 
 METRIC_KEYS = ("side", "mad", "mad_original", "mae", "mse")
 #: The rotation components of a view, in order: ``(rx, ry, rz)`` = pitch, yaw, roll.
 POSE_ANGLES = ("pitch", "yaw", "roll")
+#: The columns of ``per_image.csv`` (and of the W&B table of ``unsup3d-eval wandb=true``).
+PER_IMAGE_COLUMNS = ["path", "method", *METRIC_KEYS, "num_pixels"]
 
 
 @dataclass
@@ -430,7 +434,7 @@ def write_report(report: EvalReport, out_dir: Path, extra: dict[str, Any] | None
     if extra:
         data.update(extra)
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=["path", "method", *METRIC_KEYS, "num_pixels"])
+    writer = csv.DictWriter(buf, fieldnames=PER_IMAGE_COLUMNS)
     writer.writeheader()
     writer.writerows(report.rows)
     return {
@@ -445,7 +449,8 @@ def run_evaluation(cfg: DictConfig) -> EvalReport:
 
     The checkpoint decides the input size and the depth range: ``renderer.min_depth/max_depth`` (which
     the dataset's ground-truth decoding range follows) and ``dataset.image_size`` are set from the
-    model's hyper-parameters. Writes the report into the run directory (:func:`unsup3d.config.run_dir`).
+    model's hyper-parameters. Writes the report into the run directory (:func:`unsup3d.config.run_dir`);
+    with ``wandb=true``, also logs it to W&B (:func:`unsup3d.loggers.log_evaluation`).
     """
     model = load_model(cfg.checkpoint, trust=bool(cfg.trust_checkpoint))
     hp = model.hparams
@@ -471,9 +476,14 @@ def run_evaluation(cfg: DictConfig) -> EvalReport:
                       image_dir=out_dir / "images" if cfg.save_images else None, true_views=true_views)
     data_cfg = {**OmegaConf.to_container(cfg.dataset, resolve=True), **fixed}
     data_cfg.pop("_target_", None)
-    paths = write_report(report, out_dir, extra={"checkpoint": str(cfg.checkpoint), "split": split,
-                                                  "dataset": data_cfg})
+    extra = {"checkpoint": str(cfg.checkpoint), "split": split, "dataset": data_cfg}
+    paths = write_report(report, out_dir, extra=extra)
     print(format_report(report))
     for name, path in paths.items():
         print(f"{name}: {path}")
+    if cfg.get("wandb"):  # the scores and a table of the per-image rows (offline without an API key)
+        folder = log_evaluation({**report.to_json(), **extra}, report.rows, PER_IMAGE_COLUMNS, out_dir,
+                                OmegaConf.to_container(cfg, resolve=True),
+                                project=str(cfg.get("wandb_project") or "unsup3d-eval"))
+        print(f"wandb: {folder}")
     return report

@@ -1,24 +1,59 @@
-"""Experiment tracking: Weights & Biases, online when an API key is configured and offline otherwise.
+"""Experiment tracking: Weights & Biases (online when an API key is configured, offline otherwise), and
+CSV and TensorBoard logs that a resumed run continues instead of replacing.
 
-:func:`wandb_mode` is the one rule for every W&B run of the package (training and export);
+:func:`wandb_mode` is the one rule for every W&B run of the package (training, export, evaluation);
 :func:`wandb_logger` is the training logger of ``conf/logger/wandb.yaml``: a Lightning ``WandbLogger``
 whose run lives in the run directory and keeps one id per run directory, so a resumed training
 continues the same W&B run.
+
+Resuming (``conf/logger/csv.yaml``, ``tensorboard.yaml``; :class:`ContinueLogs`, which training adds):
+
+* :class:`ContinuingCSVLogger` keeps ``metrics.csv`` (Lightning's CSV logger deletes it when it starts)
+  and appends to it. At the start of training, rows at or after the step the run starts from (logged by
+  an interrupted run after its last checkpoint, so logged again now) leave the file: the whole earlier
+  file is kept as ``metrics.previous-<time>.csv`` first. A run starting at step 0 (``resume=false``)
+  moves the earlier file there entirely. Header changes rewrite the file atomically.
+* :class:`ContinuingTensorBoardLogger`: TensorBoard keeps every event file; a resumed run marks its start
+  step as a purge point (what ``SummaryWriter(purge_step=...)`` writes), so TensorBoard hides the earlier
+  files' events at and after that step instead of drawing them twice.
+* W&B continues the same run (:func:`wandb_logger`); W&B itself ignores steps below the run's last one.
+
+:func:`log_evaluation` sends an evaluation's scores and per-image rows to W&B (``unsup3d-eval wandb=true``).
 """
 
 from __future__ import annotations
 
+import csv
+import io
+import itertools
 import logging
 import netrc
 import os
 import secrets
-from collections.abc import Iterable, Sequence
+import shutil
+import time
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
+import pytorch_lightning as pl
 import wandb
-from pytorch_lightning.loggers import Logger, WandbLogger
+from lightning_fabric.loggers.logger import rank_zero_experiment
+from pytorch_lightning.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
+from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 
-__all__ = ["WANDB_MODES", "finish_loggers", "wandb_logger", "wandb_mode"]
+from unsup3d.io import atomic_save_text
+
+__all__ = [
+    "WANDB_MODES",
+    "ContinueLogs",
+    "ContinuingCSVLogger",
+    "ContinuingTensorBoardLogger",
+    "finish_loggers",
+    "log_evaluation",
+    "wandb_logger",
+    "wandb_mode",
+]
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +127,189 @@ def wandb_logger(
     return logger
 
 
+def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(_flatten(value, f"{name}/"))
+        else:
+            out[name] = value
+    return out
+
+
+def log_evaluation(
+    summary: Mapping[str, Any],
+    rows: Sequence[Mapping[str, Any]],
+    columns: Sequence[str],
+    save_dir: str | os.PathLike,
+    config: Mapping[str, Any] | None = None,
+    project: str = "unsup3d-eval",
+    name: str | None = None,
+    mode: str = "auto",
+) -> str:
+    """Log an evaluation to a new W&B run: the per-image scores as a ``wandb.Table`` (``eval/per_image``)
+    and the summary (nested keys joined with ``/``, e.g. ``scores/model/side/mean``) as the run's summary.
+
+    Args:
+        summary: the scores (``EvalReport.to_json()`` and what else the report records).
+        rows: one mapping per table row (``per_image.csv``'s rows).
+        columns: the table's columns, keys of every row.
+        save_dir: W&B writes under ``<save_dir>/wandb`` (``$WANDB_DIR`` wins when set).
+        config: the run's config (the evaluation's settings).
+        project, name: as W&B's.
+        mode: ``auto`` (:func:`wandb_mode`: online with an API key, else offline), ``online``, ``offline``.
+
+    Returns:
+        The run's local files folder (``<save_dir>/wandb/<run>/files``).
+    """
+    if mode not in WANDB_MODES:
+        raise ValueError(f"mode must be one of {', '.join(WANDB_MODES)}; got {mode!r}")
+    run = wandb.init(project=project, name=name, mode=wandb_mode(mode), job_type="eval", config=dict(config or {}),
+                     dir=os.environ.get("WANDB_DIR") or str(save_dir))
+    try:
+        table = wandb.Table(columns=list(columns), data=[[row.get(c) for c in columns] for row in rows])
+        run.log({"eval/per_image": table})
+        run.summary.update(_flatten(summary))
+        folder = run.dir
+    finally:
+        run.finish()
+    return str(folder)
+
+
 def finish_loggers(loggers: Iterable[Logger]) -> None:
     """Close the W&B runs of ``loggers``, so a later run in the same process starts its own (wandb reuses
     an active run)."""
     if any(isinstance(logger, WandbLogger) for logger in loggers) and wandb.run is not None:
         wandb.finish()
+
+
+# ------------------------------------------------------------------------------------- resumed logs
+_EVENT_FILES = itertools.count()
+
+
+def _stamp() -> str:
+    return time.strftime("%Y%m%d-%H%M%S")
+
+
+def _csv_step(row: dict[str, str]) -> float:
+    try:
+        return float(row.get("step") or "nan")
+    except ValueError:
+        return float("nan")
+
+
+class _ContinuingWriter(ExperimentWriter):
+    """Lightning's CSV experiment writer, keeping an existing ``metrics.csv`` and appending to it."""
+
+    def _check_log_dir_exists(self) -> None:
+        # Lightning deletes metrics.csv here (with a warning). Keep it: its header is the starting key set,
+        # so new rows are appended under it (and a new key rewrites the file with a wider header).
+        if os.path.isfile(self.metrics_file_path):
+            with open(self.metrics_file_path, newline="") as fh:
+                self.metrics_keys = list(next(csv.reader(fh), []))
+
+    def _read_rows(self) -> list[dict[str, str]]:
+        with open(self.metrics_file_path, newline="") as fh:
+            return list(csv.DictReader(fh))
+
+    def _write_rows(self, fieldnames: list[str], rows: list[dict[str, Any]]) -> None:
+        buf = io.StringIO(newline="")
+        writer = csv.DictWriter(buf, fieldnames=fieldnames)
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_save_text(self.metrics_file_path, buf.getvalue())
+
+    def _rewrite_with_new_header(self, fieldnames: list[str]) -> None:
+        self._write_rows(fieldnames, self._read_rows())  # atomically: a crash keeps the old file
+
+    def continue_at(self, step: int) -> Path | None:
+        """Training (re)starts at ``step``: rows logged at ``step`` or later leave ``metrics.csv``, which is
+        first kept whole as ``metrics.previous-<time>.csv``. Returns that file, or None when nothing moved."""
+        self.save()
+        if not os.path.isfile(self.metrics_file_path):
+            return None
+        rows = self._read_rows()
+        earlier = [r for r in rows if not _csv_step(r) >= step]  # rows without a step stay
+        if len(earlier) == len(rows):
+            return None
+        aside = Path(self.log_dir) / f"metrics.previous-{_stamp()}.csv"
+        n = 1
+        while aside.exists():
+            aside = aside.with_name(f"metrics.previous-{_stamp()}-{n}.csv")
+            n += 1
+        if earlier:
+            shutil.copy2(self.metrics_file_path, aside)
+            self._write_rows(self.metrics_keys, earlier)
+        else:
+            os.rename(self.metrics_file_path, aside)
+            self.metrics_keys = []
+        log.info("CSV log: the rows from step %d on (%d) were logged before the run restarted there; the earlier "
+                 "file is kept as %s", step, len(rows) - len(earlier), aside)
+        return aside
+
+
+class ContinuingCSVLogger(CSVLogger):
+    """Lightning's ``CSVLogger`` (same arguments) that keeps the metrics of the run it resumes.
+
+    Lightning's writer deletes ``metrics.csv`` when it starts; this one appends to it, and
+    :meth:`continue_at` (called by :class:`ContinueLogs` when training starts) sets aside only the rows a
+    resumed run logs again (see the module docstring). Writes to a local folder.
+    """
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> _ContinuingWriter:
+        if self._experiment is None:
+            os.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _ContinuingWriter(log_dir=self.log_dir)
+        return self._experiment
+
+    def continue_at(self, step: int) -> Path | None:
+        """See :meth:`_ContinuingWriter.continue_at` (rank 0's writer)."""
+        return self.experiment.continue_at(step)
+
+
+class ContinuingTensorBoardLogger(TensorBoardLogger):
+    """Lightning's ``TensorBoardLogger`` (same arguments) whose resumed run hides, in TensorBoard, the events
+    an interrupted run logged after its last checkpoint (the earlier event files stay on disk).
+
+    Each writer's event file also gets its own name (``filename_suffix`` ``.<pid>.<n>`` unless given):
+    tensorboardX names the file after the second it was opened and opens it for writing, so a run
+    restarted within the same second would otherwise truncate the earlier run's file.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("filename_suffix", f".{os.getpid()}.{next(_EVENT_FILES)}")
+        super().__init__(*args, **kwargs)
+
+    def continue_at(self, step: int) -> None:
+        """Training (re)starts at ``step``: where ``step > 0``, write the purge marker ``SummaryWriter(
+        purge_step=step)`` writes (an event with the file version and a ``SessionLog.START`` at ``step``), after
+        which TensorBoard drops the earlier events at ``step`` and later."""
+        if step <= 0:
+            return
+        writer = self.experiment
+        module = type(writer).__module__
+        if module.startswith("tensorboardX"):
+            from tensorboardX.proto.event_pb2 import Event, SessionLog
+        else:  # torch.utils.tensorboard (with the tensorboard package)
+            from tensorboard.compat.proto.event_pb2 import Event, SessionLog
+        file_writer = writer._get_file_writer()  # as Lightning's own log_hyperparams does
+        file_writer.add_event(Event(step=int(step), file_version="brain.Event:2"))
+        file_writer.add_event(Event(step=int(step), session_log=SessionLog(status=SessionLog.START)))
+        writer.flush()
+
+
+class ContinueLogs(pl.Callback):
+    """When training starts (after a resumed checkpoint is restored), tell every logger with a
+    ``continue_at(step)`` method the step it starts from (global rank 0): see :class:`ContinuingCSVLogger`
+    and :class:`ContinuingTensorBoardLogger`. :func:`unsup3d.training.train` adds it to every run."""
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        for logger in trainer.loggers:
+            continue_at = getattr(logger, "continue_at", None)
+            if callable(continue_at):
+                continue_at(int(trainer.global_step))

@@ -32,7 +32,7 @@ from unsup3d.checkpoint import AtomicCheckpointIO, checkpoint_dir, last_checkpoi
 from unsup3d.config import ConfigError, check_entries, check_node, instantiate_node, run_dir
 from unsup3d.data import Unsup3DDataModule
 from unsup3d.io import remove_stale_temp_files
-from unsup3d.loggers import finish_loggers
+from unsup3d.loggers import ContinueLogs, finish_loggers
 from unsup3d.model import Unsup3D
 from unsup3d.resume import (
     RecordRunConfig,
@@ -204,6 +204,7 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
     callbacks = build_callbacks(cfg, has_logger=bool(_entries(cfg, "logger"))) + list(extra_callbacks or [])
     ckpt_path = resume_checkpoint(cfg, callbacks)
     callbacks.append(RecordRunConfig(run_record(cfg)))
+    callbacks.append(ContinueLogs())  # CSV / TensorBoard logs continue from the step training starts at
     aside = _fresh_start(cfg, callbacks)
     if aside is not None:
         callbacks.append(aside)

@@ -2,15 +2,18 @@
 
 The archives are the ones of the original release (``data/download_*.sh`` and
 ``pretrained/download_pretrained_*.sh`` in github.com/elliottwu/unsup3d), hosted by the Oxford VGG
-group. Downloads go to a ``.part`` file that is renamed only when complete; archives are checked
-(size, optional SHA-256, zip CRCs / tar headers) and every member is validated before anything is
-written: absolute paths, ``..`` components, links and special files are refused, so nothing can
-land outside the target folder.
+group; ``$UNSUP3D_DOWNLOAD_URL`` replaces their base URL (a mirror, or a local server in tests).
+Downloads go to a ``.part`` file that is renamed only when complete; archives are checked (size,
+optional SHA-256, zip CRCs / tar headers) and every member is validated before anything is written:
+absolute paths, ``..`` components, links and special files are refused, so nothing can land outside
+the target folder. :func:`fetch` unpacks into a temporary folder next to the target and renames the
+result into place, so an interrupted or failed download or unpacking never leaves a partial folder.
 """
 
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import shutil
 import stat
@@ -20,21 +23,27 @@ import tempfile
 import urllib.error
 import urllib.request
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 __all__ = [
+    "BASE_URL",
+    "DOWNLOAD_URL_ENV",
     "RESOURCES",
     "DownloadError",
     "Resource",
     "check_archive",
     "download_file",
     "fetch",
+    "resource_url",
     "safe_extract",
     "sha256sum",
 ]
 
 BASE_URL = "https://www.robots.ox.ac.uk/~vgg/research/unsup3d/data"
+#: Environment variable whose value replaces :data:`BASE_URL` (the archives keep their file names).
+DOWNLOAD_URL_ENV = "UNSUP3D_DOWNLOAD_URL"
 
 
 @dataclass(frozen=True)
@@ -93,6 +102,19 @@ class DownloadError(RuntimeError):
     """A download, integrity check or extraction failed; the message says what to do."""
 
 
+def resource_url(name: str) -> str:
+    """The URL of resource ``name``: its own, or the same file name under ``$UNSUP3D_DOWNLOAD_URL``.
+
+    Raises:
+        DownloadError: an unknown resource.
+    """
+    if name not in RESOURCES:
+        raise DownloadError(f"unknown resource '{name}'; choose from {', '.join(RESOURCES)}")
+    url = RESOURCES[name].url
+    base = os.environ.get(DOWNLOAD_URL_ENV, "").strip()
+    return f"{base.rstrip('/')}/{url.rsplit('/', 1)[-1]}" if base else url
+
+
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -106,26 +128,38 @@ def sha256sum(path: str | Path, chunk: int = 1 << 20) -> str:
 
 
 def download_file(
-    url: str, dest: str | Path, timeout: float = 30.0, min_size: int = 0, progress: bool = True
+    url: str, dest: str | Path, timeout: float = 30.0, min_size: int = 0, progress: bool = True,
+    hint: str | None = None,
 ) -> Path:
-    """Download ``url`` to ``dest`` through ``dest.part`` (renamed when complete).
+    """Download ``url`` to ``dest`` through ``dest.part`` (renamed when complete; removed on failure).
+
+    Args:
+        url: what to fetch (``http(s)://`` or ``file://``).
+        dest: the file to create (its folder is created).
+        timeout: seconds to wait for the connection and for each read.
+        min_size: fewer bytes than this is an error (an error page, not the file).
+        progress: report every 5 % on stderr (when the server sends the size).
+        hint: what to do when the download fails, appended to the error message (default: fetch the
+            file by hand and unpack it with ``scripts/download_data.py --archive``).
 
     Raises:
-        DownloadError: network failure (offline, timeout, HTTP error), a truncated transfer, an
-            HTML page instead of a file, or a file smaller than ``min_size`` bytes.
+        DownloadError: network failure (offline, timeout, HTTP error, the server going away), a
+            truncated transfer, an HTML page instead of a file, or a file smaller than ``min_size`` bytes.
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
-    hint = (
-        f"If this machine is offline or the server is unreachable, download {url} by hand (browser, "
-        "curl) and unpack it with --archive /path/to/file (see data/README.md)."
-    )
+    if hint is None:
+        hint = (
+            f"If this machine is offline or the server is unreachable, download {url} by hand (browser, "
+            "curl) and unpack it with --archive /path/to/file (see data/README.md)."
+        )
+    hint = f" {hint}" if hint else ""
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp, open(part, "wb") as out:
             ctype = resp.headers.get("Content-Type", "")
             if "text/html" in ctype:
-                raise DownloadError(f"{url} returned an HTML page, not an archive (moved?). {hint}")
+                raise DownloadError(f"{url} returned an HTML page, not an archive (moved?).{hint}")
             total = int(resp.headers.get("Content-Length") or 0)
             done, last = 0, -1
             while block := resp.read(1 << 20):
@@ -137,16 +171,16 @@ def download_file(
     except DownloadError:
         part.unlink(missing_ok=True)
         raise
-    except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as err:
+    except (urllib.error.URLError, TimeoutError, ConnectionError, OSError, http.client.HTTPException) as err:
         part.unlink(missing_ok=True)
         reason = getattr(err, "reason", err)
-        raise DownloadError(f"could not download {url}: {reason}. {hint}") from err
+        raise DownloadError(f"could not download {url}: {reason}.{hint}") from err
     if total and done != total:
         part.unlink(missing_ok=True)
-        raise DownloadError(f"download of {url} is truncated ({done} of {total} bytes). {hint}")
+        raise DownloadError(f"download of {url} is truncated ({done} of {total} bytes).{hint}")
     if done < min_size:
         part.unlink(missing_ok=True)
-        raise DownloadError(f"{url} gave only {done} bytes (expected at least {min_size}). {hint}")
+        raise DownloadError(f"{url} gave only {done} bytes (expected at least {min_size}).{hint}")
     os.replace(part, dest)
     return dest
 
@@ -156,7 +190,7 @@ def _archive_kind(path: Path) -> str:
         return "zip"
     if tarfile.is_tarfile(path):
         return "tar"
-    raise DownloadError(f"'{path}' is neither a zip nor a tar archive")
+    raise DownloadError(f"'{path}' is neither a zip nor a tar archive (a truncated download, or another file)")
 
 
 def _check_member_name(name: str, archive: Path) -> PurePosixPath:
@@ -262,6 +296,39 @@ def safe_extract(
     return target
 
 
+def _move_into_place(source: Path, dest: Path, force: bool, staging: Path) -> bool:
+    """Rename ``source`` onto ``dest`` (same file system). An existing ``dest`` is kept unless ``force``,
+    then moved into ``staging`` first (and restored if the rename fails). Returns whether it moved."""
+    if dest.exists() or dest.is_symlink():
+        if not force:
+            return False
+        old = staging / f"replaced-{dest.name}"
+        os.rename(dest, old)
+        try:
+            os.rename(source, dest)
+        except BaseException:
+            os.rename(old, dest)
+            raise
+        return True
+    os.rename(source, dest)
+    return True
+
+
+def _install(
+    archive: Path, output: Path, res: Resource, staging: Path, min_size: int, sha256: str | None,
+    force: bool, verify: Callable[[Path], None] | None,
+) -> None:
+    """Check and unpack ``archive`` into ``staging``, run ``verify`` on the resource's folder there, then
+    rename every top-level entry into ``output`` (existing ones are kept unless ``force``)."""
+    unpacked = staging / "unpacked"
+    safe_extract(archive, unpacked, min_size, sha256)
+    if verify is not None:
+        verify(unpacked / res.folder)
+    for entry in sorted(unpacked.iterdir()):
+        if not _move_into_place(entry, output / entry.name, force, staging):
+            _log(f"'{output / entry.name}' already exists, kept")
+
+
 def fetch(
     name: str,
     output: str | Path | None = None,
@@ -271,11 +338,35 @@ def fetch(
     timeout: float = 30.0,
     force: bool = False,
     keep_archive: bool = False,
+    verify: Callable[[Path], None] | None = None,
+    hint: str | None = None,
 ) -> Path:
     """Download (or take ``archive``) and unpack resource ``name`` into ``output``.
 
+    The archive is downloaded and unpacked into a hidden temporary folder inside ``output``; only when
+    it is complete, checked and verified is the resource's folder renamed into place, so an interrupted
+    or failed run leaves nothing that looks usable (and removes its temporary folder).
+
+    Args:
+        name: a key of :data:`RESOURCES`.
+        output: the parent folder (default: the resource's ``default_output``).
+        url: download from here (default :func:`resource_url`: the release's URL, or the same file
+            under ``$UNSUP3D_DOWNLOAD_URL``).
+        archive: unpack this local file instead of downloading.
+        sha256: the archive's expected SHA-256.
+        timeout: network timeout in seconds.
+        force: unpack again and replace an existing folder (the old one is removed only once the new
+            one is in place).
+        keep_archive: keep the downloaded archive in ``output``.
+        verify: called with the unpacked resource folder (still in the temporary folder) before it is
+            moved into place; it raises :class:`DownloadError` to refuse it.
+        hint: what to do when the download fails (see :func:`download_file`).
+
     Returns:
         The unpacked folder ``<output>/<resource folder>``.
+
+    Raises:
+        DownloadError: an unknown resource, a failed download, a bad archive or a refused verification.
     """
     if name not in RESOURCES:
         raise DownloadError(f"unknown resource '{name}'; choose from {', '.join(RESOURCES)}")
@@ -285,25 +376,25 @@ def fetch(
     if final.exists() and not force:
         _log(f"{name}: '{final}' already exists, skipping (use --force to unpack again)")
         return final
-    if archive is None:
-        url = url or res.url
-        created = not output.exists()
-        output.mkdir(parents=True, exist_ok=True)
-        tmpdir = Path(tempfile.mkdtemp(prefix=f".{name}-download-", dir=output))
-        try:
+    created = not output.exists()
+    output.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}-download-", dir=output))
+    try:
+        if archive is None:
+            url = url or resource_url(name)
             _log(f"{name}: downloading {url}")
-            path = download_file(url, tmpdir / Path(url).name, timeout=timeout, min_size=res.min_size)
+            path = download_file(url, staging / Path(url).name, timeout=timeout, min_size=res.min_size, hint=hint)
             _log(f"{name}: unpacking into '{output}'")
-            safe_extract(path, output, res.min_size, sha256)
+            _install(path, output, res, staging, res.min_size, sha256, force, verify)
             if keep_archive:
                 shutil.move(str(path), output / path.name)
-        finally:
-            shutil.rmtree(tmpdir, ignore_errors=True)
-            if created and not any(output.iterdir()):
-                output.rmdir()  # leave nothing behind after a failed download
-    else:
-        _log(f"{name}: unpacking '{archive}' into '{output}'")
-        safe_extract(archive, output, 0, sha256)
+        else:
+            _log(f"{name}: unpacking '{archive}' into '{output}'")
+            _install(Path(archive), output, res, staging, 0, sha256, force, verify)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        if created and not any(output.iterdir()):
+            output.rmdir()  # leave nothing behind after a failed download
     if not final.is_dir():
         _log(
             f"{name}: warning: the archive did not create '{final}'; look inside '{output}' and point "

@@ -1,25 +1,28 @@
 """``unsup3d-demo``: serve the demo page for a checkpoint (needs the ``demo`` extra).
 
     unsup3d-demo --checkpoint model.ckpt [--host 127.0.0.1] [--port 7860] [--detect-face] [--device auto]
+    unsup3d-demo --checkpoint celeba                 # a pretrained model of the original release by name
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import shutil
 import signal
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from unsup3d.checkpoint import CheckpointError, load_model, resolve_device
 from unsup3d.export.options import TEXTURES
+from unsup3d.pretrained import PRETRAINED_MODELS, resolve_checkpoint
 
 from .reconstruct import DEFAULT_MAX_PIXELS, demo_export_options
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "private_upload_dir"]
 
 
 def _positive_int(text: str) -> int:
@@ -40,6 +43,32 @@ def _port(text: str) -> int:
     if not 0 < value < 65536:
         raise argparse.ArgumentTypeError(f"expected a port number 1..65535, got {text!r}")
     return value
+
+
+@contextlib.contextmanager
+def private_upload_dir() -> Iterator[Path]:
+    """A folder of this server's own for Gradio's uploads and file cache, removed with everything in it when
+    the block ends (the server stopped).
+
+    Gradio keeps every uploaded photo, and a copy of every file it serves, in ``$GRADIO_TEMP_DIR`` (default
+    ``<system temp>/gradio``) and leaves them there when the server stops. Inside this block
+    ``GRADIO_TEMP_DIR`` names a fresh folder inside that one (``unsup3d-demo-uploads-*``); import gradio,
+    build and launch the page inside it (Gradio reads the variable when it is imported and when the page's
+    components and its server are made).
+    """
+    base = os.environ.get("GRADIO_TEMP_DIR")
+    if base:
+        Path(base).mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix="unsup3d-demo-uploads-", dir=base or None))
+    os.environ["GRADIO_TEMP_DIR"] = str(folder)
+    try:
+        yield folder
+    finally:
+        if base is None:
+            os.environ.pop("GRADIO_TEMP_DIR", None)
+        else:
+            os.environ["GRADIO_TEMP_DIR"] = base
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _interrupt(signum, frame):
@@ -63,7 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit status: 0 when the server stopped normally, 2 for a bad checkpoint, option or port.",
     )
     p.add_argument("-c", "--checkpoint", required=True,
-                   help="Lightning checkpoint of this project (.ckpt) or original-release checkpoint (.pth)")
+                   help="Lightning checkpoint of this project (.ckpt), original-release checkpoint (.pth), or "
+                        f"a pretrained model of the original release by name ({', '.join(PRETRAINED_MODELS)}; "
+                        "downloaded once into $UNSUP3D_CACHE_DIR, default ~/.cache/unsup3d)")
     p.add_argument("--trust-checkpoint", action="store_true",
                    help="allow a checkpoint that needs full unpickling (can run arbitrary code)")
     p.add_argument("--host", default="127.0.0.1",
@@ -74,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tick 'Crop around the face' by default (OpenCV Haar cascade; photos without a face fail)")
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda[:N] (default auto)")
     p.add_argument("--output", default=None, metavar="DIR",
-                   help="keep the result folders here (default: a temporary folder removed when the server stops)")
+                   help="keep the result folders here (default: a temporary folder removed when the server stops; "
+                        "the uploaded photos are always removed then)")
     p.add_argument("--keep", type=_positive_int, default=200, metavar="N",
                    help="keep at most N result folders, deleting the oldest (default 200)")
     g = p.add_argument_group("limits")
@@ -108,6 +140,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {msg}", file=sys.stderr)
         return 2
 
+    with contextlib.ExitStack() as stack:
+        try:  # Gradio's uploads and served copies: a folder of this server's own, removed when it stops
+            stack.enter_context(private_upload_dir())
+        except OSError as exc:
+            return fail(f"cannot create a folder for the uploads in $GRADIO_TEMP_DIR: {exc.strerror or exc}")
+        return _serve(args, fail)
+
+
+def _serve(args: argparse.Namespace, fail) -> int:
+    """The command after its arguments are read, inside :func:`private_upload_dir`."""
     try:
         from . import app
     except ImportError as exc:
@@ -119,7 +161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         return fail(str(exc))
     try:
-        model = load_model(args.checkpoint, trust=args.trust_checkpoint, map_location="cpu").to(device).eval()
+        checkpoint = resolve_checkpoint(args.checkpoint)
+        model = load_model(checkpoint, trust=args.trust_checkpoint, map_location="cpu").to(device).eval()
     except CheckpointError as exc:
         return fail(str(exc))
 
@@ -136,12 +179,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             try:
                 logger = WandbLogger(args.wandb_project, args.wandb_name,
-                                     {"checkpoint": str(args.checkpoint), "job": "demo", **options.to_json()},
+                                     {"checkpoint": str(checkpoint), "job": "demo", **options.to_json()},
                                      dir=work_dir)
             except Exception as exc:  # noqa: BLE001 - wandb raises its own error types
                 return fail(f"could not start a W&B run: {exc}")
         demo = app.build_app(model, work_dir, detect_face=args.detect_face, options=options,
-                             max_pixels=args.max_pixels, checkpoint=str(Path(args.checkpoint).resolve()),
+                             max_pixels=args.max_pixels, checkpoint=str(checkpoint.resolve()),
                              logger=logger, keep=args.keep, view_size=args.view_size,
                              concurrency=args.concurrency)
         print(f"unsup3d-demo: '{args.checkpoint}' on {device}; results in '{work_dir}'"

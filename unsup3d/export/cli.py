@@ -1,6 +1,7 @@
 """``unsup3d-export``: the command line over the export library (``scripts/export.py`` is the same command).
 
     unsup3d-export --checkpoint ckpt.ckpt --output out/ photos/ more/*.jpg one.png [--video] [--posed]
+    unsup3d-export --checkpoint celeba --output out/ photo.jpg --detect-face   # a pretrained model by name
 """
 
 from __future__ import annotations
@@ -9,9 +10,9 @@ import argparse
 import contextlib
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from unsup3d.checkpoint import CheckpointError, load_model, resolve_device
+from unsup3d.pretrained import PRETRAINED_MODELS, resolve_checkpoint
 
 from .inputs import collect_inputs
 from .options import MESH_FORMATS, PRECISIONS, TEXTURES, ExportOptions
@@ -74,7 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="image files, folders (searched recursively) or glob patterns (quote them)")
     p.add_argument("-c", "--checkpoint", required=True,
-                   help="Lightning checkpoint of this project (.ckpt) or original-release checkpoint (.pth)")
+                   help="Lightning checkpoint of this project (.ckpt), original-release checkpoint (.pth), or "
+                        f"a pretrained model of the original release by name ({', '.join(PRETRAINED_MODELS)}; "
+                        "downloaded once into $UNSUP3D_CACHE_DIR, default ~/.cache/unsup3d)")
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("--trust-checkpoint", action="store_true",
                    help="allow a checkpoint that needs full unpickling (can run arbitrary code)")
@@ -152,7 +155,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not paths and not input_errors:
         return fail("no input images (the output folder's own files are never used as inputs)", 1)
     try:
-        model = load_model(args.checkpoint, trust=args.trust_checkpoint, map_location="cpu")
+        checkpoint = resolve_checkpoint(args.checkpoint)
+        model = load_model(checkpoint, trust=args.trust_checkpoint, map_location="cpu")
     except CheckpointError as exc:
         return fail(str(exc))
     size = int(model.hparams.image_size)
@@ -172,7 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
     summary = ExportSummary()
     try:
-        summary = export_images(model, paths, out_dir, options, checkpoint=str(Path(args.checkpoint).resolve()),
+        summary = export_images(model, paths, out_dir, options, checkpoint=str(checkpoint.resolve()),
                                 input_errors=input_errors, logger=logger)
     except KeyboardInterrupt:
         print("interrupted: finished folders are kept, the one in progress was discarded", file=sys.stderr)
