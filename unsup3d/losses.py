@@ -26,9 +26,9 @@ from torch import Tensor, nn
 from unsup3d.vgg import VGG16Features, load_vgg16_features
 
 __all__ = [
-    "EPS", "VIEW_MIRROR_SIGNS", "PerceptualLoss", "depth_smoothness_loss", "ellipsoid_depth", "masked_mean",
-    "mirror_view",
-    "photometric_loss", "view_equivariance_loss", "view_mean_prior",
+    "EPS", "STRUCTURAL_LOSSES", "VIEW_MIRROR_SIGNS", "PerceptualLoss", "depth_smoothness_loss", "ellipsoid_depth",
+    "masked_mean", "mirror_view", "photometric_loss", "structural_error", "structural_loss",
+    "view_equivariance_loss", "view_mean_prior",
 ]
 
 EPS = 1e-7
@@ -96,6 +96,98 @@ def photometric_loss(
         _check_sigma(conf_sigma, loss, "photometric_loss")
         loss = loss * 2**0.5 / (conf_sigma + EPS) + (conf_sigma + EPS).log()
     return masked_mean(loss, mask)
+
+
+#: Kinds of :func:`structural_error`.
+STRUCTURAL_LOSSES = ("gradient", "ssim")
+#: SSIM window (taps) of the ``"ssim"`` structural error.
+SSIM_WINDOW = 7
+
+
+def _erode(mask: Tensor, radius: int) -> Tensor:
+    """``B x 1 x H x W`` mask that is 1 only where the whole ``(2 radius + 1)^2`` neighbourhood is 1."""
+    if radius <= 0:
+        return mask
+    return -F.max_pool2d(-mask, 2 * radius + 1, stride=1, padding=radius)
+
+
+def structural_error(im1: Tensor, im2: Tensor, kind: str = "gradient") -> tuple[Tensor, int]:
+    """Per-pixel structural difference of two images, blind to smooth colour shifts.
+
+    * ``"gradient"``: ``mean_c |dx im1 - dx im2| + |dy im1 - dy im2|`` with forward differences: a
+      constant offset or a linear ramp shifted by a few pixels (a smooth background that does not move
+      with the object) costs nothing, an edge in the wrong place costs its contrast;
+    * ``"ssim"``: ``(1 - SSIM) / 2`` (kornia's SSIM, Gaussian window of :data:`SSIM_WINDOW` taps, images
+      mapped to ``[0, 1]``), averaged over the channels.
+
+    Args:
+        im1, im2: ``B x C x H x W`` images in ``[-1, 1]``.
+        kind: one of :data:`STRUCTURAL_LOSSES`.
+
+    Returns:
+        ``(error, radius)``: ``B x 1 x H x W`` error and the radius of the neighbourhood each pixel's error
+        depends on (erode a validity mask by it).
+
+    Example:
+        >>> ramp = torch.linspace(-1, 1, 16).expand(1, 3, 16, 16)
+        >>> err, _ = structural_error(ramp, ramp + 0.3)  # a colour offset: no structural error
+        >>> float(err.abs().max()) < 1e-6
+        True
+    """
+    if im1.shape != im2.shape or im1.dim() != 4:
+        raise ValueError(f"structural_error expects two B x C x H x W images of the same shape; got "
+                         f"{tuple(im1.shape)} and {tuple(im2.shape)}")
+    if kind == "gradient":
+        d = im1 - im2
+        dx = F.pad((d[..., :, 1:] - d[..., :, :-1]).abs(), (0, 1, 0, 0))
+        dy = F.pad((d[..., 1:, :] - d[..., :-1, :]).abs(), (0, 0, 0, 1))
+        return (dx + dy).mean(1, keepdim=True), 1
+    if kind == "ssim":
+        from kornia.metrics import ssim
+
+        sim = ssim(im1 / 2 + 0.5, im2 / 2 + 0.5, SSIM_WINDOW, max_val=1.0)
+        return ((1 - sim) / 2).mean(1, keepdim=True), SSIM_WINDOW // 2
+    raise ValueError(f"structural loss kind must be one of {STRUCTURAL_LOSSES}, got {kind!r}")
+
+
+def structural_loss(im1: Tensor, im2: Tensor, mask: Tensor | None = None, conf_sigma: Tensor | None = None,
+                    kind: str = "gradient") -> Tensor:
+    """Confidence-weighted structural loss (Laplacian negative log-likelihood of :func:`structural_error`).
+
+    The error map is computed at full resolution; where ``mask`` is given it counts only at pixels whose
+    whole neighbourhood is valid (the mask eroded by the error's radius). With ``conf_sigma`` at a lower
+    resolution (the quarter-resolution confidence map of the original's perceptual loss), error and mask
+    are average-pooled to it and ``l = sqrt(2) e / (sigma + EPS) + log(sigma + EPS)``, as the perceptual
+    loss uses that map; then the (mask-weighted) mean.
+
+    Args:
+        im1, im2: ``B x 3 x H x W`` images in ``[-1, 1]``.
+        mask: optional ``B x 1 x H x W`` validity.
+        conf_sigma: optional ``B x 1 x H/k x W/k`` positive scale (``k`` dividing ``H`` and ``W``).
+        kind: one of :data:`STRUCTURAL_LOSSES`.
+
+    Returns:
+        Scalar loss.
+    """
+    err, radius = structural_error(im1, im2, kind)
+    if mask is not None:
+        mask = _erode(mask.to(err.dtype), radius)
+    if conf_sigma is not None:
+        if conf_sigma.dim() != 4 or conf_sigma.shape[0] != err.shape[0]:
+            raise ValueError(f"structural_loss: conf_sigma must be B x 1 x h x w; got {tuple(conf_sigma.shape)}")
+        k = err.shape[-1] // conf_sigma.shape[-1]
+        if k < 1 or err.shape[-1] % conf_sigma.shape[-1] or err.shape[-2] != conf_sigma.shape[-2] * k:
+            raise ValueError(f"structural_loss: conf_sigma {tuple(conf_sigma.shape)} must divide the image "
+                             f"{tuple(err.shape)}")
+        if k > 1:
+            if mask is not None:
+                weighted = F.avg_pool2d(err * mask, k)
+                mask = F.avg_pool2d(mask, k)
+                err = weighted / mask.clamp_min(EPS)
+            else:
+                err = F.avg_pool2d(err, k)
+        err = err * 2**0.5 / (conf_sigma + EPS) + (conf_sigma + EPS).log()
+    return masked_mean(err, mask)
 
 
 class PerceptualLoss(nn.Module):

@@ -23,10 +23,12 @@ import torch.nn.functional as F
 
 from unsup3d.factors import Factors
 from unsup3d.losses import (
+    STRUCTURAL_LOSSES,
     PerceptualLoss,
     depth_smoothness_loss,
     ellipsoid_depth,
     photometric_loss,
+    structural_loss,
     view_equivariance_loss,
     view_mean_prior,
 )
@@ -37,7 +39,7 @@ from unsup3d.renderer import Renderer, full_precision, shading, to_full
 __all__ = ["Unsup3D", "Factors", "LOSS_TERMS"]
 
 NETWORK_NAMES = ("netD", "netA", "netL", "netV", "netC")
-LOSS_TERMS = ("l1", "l1_flip", "perc", "perc_flip", "depth_sm", "view_equivariance", "view_mean", "depth_prior",
+LOSS_TERMS = ("l1", "l1_flip", "perc", "perc_flip", "struct", "struct_flip", "depth_sm", "view_equivariance", "view_mean", "depth_prior",
               "depth_supervised")
 LR_DECAYS = ("none", "cosine")
 
@@ -68,6 +70,13 @@ class Unsup3D(pl.LightningModule):
         lam_flip_before_start: weight of the flip losses before that epoch. The original code
             uses 1 here (``lam_flip = 1 if epoch < lam_flip_start_epoch else self.lam_flip``).
         lam_depth_sm: weight of the depth smoothness prior (0.1 for synthetic cars).
+        lam_struct: weight of a structural image loss (0, the original, is off), with the flip weight
+            as the photometric and perceptual losses: :func:`~unsup3d.losses.structural_loss` of kind
+            ``struct_loss`` (``"gradient"``: L1 of image gradients; ``"ssim"``), weighted by the
+            quarter-resolution confidence map that the original's perceptual loss uses. It needs no
+            ImageNet weights, and like the perceptual loss it is blind to smooth colour shifts, so a
+            smooth background that does not move with the object costs little when the view rotates.
+        struct_loss: kind of the structural loss (:data:`~unsup3d.losses.STRUCTURAL_LOSSES`).
         lam_view_equivariance: weight of the flip equivariance of netV (0, the original, is off):
             the view predicted for the mirrored input must be the mirrored view, ``(rx, -ry, -rz,
             -tx, ty, tz)`` (:func:`~unsup3d.losses.view_equivariance_loss`, in netV's normalised
@@ -141,6 +150,8 @@ class Unsup3D(pl.LightningModule):
         lam_flip_start_epoch: int = 0,
         lam_flip_before_start: float = 1.0,
         lam_depth_sm: float = 0.0,
+        lam_struct: float = 0.0,
+        struct_loss: str = "gradient",
         lam_view_equivariance: float = 0.0,
         lam_view_mean: float = 0.0,
         depth_size: int | None = None,
@@ -170,7 +181,10 @@ class Unsup3D(pl.LightningModule):
         for name, rng in (("amb_light_range", amb_light_range), ("diff_light_range", diff_light_range)):
             if len(rng) != 2 or float(rng[0]) > float(rng[1]):
                 raise ValueError(f"model.{name} must be [low, high] with low <= high, got {list(rng)}")
+        if struct_loss not in STRUCTURAL_LOSSES:
+            raise ValueError(f"model.struct_loss must be one of {STRUCTURAL_LOSSES}, got {struct_loss!r}")
         for name, val in (("lam_perc", lam_perc), ("lam_flip", lam_flip), ("lam_depth_sm", lam_depth_sm),
+                          ("lam_struct", lam_struct),
                           ("lam_view_equivariance", lam_view_equivariance), ("lam_view_mean", lam_view_mean),
                           ("lam_depth_prior", lam_depth_prior), ("depth_prior_steps", depth_prior_steps),
                           ("depth_prior_height", depth_prior_height),
@@ -194,9 +208,9 @@ class Unsup3D(pl.LightningModule):
         init_encoder(self.netV, encoder_init)
         init_encoder(self.netL, encoder_init)
         self.netC = nets.get("netC")
-        if self.netC is not None and lam_perc == 0:
-            # The quarter-resolution confidence map only weights the perceptual loss: without it
-            # that head is unused, so freeze it (DDP requires every trainable parameter to be used).
+        if self.netC is not None and lam_perc == 0 and lam_struct == 0:
+            # The quarter-resolution confidence map only weights the perceptual (and structural) loss:
+            # without them that head is unused, so freeze it (DDP requires every trainable parameter to be used).
             self.netC.out_net2.requires_grad_(False)
         # The perceptual loss (frozen VGG16) is built on first use, so that inference, export and
         # evaluation never need the ImageNet weights; it keeps no weights in the state dict.
@@ -468,7 +482,8 @@ class Unsup3D(pl.LightningModule):
             step: current global step (decides annealed weights; default the trainer's).
 
         Returns:
-            Dict of scalar tensors: ``l1``, ``l1_flip``, ``perc``, ``perc_flip``, ``depth_sm``,
+            Dict of scalar tensors: ``l1``, ``l1_flip``, ``perc``, ``perc_flip``, ``struct``, ``struct_flip``,
+            ``depth_sm``,
             ``view_equivariance``, ``view_mean``, ``depth_prior`` (terms that are switched off are
             absent) and ``total``.
         """
@@ -489,6 +504,12 @@ class Unsup3D(pl.LightningModule):
             if hp.use_flip:
                 losses["perc_flip"] = perc(
                     f.recon_image_flip, target, f.recon_mask, None if cp is None else cp[:, 1:])
+        if hp.lam_struct > 0:
+            losses["struct"] = structural_loss(f.recon_image, target, f.recon_mask, None if cp is None else cp[:, :1],
+                                               hp.struct_loss)
+            if hp.use_flip:
+                losses["struct_flip"] = structural_loss(f.recon_image_flip, target, f.recon_mask,
+                                                        None if cp is None else cp[:, 1:], hp.struct_loss)
         if hp.lam_depth_sm > 0:
             # As the original: on the rescaled depth (before the border), in units of the depth range.
             depth = self.depth_from_raw(f.canon_depth_raw)
@@ -507,6 +528,8 @@ class Unsup3D(pl.LightningModule):
         total = losses["l1"] + lam_flip * losses.get("l1_flip", 0.0)
         if "perc" in losses:
             total = total + hp.lam_perc * (losses["perc"] + lam_flip * losses.get("perc_flip", 0.0))
+        if "struct" in losses:
+            total = total + hp.lam_struct * (losses["struct"] + lam_flip * losses.get("struct_flip", 0.0))
         weights = {"depth_sm": hp.lam_depth_sm, "view_equivariance": hp.lam_view_equivariance,
                    "view_mean": hp.lam_view_mean, "depth_prior": lam_prior}
         for name, weight in weights.items():
