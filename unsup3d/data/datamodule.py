@@ -1,4 +1,4 @@
-"""LightningDataModule over the train/val/test image folders of one dataset (``unsup3d/conf/dataset/*.yaml``).
+"""LightningDataModule over the train/val/test image folders of one dataset (``conf/dataset/*.yaml``).
 
 Batches are dicts (batch-first)::
 
