@@ -1,5 +1,5 @@
-"""Checkpoint files: a model loaded from a Lightning checkpoint of this project or from the authors'
-release, safely; and training's checkpoints written atomically (:class:`AtomicCheckpointIO`).
+"""Checkpoint files and the model they hold: a Lightning checkpoint of this project or the authors'
+release, read safely (training writes its checkpoints with :mod:`unsup3d.training.checkpoint_io`).
 
 Formats:
 
@@ -20,28 +20,21 @@ from __future__ import annotations
 import os
 import pickle
 import zipfile
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import torch
-from pytorch_lightning.callbacks import ModelCheckpoint
-from pytorch_lightning.plugins.io import TorchCheckpointIO
 
-from unsup3d.io import atomic_torch_save
 from unsup3d.model import NETWORK_NAMES, Unsup3D
 
 __all__ = [
-    "AtomicCheckpointIO",
+    "RETIRED_HPARAMS",
     "CheckpointError",
-    "checkpoint_dir",
     "is_original_format",
-    "last_checkpoint_path",
     "load_checkpoint_file",
     "load_model",
     "model_from_checkpoint",
     "original_width",
-    "resolve_device",
 ]
 
 
@@ -178,45 +171,3 @@ def load_model(path: str | os.PathLike, trust: bool = False, map_location="cpu",
     ckpt = load_checkpoint_file(path, trust=trust, map_location=map_location)
     model = model_from_checkpoint(ckpt, source=f"checkpoint '{path}'", **overrides)
     return model.eval()
-
-
-def resolve_device(device: str = "auto"):
-    """``"auto"`` -> CUDA when available, else CPU; ``"cuda"`` without a GPU raises ValueError."""
-    device = str(device)
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("--device cuda was requested but CUDA is not available (use --device auto or cpu)")
-    try:
-        return torch.device(device)
-    except RuntimeError as exc:
-        raise ValueError(f"unknown device {device!r} (use auto, cpu or cuda)") from exc
-
-
-def _checkpointers(callbacks: Iterable[Any]) -> list[ModelCheckpoint]:
-    return [c for c in callbacks if isinstance(c, ModelCheckpoint) and c.dirpath]
-
-
-def checkpoint_dir(callbacks: Iterable[Any]) -> Path | None:
-    """The folder of training's checkpoints: that of the first :class:`ModelCheckpoint` among
-    ``callbacks`` that writes to a folder (None without one)."""
-    found = _checkpointers(callbacks)
-    return Path(found[0].dirpath) if found else None
-
-
-def last_checkpoint_path(callbacks: Iterable[Any]) -> Path | None:
-    """``<folder>/last.ckpt`` of the first :class:`ModelCheckpoint` among ``callbacks`` that writes one
-    (``save_last``); None without one."""
-    found = [c for c in _checkpointers(callbacks) if c.save_last]
-    if not found:
-        return None
-    mc = found[0]
-    return Path(mc.dirpath) / f"{mc.CHECKPOINT_NAME_LAST}{mc.FILE_EXTENSION}"
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Checkpoints written to a temporary file in the same folder, then renamed: an interrupted
-    save never leaves a half-written file or destroys the previous one."""
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
-        atomic_torch_save(checkpoint, path)

@@ -37,14 +37,16 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from unsup3d.checkpoint import load_model, resolve_device
+from unsup3d.checkpoint import load_model
 from unsup3d.config import check_node, instantiate_node, run_dir
 from unsup3d.data.synthetic import load_true_views
-from unsup3d.depth_encoding import depth_to_unit
-from unsup3d.io import atomic_save_image, atomic_save_json, atomic_save_text
-from unsup3d.loggers import log_evaluation
+from unsup3d.files.atomic import atomic_save_json, atomic_save_text
+from unsup3d.files.depth_encoding import depth_to_unit
+from unsup3d.files.images import atomic_save_image
+from unsup3d.inference import resolve_device
 from unsup3d.metrics import SIDE_SCALE, DepthMetrics, average_depth_map, evaluation_mask
 from unsup3d.model import Unsup3D
+from unsup3d.tracking import log_evaluation
 
 __all__ = [
     "EvalReport", "evaluate", "average_train_depth", "METRIC_KEYS", "POSE_ANGLES", "PER_IMAGE_COLUMNS",
@@ -450,7 +452,7 @@ def run_evaluation(cfg: DictConfig) -> EvalReport:
     The checkpoint decides the input size and the depth range: ``renderer.min_depth/max_depth`` (which
     the dataset's ground-truth decoding range follows) and ``dataset.image_size`` are set from the
     model's hyper-parameters. Writes the report into the run directory (:func:`unsup3d.config.run_dir`);
-    with ``wandb=true``, also logs it to W&B (:func:`unsup3d.loggers.log_evaluation`).
+    with ``wandb=true``, also logs it to W&B (:func:`unsup3d.tracking.log_evaluation`).
     """
     model = load_model(cfg.checkpoint, trust=bool(cfg.trust_checkpoint))
     hp = model.hparams

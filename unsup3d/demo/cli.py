@@ -16,8 +16,9 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from unsup3d.checkpoint import CheckpointError, load_model, resolve_device
+from unsup3d.checkpoint import CheckpointError, load_model
 from unsup3d.export.options import TEXTURES
+from unsup3d.inference import resolve_device
 from unsup3d.pretrained import PRETRAINED_MODELS, resolve_checkpoint
 
 from .reconstruct import DEFAULT_MAX_PIXELS, demo_export_options
@@ -175,10 +176,10 @@ def _serve(args: argparse.Namespace, fail) -> int:
     logger = None
     try:
         if args.wandb:
-            from unsup3d.export import WandbLogger
+            from unsup3d.export import ExportWandbLogger
 
             try:
-                logger = WandbLogger(args.wandb_project, args.wandb_name,
+                logger = ExportWandbLogger(args.wandb_project, args.wandb_name,
                                      {"checkpoint": str(checkpoint), "job": "demo", **options.to_json()},
                                      dir=work_dir)
             except Exception as exc:  # noqa: BLE001 - wandb raises its own error types

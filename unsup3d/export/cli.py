@@ -11,14 +11,15 @@ import contextlib
 import sys
 from collections.abc import Sequence
 
-from unsup3d.checkpoint import CheckpointError, load_model, resolve_device
+from unsup3d.checkpoint import CheckpointError, load_model
+from unsup3d.inference import resolve_device
 from unsup3d.pretrained import PRETRAINED_MODELS, resolve_checkpoint
 
 from .inputs import collect_inputs
 from .options import MESH_FORMATS, PRECISIONS, TEXTURES, ExportOptions
 from .runner import OutputDirError, check_output_dir, export_images
 from .summary import ExportSummary
-from .wandb_log import WandbLogger
+from .wandb_log import ExportWandbLogger
 
 __all__ = ["build_parser", "main"]
 
@@ -167,7 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logger = None
     if args.wandb:
         try:
-            logger = WandbLogger(args.wandb_project, args.wandb_name,
+            logger = ExportWandbLogger(args.wandb_project, args.wandb_name,
                                  {"checkpoint": str(args.checkpoint), **options.to_json()}, dir=out_dir)
         except Exception as exc:  # noqa: BLE001 - wandb raises its own error types
             return fail(f"could not start a W&B run: {exc}")

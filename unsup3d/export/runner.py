@@ -15,13 +15,13 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from unsup3d.images import FaceNotFoundError, ImageLoadError
-from unsup3d.io import atomic_dir, is_disk_full
+from unsup3d.data.crops import FaceNotFoundError, model_batch, prepare_input
+from unsup3d.files.atomic import atomic_dir, is_disk_full
+from unsup3d.files.images import ImageLoadError
 
 from .inputs import InputError, assign_output_names
 from .item import FactorArrays, export_factors
 from .options import ExportOptions
-from .prepare import model_batch, prepare_input
 from .summary import ExportSummary, ImageResult
 
 __all__ = ["OutputDirError", "check_output_dir", "export_images"]

@@ -1,6 +1,6 @@
 """Visualisations of the model's factors: image panels (:mod:`.panels`) and animations (:mod:`.animation`).
 
-Videos are written by :func:`unsup3d.io.write_video`, beside the other file writers.
+Videos are written by :func:`unsup3d.files.video.write_video`, beside the other file writers.
 """
 
 from .animation import (

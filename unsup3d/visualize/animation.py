@@ -5,7 +5,7 @@ and relighting (a light circling the face), and their single frames: the mesh se
 Pure functions over the model's :class:`~unsup3d.renderer.Renderer`: tensors in, frames out, ``T x B x C x
 H' x W'`` in ``[0, 1]`` (``T`` frames of ``B`` items). The viewpoint ``(rx, ry, rz, tx, ty, tz)`` and
 ``R = Rz Ry Rx`` are the renderer's (:mod:`unsup3d.renderer.camera`); the shading is
-:mod:`unsup3d.renderer.shading`'s. Write the frames with :func:`unsup3d.io.write_video`.
+:mod:`unsup3d.renderer.shading`'s. Write the frames with :func:`unsup3d.files.video.write_video`.
 """
 
 from __future__ import annotations

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from unsup3d.depth_encoding import depth_to_unit
 from unsup3d.factors import Factors
+from unsup3d.files.depth_encoding import depth_to_unit
 from unsup3d.renderer import Renderer
 
 __all__ = [
@@ -131,7 +131,7 @@ def symmetry_line(model_or_renderer, factors: Factors) -> torch.Tensor:
 
 
 def depth_to_image(depth: torch.Tensor, min_depth: float, max_depth: float) -> torch.Tensor:
-    """Depth as a grey image, nearer is brighter (:func:`unsup3d.depth_encoding.depth_to_unit`, the
+    """Depth as a grey image, nearer is brighter (:func:`unsup3d.files.depth_encoding.depth_to_unit`, the
     rule of the depth PNGs): ``clip((max_depth - d) / (max_depth - min_depth), 0, 1)``.
 
     Args:

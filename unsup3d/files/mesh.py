@@ -16,8 +16,9 @@ Texture coordinates put each vertex at the centre of its texel: ``u = (j + 0.5) 
 flips v for glTF itself). ``(i, j)`` index the full, uncropped map, so the full texture is used as is
 even when ``crop_border`` trims the mesh.
 
-All writers are atomic (:mod:`unsup3d.io`); their ``durable`` keyword is that of
-:func:`unsup3d.io.atomic_write` (pass False inside a folder built by :func:`unsup3d.io.atomic_dir`).
+All writers are atomic (:mod:`unsup3d.files.atomic`); their ``durable`` keyword is that of
+:func:`unsup3d.files.atomic.atomic_write` (pass False inside a folder built by
+:func:`unsup3d.files.atomic.atomic_dir`).
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ import torch
 import trimesh
 from PIL import Image
 
-from unsup3d.io import atomic_save_bytes, atomic_save_image, atomic_save_text, to_pil
+from unsup3d.files.atomic import as_numpy, atomic_save_bytes, atomic_save_text
+from unsup3d.files.images import atomic_save_image, to_pil
 from unsup3d.renderer import Renderer
 from unsup3d.renderer import grid_faces as render_grid_faces
 
@@ -53,12 +55,6 @@ __all__ = [
 
 #: Name of the material of OBJ/MTL and GLB files.
 MATERIAL_NAME = "material_0"
-
-
-def _to_numpy(x: Any) -> np.ndarray:
-    if hasattr(x, "detach") and hasattr(x, "cpu"):
-        x = x.detach().cpu().numpy()
-    return np.asarray(x)
 
 
 def _check_border(h: int, w: int, crop_border: int) -> None:
@@ -172,11 +168,11 @@ def grid_mesh(
         ``(vertices, faces, uvs)``: ``V x 3`` float32, ``F x 3`` int64, ``V x 2`` float32 with
         ``V = h w``, ``F = 2 (h-1)(w-1)``, ``h = H - 2 b``, ``w = W - 2 b``.
     """
-    d = torch.as_tensor(_to_numpy(depth), dtype=torch.float32)
+    d = torch.as_tensor(as_numpy(depth), dtype=torch.float32)
     while d.ndim > 2 and d.shape[0] == 1:
         d = d[0]
     if d.ndim != 2:
-        raise ValueError(f"expected a depth map of shape H x W, got {tuple(_to_numpy(depth).shape)}")
+        raise ValueError(f"expected a depth map of shape H x W, got {tuple(as_numpy(depth).shape)}")
     H, W = d.shape
     b = int(crop_border)
     _check_border(H, W, b)
@@ -304,7 +300,7 @@ def write_obj(
         material_file: name (relative to the OBJ) of an existing ``.mtl`` file with material
             :data:`MATERIAL_NAME` to use instead: only the ``.obj`` is written and ``texture_image``
             is ignored (may be None). For several meshes sharing one texture.
-        durable: see :func:`unsup3d.io.atomic_write`.
+        durable: see :func:`unsup3d.files.atomic.atomic_write`.
 
     Returns:
         ``(obj, mtl, png)`` paths, or ``(obj,)`` with ``material_file``. The texture and material are
@@ -370,14 +366,14 @@ def write_ply(
 
     Args:
         vertex_colors: ``V x 3`` (or ``V x 4``) uint8, or float in [0, 1]; see :func:`grid_vertex_colors`.
-        durable: see :func:`unsup3d.io.atomic_write`.
+        durable: see :func:`unsup3d.files.atomic.atomic_write`.
 
     Returns:
         The path.
     """
     vertices, faces = np.asarray(vertices), np.asarray(faces)
     _check_mesh(vertices, faces)
-    colors = _to_numpy(vertex_colors)
+    colors = as_numpy(vertex_colors)
     if np.issubdtype(colors.dtype, np.floating):
         colors = np.round(np.clip(colors, 0.0, 1.0) * 255.0)
     colors = colors.astype(np.uint8)

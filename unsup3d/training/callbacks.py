@@ -18,8 +18,9 @@ import torch
 import wandb
 from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 
-from unsup3d.io import atomic_save_image, write_video
-from unsup3d.mesh import grid_faces, grid_uvs, grid_vertices, write_glb
+from unsup3d.files.images import atomic_save_image
+from unsup3d.files.mesh import grid_faces, grid_uvs, grid_vertices, write_glb
+from unsup3d.files.video import write_video
 from unsup3d.metrics import SIDE_SCALE, DepthMetrics
 from unsup3d.visualize import factor_panels, frames_to_grids, normal_shaded, to_uint8, turntable_frames
 
