@@ -23,6 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+# The viewpoint's mirror and the ellipsoid depth are camera geometry (unsup3d.renderer.camera); they are
+# still importable from here, where they were defined before.
+from unsup3d.renderer import VIEW_MIRROR_SIGNS, ellipsoid_depth, mirror_view
 from unsup3d.vgg import VGG16Features, load_vgg16_features
 
 __all__ = [
@@ -330,49 +333,6 @@ def depth_smoothness_loss(depth: Tensor, mask: Tensor | None = None) -> Tensor:
     mx = mask[:, :, 1:] * mask[:, :, :-1]
     my = mask[:, 1:, :] * mask[:, :-1, :]
     return masked_mean(dx, mx) + masked_mean(dy, my)
-
-
-def ellipsoid_depth(size: int, far: float, height: float, axes: tuple[float, float] = (0.6, 0.75),
-                    like: Tensor | None = None) -> Tensor:
-    """A centred ellipsoidal bulge, the shape prior of an ellipsoid initialisation (as GAN2Shape's).
-
-    ``d(u, v) = far - height * sqrt(max(0, 1 - (u / a)^2 - (v / b)^2))`` with ``u, v`` in ``[-1, 1]``
-    across the image (x right, y down) and semi-axes ``(a, b) = axes``: ``far`` outside the ellipse,
-    nearest (``far - height``) at the centre.
-
-    Args:
-        size: ``S``.
-        far, height: depth outside the bulge and height of its tip.
-        like: tensor whose device and dtype the result takes.
-
-    Returns:
-        ``S x S``.
-    """
-    kw = {} if like is None else {"device": like.device, "dtype": like.dtype}
-    t = torch.linspace(-1.0, 1.0, int(size), **kw)
-    v, u = torch.meshgrid(t, t, indexing="ij")
-    r2 = (u / axes[0]) ** 2 + (v / axes[1]) ** 2
-    return far - height * (1 - r2).clamp(min=0).sqrt()
-
-
-#: How a viewpoint ``(rx, ry, rz, tx, ty, tz)`` changes when the image is mirrored left-right
-#: (x -> -x in the camera frame): the pitch and the vertical and depth shifts stay, the yaw, the roll
-#: and the horizontal shift change sign.
-VIEW_MIRROR_SIGNS = (1.0, -1.0, -1.0, -1.0, 1.0, 1.0)
-
-
-def mirror_view(view: Tensor) -> Tensor:
-    """The viewpoint of the mirrored image: ``(rx, -ry, -rz, -tx, ty, tz)``.
-
-    Args:
-        view: ``B x 6`` viewpoint (radians and translations, or netV's normalised units).
-
-    Returns:
-        ``B x 6``.
-    """
-    if view.dim() != 2 or view.shape[-1] != 6:
-        raise ValueError(f"mirror_view expects B x 6 viewpoints; got {tuple(view.shape)}")
-    return view * view.new_tensor(VIEW_MIRROR_SIGNS)
 
 
 def view_equivariance_loss(view: Tensor, view_of_mirrored: Tensor) -> Tensor:

@@ -62,7 +62,13 @@ import torch.nn.functional as F
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
-from unsup3d.renderer import geometry_precision, intrinsics, lift_depth, normals_from_points
+from unsup3d.renderer import (
+    geometry_precision,
+    intrinsics,
+    lift_depth,
+    normal_cross_products,
+    normals_from_points,
+)
 
 __all__ = [
     "SIDE_SCALE",
@@ -215,12 +221,10 @@ def side(pred_depth: torch.Tensor, gt_depth: torch.Tensor, mask: torch.Tensor) -
 def _original_normal_length(points: torch.Tensor, eps: float = _ORIGINAL_NORMAL_EPS) -> torch.Tensor:
     """Length of the original's normals ``n / (|n| + 1e-7)`` per pixel (``B x H x W x 3`` -> ``B x H x W``).
 
-    ``n`` is the raw central-difference cross product of :func:`normals_from_points`; the original
-    release's ``get_normal_from_depth`` divides by ``|n| + EPS`` with ``EPS = 1e-7``.
+    ``n`` is the raw central-difference cross product (:func:`unsup3d.renderer.camera.normal_cross_products`);
+    the original release's ``get_normal_from_depth`` divides by ``|n| + EPS`` with ``EPS = 1e-7``.
     """
-    tu = points[:, 1:-1, 2:] - points[:, 1:-1, :-2]
-    tv = points[:, 2:, 1:-1] - points[:, :-2, 1:-1]
-    r = torch.linalg.cross(tu, tv, dim=-1).norm(dim=-1)
+    r = normal_cross_products(points).norm(dim=-1)
     # Border normals are (0, 0, 1) / (1 + eps) in the original.
     length = torch.full(points.shape[:3], 1.0 / (1.0 + eps), dtype=points.dtype, device=points.device)
     length[:, 1:-1, 1:-1] = r / (r + eps)

@@ -8,7 +8,10 @@ Conventions (identical to the original release so checkpoints and numbers are co
   along +z. This is the OpenCV camera frame.
 * A depth map ``d`` lifts to points ``P = d * K^-1 [u, v, 1]^T``.
 * Viewpoint vector ``(rx, ry, rz, tx, ty, tz)``: rotations in radians, ``R = Rz @ Ry @ Rx``;
-  the warp to the view is ``P' = R (P - c) + c + t`` with ``c = (0, 0, rot_center_depth)``.
+  the warp to the view is ``P' = R (P - c) + c + t`` with ``c = (0, 0, rot_center_depth)``; the view of
+  the left-right mirrored image is ``(rx, -ry, -rz, -tx, ty, tz)`` (:func:`mirror_view`).
+* Normals by central differences of the lifted points (:func:`normal_cross_products`,
+  :func:`normals_from_points`), as the original.
 
 Every function is batch-first, device- and dtype-agnostic (tensors are created on the input's
 device with the input's dtype).
@@ -22,17 +25,26 @@ import torch
 from kornia.geometry.camera import project_points, unproject_points
 
 __all__ = [
+    "VIEW_MIRROR_SIGNS",
     "intrinsics",
     "pixel_grid",
+    "ellipsoid_depth",
     "euler_to_rotation_matrix",
     "split_view",
+    "mirror_view",
     "lift_depth",
     "project",
     "transform_points",
     "inverse_transform_points",
+    "normal_cross_products",
     "normals_from_points",
     "pixels_to_normalized",
 ]
+
+#: How a viewpoint ``(rx, ry, rz, tx, ty, tz)`` changes when the image is mirrored left-right
+#: (x -> -x in the camera frame): the pitch and the vertical and depth shifts stay, the yaw, the roll
+#: and the horizontal shift change sign.
+VIEW_MIRROR_SIGNS = (1.0, -1.0, -1.0, -1.0, 1.0, 1.0)
 
 
 def intrinsics(
@@ -69,6 +81,29 @@ def pixel_grid(height: int, width: int, *, device=None, dtype=torch.float32) -> 
         indexing="ij",
     )
     return torch.stack([u, v], dim=-1)
+
+
+def ellipsoid_depth(size: int, far: float, height: float, axes: tuple[float, float] = (0.6, 0.75),
+                    like: torch.Tensor | None = None) -> torch.Tensor:
+    """A centred ellipsoidal bulge, the shape prior of an ellipsoid initialisation (as GAN2Shape's).
+
+    ``d(u, v) = far - height * sqrt(max(0, 1 - (u / a)^2 - (v / b)^2))`` with ``u, v`` in ``[-1, 1]``
+    across the image (x right, y down) and semi-axes ``(a, b) = axes``: ``far`` outside the ellipse,
+    nearest (``far - height``) at the centre.
+
+    Args:
+        size: ``S``.
+        far, height: depth outside the bulge and height of its tip.
+        like: tensor whose device and dtype the result takes.
+
+    Returns:
+        ``S x S``.
+    """
+    kw = {} if like is None else {"device": like.device, "dtype": like.dtype}
+    t = torch.linspace(-1.0, 1.0, int(size), **kw)
+    v, u = torch.meshgrid(t, t, indexing="ij")
+    r2 = (u / axes[0]) ** 2 + (v / axes[1]) ** 2
+    return far - height * (1 - r2).clamp(min=0).sqrt()
 
 
 def euler_to_rotation_matrix(angles: torch.Tensor) -> torch.Tensor:
@@ -115,6 +150,20 @@ def split_view(view: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             f"expected a viewpoint of shape B x 6 (rx, ry, rz, tx, ty, tz), got {tuple(view.shape)}"
         )
     return euler_to_rotation_matrix(view[:, :3]), view[:, 3:]
+
+
+def mirror_view(view: torch.Tensor) -> torch.Tensor:
+    """The viewpoint of the mirrored image: ``(rx, -ry, -rz, -tx, ty, tz)`` (:data:`VIEW_MIRROR_SIGNS`).
+
+    Args:
+        view: ``B x 6`` viewpoint (radians and translations, or netV's normalised units).
+
+    Returns:
+        ``B x 6``.
+    """
+    if view.dim() != 2 or view.shape[-1] != 6:
+        raise ValueError(f"mirror_view expects B x 6 viewpoints; got {tuple(view.shape)}")
+    return view * view.new_tensor(VIEW_MIRROR_SIGNS)
 
 
 def lift_depth(depth: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
@@ -195,10 +244,25 @@ def _rotate_about(points: torch.Tensor, Rt: torch.Tensor, pre: torch.Tensor, pos
     return torch.baddbmm(post, flat + pre, Rt).view(points.shape)
 
 
+def normal_cross_products(points: torch.Tensor) -> torch.Tensor:
+    """The original's unnormalised normals of the interior of a grid of points, by central differences:
+    ``(P[v, u+1] - P[v, u-1]) x (P[v+1, u] - P[v-1, u])``.
+
+    Args:
+        points: ``B x H x W x 3``.
+
+    Returns:
+        ``B x (H - 2) x (W - 2) x 3`` (the border has no central difference).
+    """
+    tu = points[:, 1:-1, 2:] - points[:, 1:-1, :-2]
+    tv = points[:, 2:, 1:-1] - points[:, :-2, 1:-1]
+    return torch.linalg.cross(tu, tv, dim=-1)
+
+
 def normals_from_points(points: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
     """Unit normals by central differences of a grid of points, as the original method.
 
-    ``n = (P[v, u+1] - P[v, u-1]) x (P[v+1, u] - P[v-1, u])``, normalised; border rows and
+    ``n = (P[v, u+1] - P[v, u-1]) x (P[v+1, u] - P[v-1, u])`` (:func:`normal_cross_products`), normalised; border rows and
     columns are ``(0, 0, 1)``. With y pointing down, a fronto-parallel surface gets the normal
     ``(0, 0, 1)`` (along the viewing direction); this is the original convention, and the light
     direction ``(dx, dy, 1)`` of the model is expressed in the same frame.
@@ -210,12 +274,9 @@ def normals_from_points(points: torch.Tensor, eps: float = 1e-7) -> torch.Tensor
         ``B x H x W x 3`` unit normals.
     """
     b, h, w, _ = points.shape
-    tu = points[:, 1:-1, 2:] - points[:, 1:-1, :-2]
-    tv = points[:, 2:, 1:-1] - points[:, :-2, 1:-1]
-    inner = torch.linalg.cross(tu, tv, dim=-1)
     normal = points.new_zeros(b, h, w, 3)
     normal[..., 2] = 1.0
-    normal[:, 1:-1, 1:-1] = inner
+    normal[:, 1:-1, 1:-1] = normal_cross_products(points)
     # The original divides by (norm + 1e-7); clamping instead keeps normals exactly unit length
     # (the original's are ~3e-3 short at 64 px, fov 10) and still guards degenerate points. The
     # metrics reproduce the original lengths where paper comparability needs it (mad_original).

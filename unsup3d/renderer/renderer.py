@@ -11,8 +11,9 @@ import torch
 import torch.nn.functional as F
 
 from . import camera
+from .grid import grid_face_vertices, grid_faces, rasterize_grid
 from .precision import geometry_precision
-from .rasterize import Fragments, grid_face_vertices, grid_faces, rasterize_grid
+from .rasterize import Fragments
 
 __all__ = ["Renderer"]
 
