@@ -33,6 +33,7 @@ __all__ = [
     "is_original_format",
     "load_checkpoint_file",
     "load_model",
+    "load_weights",
     "model_from_checkpoint",
     "original_width",
 ]
@@ -126,8 +127,49 @@ def original_width(ckpt: dict[str, Any]) -> float:
 RETIRED_HPARAMS = frozenset({"lam_view_prior"})
 
 
+def _not_a_checkpoint(ckpt: dict[str, Any], source: str) -> CheckpointError:
+    keys = ", ".join(sorted(map(str, ckpt))[:8])
+    return CheckpointError(
+        f"{source} is neither a Lightning checkpoint of this project (no 'state_dict') nor an "
+        f"original-release checkpoint (keys {', '.join(NETWORK_NAMES)}); it has keys: {keys}")
+
+
+def load_weights(model: Unsup3D, ckpt: dict[str, Any], source: str = "checkpoint") -> Unsup3D:
+    """Load the weights of a loaded checkpoint dict (either format) into ``model``, strictly.
+
+    A Lightning checkpoint's ``state_dict`` is loaded without its ``perceptual.*`` entries (the frozen VGG
+    is never part of the model's weights); an original-format one network by network.
+
+    Args:
+        model: the model to fill (its architecture must fit the checkpoint's).
+        ckpt: the dict from :func:`load_checkpoint_file`.
+        source: name used in error messages.
+
+    Returns:
+        ``model``.
+
+    Raises:
+        CheckpointError: ``ckpt`` is neither format, or its weights do not fit ``model``.
+    """
+    if is_original_format(ckpt):
+        try:
+            model.load_original_state_dicts(ckpt, strict=True)
+        except (RuntimeError, KeyError) as exc:
+            raise CheckpointError(f"{source}: original-format weights do not fit the model: {exc}") from exc
+        return model
+    if "state_dict" not in ckpt:
+        raise _not_a_checkpoint(ckpt, source)
+    state = {k: v for k, v in ckpt["state_dict"].items() if not k.startswith("perceptual.")}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{source}: weights do not fit the model: {exc}") from exc
+    return model
+
+
 def model_from_checkpoint(ckpt: dict[str, Any], source: str = "checkpoint", **overrides) -> Unsup3D:
-    """Build an :class:`Unsup3D` from a loaded checkpoint dict (either format).
+    """Build an :class:`Unsup3D` from a loaded checkpoint dict (either format) and load its weights
+    (:func:`load_weights`).
 
     Args:
         ckpt: the dict from :func:`load_checkpoint_file`.
@@ -135,35 +177,25 @@ def model_from_checkpoint(ckpt: dict[str, Any], source: str = "checkpoint", **ov
         overrides: hyper-parameters to change (e.g. ``renderer_backend``); for the original
             format they complete the defaults (64x64; the width its netD's shapes give,
             :func:`original_width`: 1 for the authors' files).
+
+    Raises:
+        CheckpointError: ``ckpt`` is neither format, its hyper-parameters do not fit this version, or its
+            weights do not fit the model they describe.
     """
     if is_original_format(ckpt):
         hp = {"use_conf_map": "netC" in ckpt, "lam_perc": 0.0, "width": original_width(ckpt)}
-        hp.update(overrides)
-        model = Unsup3D(**hp)
-        try:
-            model.load_original_state_dicts(ckpt, strict=True)
-        except (RuntimeError, KeyError) as exc:
-            raise CheckpointError(f"{source}: original-format weights do not fit the model: {exc}") from exc
-        return model
-    if "state_dict" not in ckpt:
-        keys = ", ".join(sorted(map(str, ckpt))[:8])
-        raise CheckpointError(
-            f"{source} is neither a Lightning checkpoint of this project (no 'state_dict') nor an "
-            f"original-release checkpoint (keys {', '.join(NETWORK_NAMES)}); it has keys: {keys}")
-    hp = dict(ckpt.get("hyper_parameters", {}))
-    for key in RETIRED_HPARAMS.intersection(hp):  # training-only options of earlier versions
-        hp.pop(key)
+    elif "state_dict" not in ckpt:
+        raise _not_a_checkpoint(ckpt, source)
+    else:
+        hp = dict(ckpt.get("hyper_parameters", {}))
+        for key in RETIRED_HPARAMS.intersection(hp):  # training-only options of earlier versions
+            hp.pop(key)
     hp.update(overrides)
     try:
         model = Unsup3D(**hp)
     except TypeError as exc:
         raise CheckpointError(f"{source}: its hyper-parameters do not fit this version: {exc}") from exc
-    state = {k: v for k, v in ckpt["state_dict"].items() if not k.startswith("perceptual.")}
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise CheckpointError(f"{source}: weights do not fit the model: {exc}") from exc
-    return model
+    return load_weights(model, ckpt, source)
 
 
 def load_model(path: str | os.PathLike, trust: bool = False, map_location="cpu", **overrides) -> Unsup3D:

@@ -57,7 +57,7 @@ from unsup3d.files.mesh import (
     write_ply,
 )
 from unsup3d.files.video import write_video
-from unsup3d.visualize import normal_shaded, relight_frames, to_uint8, turntable_frames
+from unsup3d.visualize import factor_images, normal_shaded, relight_frames, to_uint8, turntable_frames
 
 from .options import ExportOptions
 
@@ -85,11 +85,13 @@ class FactorArrays:
         self.ambient = f.light_ambient.detach().double().cpu().numpy()
         self.diffuse = f.light_diffuse.detach().double().cpu().numpy()
         self.direction = f.light_direction.detach().double().cpu().numpy()
-        self.canonical = to_uint8(f.canon_image.clamp(-1, 1) / 2 + 0.5)  # B x H x W x 3
-        self.albedo = to_uint8(f.canon_albedo.clamp(-1, 1) / 2 + 0.5)
-        self.normal = to_uint8(f.canon_normal.permute(0, 3, 1, 2) / 2 + 0.5)
-        self.shading = to_uint8(f.canon_diffuse_shading)[..., 0]  # B x H x W
-        self.input = to_uint8(f.input / 2 + 0.5)
+        images = factor_images(f, r.min_depth, r.max_depth,
+                               ("canon_image", "canon_albedo", "canon_normal", "canon_diffuse_shading", "input"))
+        self.canonical = to_uint8(images["canon_image"])  # B x H x W x 3
+        self.albedo = to_uint8(images["canon_albedo"])
+        self.normal = to_uint8(images["canon_normal"])
+        self.shading = to_uint8(images["canon_diffuse_shading"])[..., 0]  # B x H x W
+        self.input = to_uint8(images["input"])
 
 
 def _float_list(a) -> list[float]:

@@ -28,7 +28,7 @@ from pytorch_lightning.loggers import Logger
 from pytorch_lightning.utilities.exceptions import MisconfigurationException, SIGTERMException
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
-from unsup3d.checkpoint import load_checkpoint_file
+from unsup3d.checkpoint import load_checkpoint_file, load_weights
 from unsup3d.config import ConfigError, check_entries, check_node, instantiate_node, run_dir
 from unsup3d.data import Unsup3DDataModule
 from unsup3d.files.atomic import remove_stale_temp_files
@@ -90,15 +90,13 @@ def build_datamodule(cfg: DictConfig) -> Unsup3DDataModule:
 
 
 def build_model(cfg: DictConfig) -> Unsup3D:
-    """The model of ``cfg.model``, initialised from ``cfg.init_checkpoint`` when one is given."""
+    """The model of ``cfg.model``, initialised from ``cfg.init_checkpoint`` when one is given (either
+    checkpoint format, :func:`unsup3d.checkpoint.load_weights`; a checkpoint that does not fit raises
+    :class:`~unsup3d.checkpoint.CheckpointError`)."""
     model = instantiate_node(cfg.model, "model")
     if cfg.get("init_checkpoint"):
-        ckpt = load_checkpoint_file(cfg.init_checkpoint)
-        if "state_dict" in ckpt:
-            state = {k: v for k, v in ckpt["state_dict"].items() if not k.startswith("perceptual.")}
-            model.load_state_dict(state, strict=True)
-        else:
-            model.load_original_state_dicts(ckpt, strict=True)
+        path = cfg.init_checkpoint
+        load_weights(model, load_checkpoint_file(path), source=f"init_checkpoint '{path}'")
     return model
 
 

@@ -12,8 +12,10 @@ from .animation import (
     yaw_views,
 )
 from .panels import (
+    FACTOR_IMAGES,
     confidence_to_image,
     depth_to_image,
+    factor_images,
     factor_panels,
     frames_to_grids,
     make_grid,
@@ -23,8 +25,10 @@ from .panels import (
 )
 
 __all__ = [
+    "FACTOR_IMAGES",
     "confidence_to_image",
     "depth_to_image",
+    "factor_images",
     "factor_panels",
     "frames_to_grids",
     "make_grid",
