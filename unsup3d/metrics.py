@@ -434,13 +434,11 @@ class DepthMetrics(Metric):
         """Per-image values (``N``-long 1-D tensors, NaN for empty masks) gathered over ranks.
 
         Keys: ``side`` (raw), ``mad``, ``mad_original``, ``mae``, ``mse``, ``num_pixels`` (size of each
-        image's evaluation mask). Under DDP this is a collective: call it on every rank.
+        image's evaluation mask). Under DDP this is a collective: call it on every rank. Gathered as
+        :meth:`compute` gathers (``sync_on_compute``), through torchmetrics' public ``sync_context``, and
+        given back to the rank's own states afterwards.
         """
-        with self.sync_context(
-            dist_sync_fn=self.dist_sync_fn,
-            should_sync=self._to_sync and not self._is_synced,
-            should_unsync=self._should_unsync,
-        ):
+        with self.sync_context(dist_sync_fn=self.dist_sync_fn, should_sync=self.sync_on_compute):
             return {k: v.clone() for k, v in self._gathered().items()}
 
     def compute(self) -> dict[str, torch.Tensor]:

@@ -128,7 +128,8 @@ class _ContinuingWriter(ExperimentWriter):
 
     def _check_log_dir_exists(self) -> None:
         # Lightning deletes metrics.csv here (with a warning). Keep it: its header is the starting key set,
-        # so new rows are appended under it (and a new key rewrites the file with a wider header).
+        # so new rows are appended under it (and a new key rewrites the file with a wider header). This
+        # overrides a private hook of Lightning's writer: no public option keeps the file.
         if os.path.isfile(self.metrics_file_path):
             with open(self.metrics_file_path, newline="") as fh:
                 self.metrics_keys = list(next(csv.reader(fh), []))
@@ -184,6 +185,9 @@ class ContinuingCSVLogger(CSVLogger):
     @property
     @rank_zero_experiment
     def experiment(self) -> _ContinuingWriter:
+        """Rank 0's writer, made on first use. Lightning's ``CSVLogger.experiment`` builds its own writer class
+        here and keeps it in ``_experiment``; there is no public way to give it another class, so this
+        property is its copy with :class:`_ContinuingWriter`."""
         if self._experiment is None:
             os.makedirs(self.root_dir, exist_ok=True)
             self._experiment = _ContinuingWriter(log_dir=self.log_dir)
@@ -219,7 +223,11 @@ class ContinuingTensorBoardLogger(TensorBoardLogger):
             from tensorboardX.proto.event_pb2 import Event, SessionLog
         else:  # torch.utils.tensorboard (with the tensorboard package)
             from tensorboard.compat.proto.event_pb2 import Event, SessionLog
-        file_writer = writer._get_file_writer()  # as Lightning's own log_hyperparams does
+        # No public API writes a purge marker into an open writer (SummaryWriter's purge_step is a constructor
+        # argument, and Lightning opened the writer before the resumed step was known): write the events
+        # through its event-file writer, which torch and tensorboardX expose only as _get_file_writer(), as
+        # Lightning's own log_hyperparams does.
+        file_writer = writer._get_file_writer()
         file_writer.add_event(Event(step=int(step), file_version="brain.Event:2"))
         file_writer.add_event(Event(step=int(step), session_log=SessionLog(status=SessionLog.START)))
         writer.flush()
