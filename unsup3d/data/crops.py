@@ -6,9 +6,10 @@ Every place that feeds photos to a model crops them here: the export and the dem
 
 * :func:`center_crop_square` / :func:`center_square_box`: the centred square; :func:`resize_for_model`:
   the original demo's resize.
-* :func:`detect_face_box` finds the largest frontal human face with OpenCV's bundled Haar cascade;
-  :func:`crop_face` / :func:`face_crop_box` cut a square around it with the margins the original demo
-  used (which relied on MTCNN), :func:`detect_face_crop` does both.
+* :func:`detect_face_box` finds the largest frontal human face with OpenCV's bundled Haar cascade, each
+  thread with a detector of its own (:func:`face_detector`); :func:`crop_face` / :func:`face_crop_box` cut a
+  square around it with the margins the original demo used (which relied on MTCNN),
+  :func:`detect_face_crop` does both.
 * :func:`prepare_input` loads a photo (:func:`unsup3d.files.images.load_image`) and does all of it;
   :func:`model_batch` stacks prepared photos into the model's input tensor.
 """
@@ -16,6 +17,7 @@ Every place that feeds photos to a model crops them here: the export and the dem
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +40,7 @@ __all__ = [
     "detect_face_box",
     "detect_face_crop",
     "face_crop_box",
+    "face_detector",
     "model_batch",
     "prepare_image",
     "prepare_input",
@@ -105,18 +108,25 @@ def resize_for_model(img: np.ndarray, size: int) -> np.ndarray:
 # ------------------------------------------------------------------------------------ face crop
 
 
-_CASCADE = None
+_DETECTORS = threading.local()
 
 
-def _cascade():
-    global _CASCADE
-    if _CASCADE is None:
+def face_detector() -> cv2.CascadeClassifier:
+    """The calling thread's face detector: OpenCV's bundled frontal-face Haar cascade, loaded on the
+    thread's first use. OpenCV's ``CascadeClassifier`` is not safe to use from two threads at once, and the
+    demo reconstructs photos side by side: each thread gets a detector of its own.
+
+    Raises:
+        RuntimeError: OpenCV's cascade file cannot be loaded.
+    """
+    cascade = getattr(_DETECTORS, "cascade", None)
+    if cascade is None:
         path = os.path.join(cv2.data.haarcascades, "haarcascade_frontalface_default.xml")
         cascade = cv2.CascadeClassifier(path)
         if cascade.empty():
             raise RuntimeError(f"could not load OpenCV's Haar face cascade from {path!r}")
-        _CASCADE = cascade
-    return _CASCADE
+        _DETECTORS.cascade = cascade
+    return cascade
 
 
 def _gray_uint8(img: np.ndarray) -> np.ndarray:
@@ -163,7 +173,7 @@ def detect_face_box(
     if pad > 0:
         gray = cv2.copyMakeBorder(gray, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
     min_face = max(24, int(0.08 * (min(gray.shape) - 2 * pad)))
-    boxes = _cascade().detectMultiScale(
+    boxes = face_detector().detectMultiScale(
         gray, scaleFactor=scale_factor, minNeighbors=min_neighbors, minSize=(min_face, min_face)
     )
     if len(boxes) == 0:

@@ -58,13 +58,6 @@ DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 _TEMP_INFIX = ".tmp-"
 
 
-def _umask_mode(default: int = 0o666) -> int:
-    """File mode an ordinary ``open()`` would create (``default`` minus the process umask)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return default & ~mask
-
-
 def _prepare_parent(path: Path) -> Path:
     """Create the parent folder of ``path`` if needed; raise a clear error naming it otherwise."""
     parent = path.parent
@@ -96,6 +89,20 @@ def _mkstemp(parent: Path, name: str) -> tuple[int, str]:
         except OSError as exc:
             raise type(exc)(exc.errno, f"cannot write to folder {str(parent)!r}: {exc.strerror}") from exc
     raise FileExistsError(errno.EEXIST, f"cannot create a temporary file in {str(parent)!r}")
+
+
+def _mkdtemp(parent: Path, name: str) -> Path:
+    """Create a new temporary sibling folder ``.<name>.tmp-<pid>-<n>`` with a plain ``mkdir``'s permissions:
+    ``0o777`` minus the umask, applied by the operating system. (Reading the umask would mean setting it:
+    ``os.umask`` changes it for the whole process, and so for any thread creating files meanwhile.)"""
+    for _ in range(1000):
+        tmp = parent / f".{name}{_TEMP_INFIX}{os.getpid()}-{next(_TEMP_COUNTER)}"
+        try:
+            os.mkdir(tmp, 0o777)
+            return tmp
+        except FileExistsError:  # left by an earlier process with the same pid
+            continue
+    raise FileExistsError(errno.EEXIST, f"cannot create a temporary folder in {str(parent)!r}")
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -320,7 +327,8 @@ def atomic_dir(target: str | os.PathLike, overwrite: bool = False, *, durable: b
             after an interruption, but an OS crash soon after may lose its contents.
 
     Yields:
-        Path of the (empty) temporary folder ``.name.tmp-XXXX`` next to ``target``.
+        Path of the (empty) temporary folder ``.name.tmp-XXXX`` next to ``target``, made with the
+        permissions a plain ``mkdir`` gives (the folder keeps them).
     """
     target = Path(target)
     if target.exists() and not overwrite:
@@ -330,12 +338,11 @@ def atomic_dir(target: str | os.PathLike, overwrite: bool = False, *, durable: b
     parent = target.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}{_TEMP_INFIX}", dir=parent))
+        tmp = _mkdtemp(parent, target.name)
     except OSError as exc:
         raise type(exc)(exc.errno, f"cannot write to folder {str(parent)!r}: {exc.strerror}") from exc
     try:
         yield tmp
-        os.chmod(tmp, _umask_mode(0o777))
         if durable:
             _fsync_tree(tmp)
         _move_into_place(tmp, target, overwrite)

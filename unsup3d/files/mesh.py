@@ -70,7 +70,7 @@ def grid_faces(h: int, w: int) -> np.ndarray:
     counter-clockwise seen from +z once rows go downwards (-y) in the export frame.
 
     Returns:
-        ``2 (h-1)(w-1) x 3`` int64.
+        ``2 (h-1)(w-1) x 3`` int64, an array of the caller's own (not a view of the renderer's table).
     """
     return render_grid_faces(h, w).numpy()
 

@@ -47,7 +47,9 @@ def grid_faces(height: int, width: int, device=None) -> torch.Tensor:
     exported mesh is exactly the mesh the model rendered.
 
     Returns:
-        ``F x 3`` int64 vertex indices (cached per size and device).
+        ``F x 3`` int64 vertex indices: a new tensor at every call, the caller's to change (the table is
+        built once per size and device and kept, and an in-place edit of a shared one would change every
+        mesh rendered or written afterwards).
     """
     key = (int(height), int(width), str(device))
     faces = _GRID_FACES_CACHE.get(key)
@@ -61,7 +63,7 @@ def grid_faces(height: int, width: int, device=None) -> torch.Tensor:
             [torch.stack([tl, bl, tr], -1).view(-1, 3), torch.stack([tr, bl, br], -1).view(-1, 3)], 0
         )
         _GRID_FACES_CACHE[key] = faces
-    return faces
+    return faces.clone()
 
 
 # ---------------------------------------------------------------------------------------------------
