@@ -52,6 +52,11 @@ def masked_mean(loss: Tensor, mask: Tensor | None = None) -> Tensor:
         Scalar ``sum(loss * mask) / sum(mask)`` (mask expanded to ``loss``'s shape, so channels
         count), or ``loss.mean()`` without a mask. An all-zero mask returns ``0``, connected to
         the graph (the denominator is clamped at ``EPS``; sums of real masks are pixel counts).
+
+    Example:
+        >>> loss = torch.tensor([[[[1.0, 3.0]]]])  # B x C x H x W
+        >>> masked_mean(loss, torch.tensor([[[[1.0, 0.0]]]])).item()  # only the first pixel counts
+        1.0
     """
     if mask is None:
         return loss.mean()
@@ -88,6 +93,11 @@ def photometric_loss(
 
     Returns:
         Scalar loss.
+
+    Example:
+        >>> im = torch.zeros(1, 3, 4, 4)
+        >>> photometric_loss(im + 0.5, im).item()
+        0.5
     """
     if im1.shape != im2.shape or im1.dim() != 4:
         raise ValueError(
@@ -171,6 +181,11 @@ def structural_loss(im1: Tensor, im2: Tensor, mask: Tensor | None = None, conf_s
 
     Returns:
         Scalar loss.
+
+    Example:
+        >>> ramp = torch.linspace(-1, 1, 16).expand(1, 3, 16, 16)
+        >>> structural_loss(ramp, ramp + 0.3).item() < 1e-6  # a colour offset costs nothing
+        True
     """
     err, radius = structural_error(im1, im2, kind)
     if mask is not None:
@@ -210,6 +225,12 @@ class PerceptualLoss(nn.Module):
             called with ``weights_path`` and ``allow_random``.
         weights_path: passed to :func:`~unsup3d.vgg.load_vgg16_features`.
         allow_random: passed to :func:`~unsup3d.vgg.load_vgg16_features`.
+
+    Example:
+        >>> loss = PerceptualLoss(vgg=VGG16Features())  # random weights: an example of the call only
+        >>> im = torch.rand(2, 3, 16, 16) * 2 - 1
+        >>> loss(im, im).item() < 1e-8
+        True
     """
 
     mean_rgb: Tensor
@@ -314,6 +335,10 @@ def depth_smoothness_loss(depth: Tensor, mask: Tensor | None = None) -> Tensor:
 
     Returns:
         Scalar loss.
+
+    Example:
+        >>> depth_smoothness_loss(torch.arange(4.0).expand(1, 4, 4)).item()  # a ramp along x: 1 per pixel
+        1.0
     """
     if depth.dim() == 4 and depth.size(1) == 1:
         depth = depth[:, 0]
@@ -351,6 +376,11 @@ def view_equivariance_loss(view: Tensor, view_of_mirrored: Tensor) -> Tensor:
 
     Returns:
         Scalar.
+
+    Example:
+        >>> view = torch.tensor([[0.1, 0.2, 0.0, 0.0, 0.0, 0.0]])
+        >>> view_equivariance_loss(view, mirror_view(view)).item()  # the mirror's view is the mirrored view
+        0.0
     """
     if view.shape != view_of_mirrored.shape:
         raise ValueError(f"view_equivariance_loss expects two B x 6 viewpoints of the same shape; got "
@@ -374,6 +404,11 @@ def view_mean_prior(view: Tensor, components: tuple[int, ...] = (0, 4)) -> Tenso
 
     Returns:
         Scalar.
+
+    Example:
+        >>> views = torch.tensor([[0.5, 0, 0, 0, 0.5, 0], [-0.5, 0, 0, 0, -0.5, 0]])
+        >>> view_mean_prior(views).item()  # the half-batch means 0.5 and -0.5: negative for this batch
+        -0.5
     """
     if view.dim() != 2 or view.shape[0] < 2:
         raise ValueError(f"view_mean_prior expects B x 6 viewpoints with B >= 2; got {tuple(view.shape)}")

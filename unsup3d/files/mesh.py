@@ -36,6 +36,7 @@ from unsup3d.files.atomic import as_numpy, atomic_save_bytes, atomic_save_text
 from unsup3d.files.images import atomic_save_image, to_pil
 from unsup3d.renderer import Renderer
 from unsup3d.renderer import grid_faces as render_grid_faces
+from unsup3d.shape_check import check_shape
 
 __all__ = [
     "MATERIAL_NAME",
@@ -134,8 +135,7 @@ def grid_vertices(
         ``B x V x 3`` with ``V = h w``, ``h = H - 2 b``, ``w = W - 2 b``; vertex ``(i, j)`` of the
         trimmed grid is row ``i * w + j``.
     """
-    if depth.ndim != 3:
-        raise ValueError(f"expected depth maps of shape B x H x W, got {tuple(depth.shape)}")
+    check_shape(depth, "B x H x W", "depth maps")
     b_, H, W = depth.shape
     b = int(crop_border)
     _check_border(H, W, b)
@@ -211,14 +211,12 @@ def _texture_pil(texture: Any, texture_size: int | tuple[int, int] | None = None
 
 
 def _check_mesh(vertices: np.ndarray, faces: np.ndarray, uvs: np.ndarray | None = None) -> None:
-    if vertices.ndim != 2 or vertices.shape[1] != 3:
-        raise ValueError(f"vertices must be V x 3, got {vertices.shape}")
-    if faces.ndim != 2 or faces.shape[1] != 3:
-        raise ValueError(f"faces must be F x 3, got {faces.shape}")
-    if faces.size and (faces.min() < 0 or faces.max() >= len(vertices)):
+    v = check_shape(vertices, "V x 3", "vertices")["V"]
+    check_shape(faces, "F x 3", "faces")
+    if faces.size and (faces.min() < 0 or faces.max() >= v):
         raise ValueError("face indices out of range")
-    if uvs is not None and uvs.shape != (len(vertices), 2):
-        raise ValueError(f"uvs must be V x 2 with V={len(vertices)}, got {uvs.shape}")
+    if uvs is not None:
+        check_shape(uvs, "V x 2", "uvs", V=v)
 
 
 def _rows(prefix: str, arr: np.ndarray, fmt: str) -> str:
@@ -377,7 +375,6 @@ def write_ply(
     if np.issubdtype(colors.dtype, np.floating):
         colors = np.round(np.clip(colors, 0.0, 1.0) * 255.0)
     colors = colors.astype(np.uint8)
-    if colors.ndim != 2 or colors.shape[0] != len(vertices) or colors.shape[1] not in (3, 4):
-        raise ValueError(f"vertex_colors must be V x 3 with V={len(vertices)}, got {colors.shape}")
+    check_shape(colors, "V x 3 or V x 4", "vertex_colors", V=len(vertices))
     mesh = trimesh.Trimesh(vertices=vertices, faces=faces, vertex_colors=colors, process=False)
     return atomic_save_bytes(path, mesh.export(file_type="ply"), durable=durable)

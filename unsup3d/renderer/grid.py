@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import torch
 
+from unsup3d.shape_check import check_shape
+
 from .fused import fused
 from .precision import geometry_precision
 from .rasterize import (
@@ -50,6 +52,10 @@ def grid_faces(height: int, width: int, device=None) -> torch.Tensor:
         ``F x 3`` int64 vertex indices: a new tensor at every call, the caller's to change (the table is
         built once per size and device and kept, and an in-place edit of a shared one would change every
         mesh rendered or written afterwards).
+
+    Example:
+        >>> grid_faces(2, 3).tolist()  # vertices 0 1 2 over 3 4 5
+        [[0, 3, 1], [1, 4, 2], [1, 3, 4], [2, 4, 5]]
     """
     key = (int(height), int(width), str(device))
     faces = _GRID_FACES_CACHE.get(key)
@@ -250,6 +256,10 @@ def grid_face_vertices(pix_to_face: torch.Tensor, height: int, width: int) -> to
 
     Returns:
         ``... x 3`` int64 vertex indices ``i * W + j``.
+
+    Example:
+        >>> grid_face_vertices(torch.tensor([0, 3]), 2, 3).tolist()  # rows 0 and 3 of grid_faces(2, 3)
+        [[0, 3, 1], [2, 4, 5]]
     """
     ncell = (height - 1) * (width - 1)
     f = pix_to_face.clamp(min=0)
@@ -285,9 +295,17 @@ def rasterize_grid(
 
     Returns:
         :class:`Fragments` ``B x H' x W'`` over the ``2 (H - 1) (W - 1)`` grid faces.
+
+    Example:
+        >>> from unsup3d.renderer.camera import pixel_grid
+        >>> screen = torch.cat([pixel_grid(4, 4), torch.ones(4, 4, 1)], -1)[None]  # a flat grid seen head-on
+        >>> frags = rasterize_grid(screen, (4, 4))
+        >>> bool(frags.mask.all()), frags.zbuf.unique().tolist()
+        (True, [1.0])
     """
-    if screen.ndim != 4 or screen.shape[-1] != 3 or screen.shape[1] < 2 or screen.shape[2] < 2:
-        raise ValueError(f"expected grid vertices of shape B x H x W x 3 (H, W >= 2), got {tuple(screen.shape)}")
+    size = check_shape(screen, "B x H x W x 3", "grid vertices")
+    if size["H"] < 2 or size["W"] < 2:
+        raise ValueError(f"expected grid vertices of shape B x H x W x 3 with H, W >= 2, got {tuple(screen.shape)}")
     b, h, w, _ = screen.shape
     oh, ow = int(image_size[0]), int(image_size[1])
     if max((oh - 1) / max(h - 1, 1), (ow - 1) / max(w - 1, 1)) <= 1.5:

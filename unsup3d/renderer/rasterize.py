@@ -39,6 +39,8 @@ from dataclasses import dataclass
 
 import torch
 
+from unsup3d.shape_check import check_shape
+
 from .precision import geometry_precision
 
 __all__ = [
@@ -63,6 +65,11 @@ class Fragments:
             centre in the winning face (zeros where empty). Differentiable w.r.t. the vertices.
         zbuf: ``B x H x W`` perspective-correct depth (camera z) of the winning face, ``-1``
             where empty (PyTorch3D's convention). Differentiable w.r.t. the vertices.
+
+    Example:
+        >>> frags = Fragments(torch.tensor([[[0, -1]]]), torch.zeros(1, 1, 2, 3), torch.tensor([[[1.0, -1.0]]]))
+        >>> frags.mask.tolist()
+        [[[True, False]]]
     """
 
     pix_to_face: torch.Tensor
@@ -76,7 +83,15 @@ class Fragments:
 
 
 def gather_face_verts(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
-    """``B x V x D`` vertices, ``F x 3`` or ``B x F x 3`` faces -> ``B x F x 3 x D``."""
+    """The corners of every face: ``B x V x D`` vertices and ``F x 3`` (shared) or ``B x F x 3`` int64 faces
+    -> ``B x F x 3 x D``.
+
+    Example:
+        >>> verts = torch.tensor([[[0.0, 0.0, 1.0], [4.0, 0.0, 1.0], [0.0, 4.0, 1.0]]])  # legs of 4 px, depth 1
+        >>> faces = torch.tensor([[0, 1, 2]])
+        >>> gather_face_verts(verts, faces).shape
+        torch.Size([1, 1, 3, 3])
+    """
     if faces.ndim == 2:
         return verts[:, faces]
     b, f, _ = faces.shape
@@ -85,7 +100,18 @@ def gather_face_verts(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
 
 
 def edge_function(ax, ay, bx, by, px, py):
-    """Signed doubled area of triangle (a, b, p); broadcasting elementwise."""
+    """Signed doubled area of the triangle ``(a, b, p)``: ``(b - a) x (p - a)``, element-wise.
+
+    Args:
+        ax, ay, bx, by: the edge ``a -> b``; px, py: the point (tensors that broadcast, or floats).
+
+    Returns:
+        Positive where ``p`` lies to the right of ``a -> b`` as the image shows it (y down), 0 on its line.
+
+    Example:
+        >>> edge_function(0.0, 0.0, 1.0, 0.0, 0.0, 1.0)  # p = (0, 1) below the edge (0, 0) -> (1, 0) (y down)
+        1.0
+    """
     return (bx - ax) * (py - ay) - (by - ay) * (px - ax)
 
 
@@ -98,6 +124,12 @@ def screen_barycentrics(fx: torch.Tensor, fy: torch.Tensor, px: torch.Tensor, py
 
     Returns:
         ``(bary N x 3, area N)``: barycentrics and the signed doubled area of each triangle.
+
+    Example:
+        >>> fx, fy = torch.tensor([[0.0, 4.0, 0.0]]), torch.tensor([[0.0, 0.0, 4.0]])
+        >>> bary, area = screen_barycentrics(fx, fy, torch.tensor([1.0]), torch.tensor([1.0]))
+        >>> bary.tolist(), area.tolist()
+        ([[0.5, 0.25, 0.25]], [16.0])
     """
     x0, x1, x2 = fx.unbind(-1)
     y0, y1, y2 = fy.unbind(-1)
@@ -110,7 +142,13 @@ def screen_barycentrics(fx: torch.Tensor, fy: torch.Tensor, px: torch.Tensor, py
 
 def perspective_correct(bary: torch.Tensor, z: torch.Tensor):
     """Screen-space barycentrics ``N x 3`` and vertex depths ``N x 3`` -> (perspective-correct
-    barycentrics ``N x 3``, interpolated depth ``N``); ``1 / z`` is linear in screen space."""
+    barycentrics ``N x 3``, interpolated depth ``N``); ``1 / z`` is linear in screen space.
+
+    Example:
+        >>> bary, z = perspective_correct(torch.tensor([[0.5, 0.5, 0.0]]), torch.tensor([[1.0, 4.0, 1.0]]))
+        >>> [round(b, 4) for b in bary[0].tolist()], round(z.item(), 4)  # the nearer vertex weighs more
+        ([0.8, 0.2, 0.0], 1.6)
+    """
     w = bary / z
     inv_z = w.sum(-1)
     return w / inv_z.unsqueeze(-1), 1.0 / inv_z
@@ -163,11 +201,29 @@ def _expand(counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def pack_keys(z: torch.Tensor, face: torch.Tensor) -> torch.Tensor:
     """z-test keys ``(float32 bits of z) << 32 | face``: for ``z > 0`` the bits sort like the floats,
-    so the smallest key is the nearest face (ties go to the lower face index)."""
+    so the smallest key is the nearest face (ties go to the lower face index).
+
+    Example:
+        >>> keys = pack_keys(torch.tensor([1.5, 0.5]), torch.tensor([7, 3]))
+        >>> keys_to_faces(keys.min().view(1)).tolist()  # the nearer face wins the z-test
+        [3]
+    """
     return (z.float().view(torch.int32).to(torch.int64) << _FACE_BITS) | face
 
 
 def keys_to_faces(keys: torch.Tensor) -> torch.Tensor:
+    """The face of each z-buffer key (:func:`pack_keys`), ``-1`` for :data:`EMPTY_KEY`.
+
+    Args:
+        keys: int64 keys, any shape.
+
+    Returns:
+        int64 face indices of the same shape.
+
+    Example:
+        >>> keys_to_faces(torch.tensor([EMPTY_KEY, pack_keys(torch.tensor(1.0), torch.tensor(5))])).tolist()
+        [-1, 5]
+    """
     pix_to_face = keys & ((1 << _FACE_BITS) - 1)
     pix_to_face[keys == EMPTY_KEY] = -1
     return pix_to_face
@@ -191,10 +247,20 @@ def scatter_faces(
     stretched across depth jumps at oblique views stay cheap.
 
     Args:
-        keys: ``B * H * W`` packed keys (:func:`pack_keys`), ``INT64_MAX`` where empty.
+        keys: ``B * H * W`` packed keys (:func:`pack_keys`), :data:`EMPTY_KEY` where empty.
         face_verts: ``N x 3 x 3`` screen-space vertices ``(x_pixel, y_pixel, z)`` of the faces.
         face_ids: ``N`` global ids ``batch * num_faces + face`` of those faces.
         num_faces: faces per mesh (``F``).
+        image_size: ``(H, W)``.
+        near, eps, chunk_size: as :func:`rasterize`.
+
+    Example:
+        >>> verts = torch.tensor([[[0.0, 0.0, 1.0], [4.0, 0.0, 1.0], [0.0, 4.0, 1.0]]])  # legs of 4 px, depth 1
+        >>> faces = torch.tensor([[0, 1, 2]])
+        >>> keys = torch.full((5 * 5,), EMPTY_KEY)
+        >>> scatter_faces(keys, verts[0][faces], torch.tensor([0]), 1, (5, 5), 1e-3, 1e-6, 1024)
+        >>> int((keys != EMPTY_KEY).sum())  # the pixel centres with x + y <= 4
+        15
     """
     h, w = image_size
     dev = face_verts.device
@@ -250,9 +316,17 @@ def select_nearest(
 
     Args:
         face_verts: ``B x F x 3 x 3`` screen-space vertices ``(x_pixel, y_pixel, z)`` per face.
+        image_size: ``(H, W)``.
+        near, eps, chunk_size: as :func:`rasterize`.
 
     Returns:
         ``B x H x W`` int64 face index, ``-1`` where empty.
+
+    Example:
+        >>> verts = torch.tensor([[[0.0, 0.0, 1.0], [4.0, 0.0, 1.0], [0.0, 4.0, 1.0]]])  # legs of 4 px, depth 1
+        >>> faces = torch.tensor([[0, 1, 2]])
+        >>> select_nearest(gather_face_verts(verts, faces), (5, 5), 1e-3, 1e-6, 1024)[0, 4].tolist()
+        [0, -1, -1, -1, -1]
     """
     b, f = face_verts.shape[:2]
     h, w = image_size
@@ -286,11 +360,16 @@ def rasterize(
 
     Returns:
         :class:`Fragments` with ``pix_to_face``, perspective-correct ``bary_coords`` and ``zbuf``.
+
+    Example:
+        >>> verts = torch.tensor([[[0.0, 0.0, 1.0], [4.0, 0.0, 1.0], [0.0, 4.0, 1.0]]])  # legs of 4 px, depth 1
+        >>> faces = torch.tensor([[0, 1, 2]])
+        >>> frags = rasterize(verts, faces, (5, 5))
+        >>> int(frags.mask.sum()), frags.zbuf[0, 1, 1].item()
+        (15, 1.0)
     """
-    if verts.ndim != 3 or verts.shape[-1] != 3:
-        raise ValueError(f"expected verts of shape B x V x 3, got {tuple(verts.shape)}")
-    if faces.ndim not in (2, 3) or faces.shape[-1] != 3:
-        raise ValueError(f"expected faces of shape F x 3 or B x F x 3, got {tuple(faces.shape)}")
+    b = check_shape(verts, "B x V x 3", "verts")["B"]
+    check_shape(faces, "F x 3 or B x F x 3", "faces", B=b)
     faces = faces.to(device=verts.device, dtype=torch.int64)
     h, w = int(image_size[0]), int(image_size[1])
     pix_to_face = select_nearest(gather_face_verts(verts.detach(), faces), (h, w), near, eps, chunk_size)
@@ -310,6 +389,15 @@ def winner_fragments(verts: torch.Tensor, faces: torch.Tensor, pix_to_face: torc
 
     Returns:
         :class:`Fragments` ``B x H x W`` (``pix_to_face`` as given).
+
+    Example:
+        >>> verts = torch.tensor([[[0.0, 0.0, 1.0], [4.0, 0.0, 1.0], [0.0, 4.0, 1.0]]])  # legs of 4 px, depth 1
+        >>> faces = torch.tensor([[0, 1, 2]])
+        >>> pix_to_face = torch.full((1, 5, 5), -1)
+        >>> pix_to_face[0, 1, 1] = 0
+        >>> frags = winner_fragments(verts, faces, pix_to_face)
+        >>> frags.bary_coords[0, 1, 1].tolist(), frags.zbuf[0, 1, 1].item(), frags.zbuf[0, 0, 0].item()
+        ([0.5, 0.25, 0.25], 1.0, -1.0)
     """
     b, h, w = pix_to_face.shape
     faces = faces.to(device=verts.device, dtype=torch.int64)
@@ -334,6 +422,13 @@ def interpolate_face_attributes(fragments: Fragments, face_attrs: torch.Tensor) 
 
     Returns:
         ``B x H x W x D`` interpolated attributes, zeros where no face covers the pixel.
+
+    Example:
+        >>> verts = torch.tensor([[[0.0, 0.0, 1.0], [4.0, 0.0, 1.0], [0.0, 4.0, 1.0]]])  # legs of 4 px, depth 1
+        >>> faces = torch.tensor([[0, 1, 2]])
+        >>> corners = torch.eye(3).view(1, 3, 3)  # F x 3 x D: a colour per corner
+        >>> interpolate_face_attributes(rasterize(verts, faces, (5, 5)), corners)[0, 1, 1].tolist()
+        [0.5, 0.25, 0.25]
     """
     p2f = fragments.pix_to_face
     b, h, w = p2f.shape
