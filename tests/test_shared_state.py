@@ -52,32 +52,35 @@ def test_atomic_writers_leave_the_process_umask_alone(tmp_path, monkeypatch):
 def test_each_thread_detects_faces_with_a_detector_of_its_own(monkeypatch):
     """OpenCV's CascadeClassifier is not safe to share between threads (the demo runs reconstructions
     side by side): every detector must be used by one thread only."""
-    users: dict[int, set[int]] = {}
+    made = []  # every detector made (kept alive, so none is mistaken for another)
 
     class Detector:
         def __init__(self, path):
-            users[id(self)] = set()
+            self.threads = set()
+            made.append(self)
 
         def empty(self):
             return False
 
         def detectMultiScale(self, gray, **kwargs):  # noqa: N802 - OpenCV's name
-            users[id(self)].add(threading.get_ident())
+            self.threads.add(threading.get_ident())
             return ()
 
     monkeypatch.setattr(crops.cv2, "CascadeClassifier", Detector)
     image = np.zeros((64, 64, 3), np.uint8)
-    both_started = threading.Barrier(2)
+    together = threading.Barrier(2)
+    results = []
 
     def detect():
-        both_started.wait(timeout=30)
-        for _ in range(3):
-            assert detect_face_box(image) is None
+        together.wait(timeout=60)  # both threads detect while the other is alive
+        results.append([detect_face_box(image) for _ in range(3)])
+        together.wait(timeout=60)
 
     threads = [threading.Thread(target=detect) for _ in range(2)]
     for t in threads:
         t.start()
     for t in threads:
-        t.join(timeout=60)
-    used = [threads_of for threads_of in users.values() if threads_of]
-    assert len(used) == 2 and all(len(threads_of) == 1 for threads_of in used), users
+        t.join(timeout=120)
+    assert results == [[None] * 3] * 2
+    used = [d.threads for d in made if d.threads]
+    assert len(used) == 2 and all(len(threads_of) == 1 for threads_of in used), used
