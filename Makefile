@@ -23,11 +23,12 @@ $(STAMP): pyproject.toml | $(PY)
 
 setup: $(STAMP)
 
+# The whole suite, the slow tests included (a plain `pytest` leaves out those marked slow: the wheel test).
 test: $(STAMP)
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -m "slow or not slow" $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(PY) -m ruff check unsup3d scripts tests
+	$(PY) -m ruff check unsup3d conf scripts tests
 
 quickstart: $(STAMP)
 	$(PY) scripts/quickstart.py

@@ -25,7 +25,7 @@ except ImportError:  # running from a checkout without the package installed
 from PIL import Image  # noqa: E402
 
 from unsup3d.checkpoint import load_model  # noqa: E402
-from unsup3d.io import atomic_save_bytes  # noqa: E402
+from unsup3d.files.atomic import atomic_save_bytes  # noqa: E402
 
 
 def _free_port() -> int:

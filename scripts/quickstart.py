@@ -63,7 +63,7 @@ def main() -> None:
     train_dir = out / "train"
     run([py, "scripts/train.py", "experiment=synthetic_cpu", f"dataset.root={data}", f"hydra.run.dir={train_dir}",
          "name=quickstart", f"logger={args.logger}", f"trainer.max_steps={args.steps}", "trainer.max_time=null",
-         f"+callbacks.speed_check={{_target_:unsup3d.callbacks.SpeedCheck,expected_step_seconds:{EXPECTED_STEP_S}}}"])
+         f"+callbacks.speed_check={{_target_:unsup3d.training.callbacks.SpeedCheck,expected_step_seconds:{EXPECTED_STEP_S}}}"])
     ckpt = train_dir / "checkpoints" / "last.ckpt"
 
     eval_dir = out / "eval"

@@ -10,9 +10,9 @@ import trimesh
 from pytorch_lightning.loggers import CSVLogger
 from torch.utils.data import DataLoader, Dataset
 
-from unsup3d.callbacks import ImageLogger
-from unsup3d.mesh import grid_vertices
+from unsup3d.files.mesh import grid_vertices
 from unsup3d.model import Unsup3D
+from unsup3d.training.callbacks import ImageLogger
 
 S = 32
 
@@ -84,7 +84,7 @@ def test_image_logger_csv(tmp_path):
 
 def test_image_logger_dataloaders_and_failure_warns(tmp_path, monkeypatch):
     """Dataloaders passed to fit(); a broken video writer warns instead of stopping the run."""
-    from unsup3d import callbacks
+    from unsup3d.training import callbacks
 
     def broken(*args, **kwargs):
         raise RuntimeError("ffmpeg missing")
@@ -131,13 +131,13 @@ def test_speed_check_warns_only_when_far_slower():
     import types
     import warnings as _w
 
-    from unsup3d.callbacks import SpeedCheck
+    from unsup3d.training.callbacks import SpeedCheck
 
     def run(expected, step_seconds):
         cb = SpeedCheck(expected_step_seconds=expected, factor=3.0, start_step=1, check_at_step=3)
         trainer = types.SimpleNamespace(global_step=0, is_global_zero=True)
         clock = [0.0]
-        import unsup3d.callbacks as cbm
+        import unsup3d.training.callbacks as cbm
 
         real = cbm.time.perf_counter
         cbm.time.perf_counter = lambda: clock[0]

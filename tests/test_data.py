@@ -19,9 +19,9 @@ from PIL import Image
 
 from unsup3d.config import CONFIG_DIR, compose_config
 from unsup3d.data import CorruptImageWarning, ImageFolderDataset, Unsup3DDataModule, load_depth
-from unsup3d.data.datamodule import main_exiting_event
 from unsup3d.data.datasets import crop_array
-from unsup3d.depth_encoding import depth_to_unit, unit_to_depth
+from unsup3d.data.workers import main_exiting_event
+from unsup3d.files.depth_encoding import depth_to_unit, unit_to_depth
 
 
 def _rgb(rng, h=24, w=28):
@@ -352,7 +352,7 @@ def test_corrupt_image_is_skipped_with_warning(tmp_path):
 
 
 def test_training_reads_images_like_export(tmp_path):
-    """The datasets read images with unsup3d.images.load_image: EXIF orientation applied, hidden files and
+    """The datasets read images with unsup3d.files.images.load_image: EXIF orientation applied, hidden files and
     the extensions export knows found the same way."""
     img = np.zeros((8, 16, 3), np.uint8)  # stored 16 wide, 8 high: left half red, right half blue
     img[:, :8, 0] = 255

@@ -25,6 +25,7 @@ import pytest
 import torch
 from PIL import Image
 
+from unsup3d.data.crops import FaceNotFoundError
 from unsup3d.demo import (
     Scene,
     demo_export_options,
@@ -35,7 +36,7 @@ from unsup3d.demo import (
 )
 from unsup3d.demo.cli import main as demo_main
 from unsup3d.export import prepare_image
-from unsup3d.images import FaceNotFoundError, ImageLoadError
+from unsup3d.files.images import ImageLoadError
 from unsup3d.visualize import render_views, to_uint8
 
 REPO = Path(__file__).resolve().parents[1]
@@ -332,7 +333,7 @@ def test_the_demo_removes_its_uploads_and_results_when_it_stops(tiny, tmp_path):
 def test_wandb_logs_each_reconstruction(tiny, tmp_path, monkeypatch):
     pytest.importorskip("gradio", reason="the demo extra is not installed (pip install -e '.[demo]')")
     from unsup3d.demo.app import build_app
-    from unsup3d.export import WandbLogger
+    from unsup3d.export import ExportWandbLogger
 
     for k in ("WANDB_API_KEY", "WANDB_BASE_URL"):
         monkeypatch.delenv(k, raising=False)
@@ -340,7 +341,7 @@ def test_wandb_logs_each_reconstruction(tiny, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     monkeypatch.setenv("WANDB_SILENT", "true")
     model, _ = tiny
-    logger = WandbLogger("unsup3d-demo", config={"job": "demo"})
+    logger = ExportWandbLogger("unsup3d-demo", config={"job": "demo"})
     demo = build_app(model, tmp_path / "work", options=_options(), logger=logger, view_size=64)
     (event,) = [d for d in demo.fns.values() if d.api_name == "reconstruct"]
     event.fn(str(EXAMPLES / "001_face.png"), False)  # the page's handler, as the server calls it

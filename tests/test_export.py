@@ -13,7 +13,6 @@ import pytest
 import torch
 from PIL import Image
 
-from unsup3d.depth_encoding import depth_to_uint16
 from unsup3d.export import (
     ExportOptions,
     InputError,
@@ -23,6 +22,7 @@ from unsup3d.export import (
     main,
     prepare_image,
 )
+from unsup3d.files.depth_encoding import depth_to_uint16
 from unsup3d.model import Unsup3D
 
 REPO = Path(__file__).resolve().parents[1]
@@ -368,7 +368,7 @@ def test_script_help():
 
 
 def test_posed_vertices_follow_the_view(tiny):
-    from unsup3d.mesh import grid_mesh, grid_vertices
+    from unsup3d.files.mesh import grid_mesh, grid_vertices
 
     model, _ = tiny
     r = model.renderer

@@ -9,16 +9,15 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from unsup3d.images import (
+from unsup3d.data.crops import (
     FaceNotFoundError,
-    ImageLoadError,
     center_crop_square,
     crop_face,
     detect_face_box,
     detect_face_crop,
-    load_image,
     resize_for_model,
 )
+from unsup3d.files.images import ImageLoadError, load_image
 
 PHOTOS = Path(__file__).resolve().parents[1].parent / "shared" / "photos"
 needs_photos = pytest.mark.skipif(not (PHOTOS / "human_face").is_dir(), reason="shared/photos not available")

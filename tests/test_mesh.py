@@ -7,7 +7,7 @@ import pytest
 import torch
 import trimesh
 
-from unsup3d.mesh import (
+from unsup3d.files.mesh import (
     glb_bytes,
     grid_faces,
     grid_mesh,
@@ -237,7 +237,7 @@ def test_write_obj_shared_material_and_no_fsync(tmp_path, monkeypatch):
     tex = _texture()
     write_obj(tmp_path / "mesh.obj", v, f, uv, tex)
     synced = []
-    monkeypatch.setattr("unsup3d.io.os.fsync", lambda fd: synced.append(fd))
+    monkeypatch.setattr("unsup3d.files.atomic.os.fsync", lambda fd: synced.append(fd))
     paths = write_obj(tmp_path / "posed.obj", v * 2, f, uv, None, material_file="mesh.mtl", durable=False)
     write_glb(tmp_path / "posed.glb", v, f, uv, tex, durable=False)
     write_ply(tmp_path / "posed.ply", v, f, grid_vertex_colors(tex, 2), durable=False)
@@ -272,7 +272,7 @@ def test_failed_write_keeps_existing_outputs(tmp_path, monkeypatch):
     write_glb(tmp_path / "face.glb", v, f, uv, tex)
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
 
-    import unsup3d.io as io_mod
+    import unsup3d.files.atomic as io_mod
 
     real_replace = io_mod.os.replace
 

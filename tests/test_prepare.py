@@ -16,6 +16,7 @@ from PIL import Image
 
 from unsup3d.config import compose_config
 from unsup3d.data import prepare as prep
+from unsup3d.data.crops import center_crop_square, resize_for_model
 from unsup3d.data.prepare import (
     DuplicateIndex,
     PrepareOptions,
@@ -25,7 +26,7 @@ from unsup3d.data.prepare import (
     split_counts,
 )
 from unsup3d.data.prepare_cli import main
-from unsup3d.images import center_crop_square, load_image, resize_for_model
+from unsup3d.files.images import load_image
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "unsup3d" / "demo" / "examples"

@@ -19,14 +19,14 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
-from test_io import DiskFullAfter, fill_disk
+from test_files import DiskFullAfter, fill_disk
 from test_train import REPO, TINY, compose_cfg
 
-from unsup3d.checkpoint import AtomicCheckpointIO
 from unsup3d.data import CorruptImageWarning
 from unsup3d.data.synthetic import SyntheticConfig, generate_dataset
-from unsup3d.resume import CONFIG_KEY, CheckpointWarning, ResumeMismatchError
 from unsup3d.training import TrainingInterrupted, train
+from unsup3d.training.checkpoint_io import AtomicCheckpointIO
+from unsup3d.training.resume import CONFIG_KEY, CheckpointWarning, ResumeMismatchError
 
 # No validation, no time limit; a time checkpoint (and last.ckpt) after every step.
 FAST = [*TINY, "logger=none", "trainer.max_time=null", "trainer.limit_val_batches=0",

@@ -138,7 +138,7 @@ def test_a_resumed_wandb_run_is_the_same_run(data, tmp_path, monkeypatch):
 def test_two_tensorboard_writers_in_the_same_second_keep_both_files(tmp_path):
     """tensorboardX names an event file after the second it was opened and truncates an existing one: a run
     restarted within that second would have erased the first run's events."""
-    from unsup3d.loggers import ContinuingTensorBoardLogger
+    from unsup3d.training.loggers import ContinuingTensorBoardLogger
 
     for step in (0, 1):
         logger = ContinuingTensorBoardLogger(str(tmp_path), name="tb", version="")

@@ -79,7 +79,7 @@ def test_maps_ranges():
     assert img.shape == (1, 1, 1, 4)
     assert torch.allclose(img.flatten(), torch.tensor([1.0, 0.5, 0.0, 0.0]))  # nearer is brighter
     # the same rule as the depth PNGs
-    from unsup3d.depth_encoding import depth_to_uint16
+    from unsup3d.files.depth_encoding import depth_to_uint16
 
     assert np.array_equal(np.round(img.flatten().numpy() * 65535).astype(np.uint16), depth_to_uint16(d[0, 0], 0.9, 1.1))
     n = torch.nn.functional.normalize(torch.randn(2, 4, 5, 3), dim=-1)

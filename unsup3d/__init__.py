@@ -9,7 +9,7 @@ __all__ = ["load_pretrained"]
 
 
 def __getattr__(name: str):
-    """``load_pretrained`` on first use (it imports torch), so ``import unsup3d.images`` stays light."""
+    """``load_pretrained`` on first use (it imports torch), so ``import unsup3d.files.images`` stays light."""
     if name == "load_pretrained":
         from unsup3d.pretrained import load_pretrained
 

@@ -1,5 +1,5 @@
-"""Checkpoint files: a model loaded from a Lightning checkpoint of this project or from the authors'
-release, safely; and training's checkpoints written atomically (:class:`AtomicCheckpointIO`).
+"""Checkpoint files and the model they hold: a Lightning checkpoint of this project or the authors'
+release, read safely (training writes its checkpoints with :mod:`unsup3d.training.checkpoint_io`).
 
 Formats:
 
@@ -20,28 +20,22 @@ from __future__ import annotations
 import os
 import pickle
 import zipfile
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import torch
-from pytorch_lightning.callbacks import ModelCheckpoint
-from pytorch_lightning.plugins.io import TorchCheckpointIO
 
-from unsup3d.io import atomic_torch_save
 from unsup3d.model import NETWORK_NAMES, Unsup3D
 
 __all__ = [
-    "AtomicCheckpointIO",
+    "RETIRED_HPARAMS",
     "CheckpointError",
-    "checkpoint_dir",
     "is_original_format",
-    "last_checkpoint_path",
     "load_checkpoint_file",
     "load_model",
+    "load_weights",
     "model_from_checkpoint",
     "original_width",
-    "resolve_device",
 ]
 
 
@@ -133,38 +127,38 @@ def original_width(ckpt: dict[str, Any]) -> float:
 RETIRED_HPARAMS = frozenset({"lam_view_prior"})
 
 
-def model_from_checkpoint(ckpt: dict[str, Any], source: str = "checkpoint", **overrides) -> Unsup3D:
-    """Build an :class:`Unsup3D` from a loaded checkpoint dict (either format).
+def _not_a_checkpoint(ckpt: dict[str, Any], source: str) -> CheckpointError:
+    keys = ", ".join(sorted(map(str, ckpt))[:8])
+    return CheckpointError(
+        f"{source} is neither a Lightning checkpoint of this project (no 'state_dict') nor an "
+        f"original-release checkpoint (keys {', '.join(NETWORK_NAMES)}); it has keys: {keys}")
+
+
+def load_weights(model: Unsup3D, ckpt: dict[str, Any], source: str = "checkpoint") -> Unsup3D:
+    """Load the weights of a loaded checkpoint dict (either format) into ``model``, strictly.
+
+    A Lightning checkpoint's ``state_dict`` is loaded without its ``perceptual.*`` entries (the frozen VGG
+    is never part of the model's weights); an original-format one network by network.
 
     Args:
+        model: the model to fill (its architecture must fit the checkpoint's).
         ckpt: the dict from :func:`load_checkpoint_file`.
         source: name used in error messages.
-        overrides: hyper-parameters to change (e.g. ``renderer_backend``); for the original
-            format they complete the defaults (64x64; the width its netD's shapes give,
-            :func:`original_width`: 1 for the authors' files).
+
+    Returns:
+        ``model``.
+
+    Raises:
+        CheckpointError: ``ckpt`` is neither format, or its weights do not fit ``model``.
     """
     if is_original_format(ckpt):
-        hp = {"use_conf_map": "netC" in ckpt, "lam_perc": 0.0, "width": original_width(ckpt)}
-        hp.update(overrides)
-        model = Unsup3D(**hp)
         try:
             model.load_original_state_dicts(ckpt, strict=True)
         except (RuntimeError, KeyError) as exc:
             raise CheckpointError(f"{source}: original-format weights do not fit the model: {exc}") from exc
         return model
     if "state_dict" not in ckpt:
-        keys = ", ".join(sorted(map(str, ckpt))[:8])
-        raise CheckpointError(
-            f"{source} is neither a Lightning checkpoint of this project (no 'state_dict') nor an "
-            f"original-release checkpoint (keys {', '.join(NETWORK_NAMES)}); it has keys: {keys}")
-    hp = dict(ckpt.get("hyper_parameters", {}))
-    for key in RETIRED_HPARAMS.intersection(hp):  # training-only options of earlier versions
-        hp.pop(key)
-    hp.update(overrides)
-    try:
-        model = Unsup3D(**hp)
-    except TypeError as exc:
-        raise CheckpointError(f"{source}: its hyper-parameters do not fit this version: {exc}") from exc
+        raise _not_a_checkpoint(ckpt, source)
     state = {k: v for k, v in ckpt["state_dict"].items() if not k.startswith("perceptual.")}
     try:
         model.load_state_dict(state, strict=True)
@@ -173,50 +167,39 @@ def model_from_checkpoint(ckpt: dict[str, Any], source: str = "checkpoint", **ov
     return model
 
 
+def model_from_checkpoint(ckpt: dict[str, Any], source: str = "checkpoint", **overrides) -> Unsup3D:
+    """Build an :class:`Unsup3D` from a loaded checkpoint dict (either format) and load its weights
+    (:func:`load_weights`).
+
+    Args:
+        ckpt: the dict from :func:`load_checkpoint_file`.
+        source: name used in error messages.
+        overrides: hyper-parameters to change (e.g. ``renderer_backend``); for the original
+            format they complete the defaults (64x64; the width its netD's shapes give,
+            :func:`original_width`: 1 for the authors' files).
+
+    Raises:
+        CheckpointError: ``ckpt`` is neither format, its hyper-parameters do not fit this version, or its
+            weights do not fit the model they describe.
+    """
+    if is_original_format(ckpt):
+        hp = {"use_conf_map": "netC" in ckpt, "lam_perc": 0.0, "width": original_width(ckpt)}
+    elif "state_dict" not in ckpt:
+        raise _not_a_checkpoint(ckpt, source)
+    else:
+        hp = dict(ckpt.get("hyper_parameters", {}))
+        for key in RETIRED_HPARAMS.intersection(hp):  # training-only options of earlier versions
+            hp.pop(key)
+    hp.update(overrides)
+    try:
+        model = Unsup3D(**hp)
+    except TypeError as exc:
+        raise CheckpointError(f"{source}: its hyper-parameters do not fit this version: {exc}") from exc
+    return load_weights(model, ckpt, source)
+
+
 def load_model(path: str | os.PathLike, trust: bool = False, map_location="cpu", **overrides) -> Unsup3D:
     """Load a model for inference from either checkpoint format (in eval mode)."""
     ckpt = load_checkpoint_file(path, trust=trust, map_location=map_location)
     model = model_from_checkpoint(ckpt, source=f"checkpoint '{path}'", **overrides)
     return model.eval()
-
-
-def resolve_device(device: str = "auto"):
-    """``"auto"`` -> CUDA when available, else CPU; ``"cuda"`` without a GPU raises ValueError."""
-    device = str(device)
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("--device cuda was requested but CUDA is not available (use --device auto or cpu)")
-    try:
-        return torch.device(device)
-    except RuntimeError as exc:
-        raise ValueError(f"unknown device {device!r} (use auto, cpu or cuda)") from exc
-
-
-def _checkpointers(callbacks: Iterable[Any]) -> list[ModelCheckpoint]:
-    return [c for c in callbacks if isinstance(c, ModelCheckpoint) and c.dirpath]
-
-
-def checkpoint_dir(callbacks: Iterable[Any]) -> Path | None:
-    """The folder of training's checkpoints: that of the first :class:`ModelCheckpoint` among
-    ``callbacks`` that writes to a folder (None without one)."""
-    found = _checkpointers(callbacks)
-    return Path(found[0].dirpath) if found else None
-
-
-def last_checkpoint_path(callbacks: Iterable[Any]) -> Path | None:
-    """``<folder>/last.ckpt`` of the first :class:`ModelCheckpoint` among ``callbacks`` that writes one
-    (``save_last``); None without one."""
-    found = [c for c in _checkpointers(callbacks) if c.save_last]
-    if not found:
-        return None
-    mc = found[0]
-    return Path(mc.dirpath) / f"{mc.CHECKPOINT_NAME_LAST}{mc.FILE_EXTENSION}"
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Checkpoints written to a temporary file in the same folder, then renamed: an interrupted
-    save never leaves a half-written file or destroys the previous one."""
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
-        atomic_torch_save(checkpoint, path)

@@ -1,4 +1,5 @@
-"""The installed commands of training and evaluation: Hydra apps over the packaged configs (unsup3d/conf/).
+"""The installed commands of training and evaluation: Hydra apps over the packaged configs (``conf/``,
+installed as ``unsup3d.conf``: :data:`unsup3d.config.CONFIG_SEARCH_PATH`).
 
 ``unsup3d-train`` (:func:`train_command`) and ``unsup3d-eval`` (:func:`eval_command`) take Hydra's
 command line: ``key=value`` and ``group=option`` overrides, ``hydra.run.dir=DIR``, ``--help``,
@@ -20,7 +21,7 @@ import hydra
 from omegaconf import DictConfig
 
 from unsup3d.checkpoint import CheckpointError
-from unsup3d.config import ConfigError
+from unsup3d.config import CONFIG_SEARCH_PATH, ConfigError
 from unsup3d.evaluation import run_evaluation
 from unsup3d.pretrained import resolve_checkpoint
 from unsup3d.training import TrainingInterrupted, train
@@ -44,7 +45,7 @@ def translate_legacy_overrides(args: Sequence[str]) -> list[str]:
     return out
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+@hydra.main(version_base="1.3", config_path=CONFIG_SEARCH_PATH, config_name="train")
 def _train_app(cfg: DictConfig) -> None:
     try:
         train(cfg)
@@ -59,7 +60,7 @@ def _train_app(cfg: DictConfig) -> None:
         sys.exit(1)
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="eval")
+@hydra.main(version_base="1.3", config_path=CONFIG_SEARCH_PATH, config_name="eval")
 def _eval_app(cfg: DictConfig) -> None:
     try:
         cfg.checkpoint = str(resolve_checkpoint(cfg.checkpoint))  # a file, or a pretrained model's name

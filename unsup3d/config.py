@@ -1,9 +1,13 @@
-"""The Hydra configs of unsup3d (``unsup3d/conf/``): composing them, where a run writes, start-up
-validation against the ``_target_`` signatures, and building components from them.
+"""The Hydra configs of unsup3d: composing them, where a run writes, start-up validation against the
+``_target_`` signatures, and building components from them.
 
-* :data:`CONFIG_DIR` is the packaged config folder (``train.yaml``, ``eval.yaml`` and the groups
-  ``paths``, ``dataset``, ``model``, ``renderer``, ``trainer``, ``logger``, ``callbacks``,
-  ``experiment``); :func:`compose_config` composes one outside a Hydra app (tests, benchmarks).
+* The configs live in the checkout's top-level ``conf/`` and are installed as the package
+  :data:`CONFIG_MODULE` (``unsup3d.conf``; ``pyproject.toml`` maps the folder onto it, in a wheel and in an
+  editable install alike), so they are found through the import system wherever the package is installed
+  and whatever the working folder: :data:`CONFIG_DIR` is that folder (``train.yaml``, ``eval.yaml`` and the
+  groups ``paths``, ``dataset``, ``model``, ``renderer``, ``trainer``, ``logger``, ``callbacks``,
+  ``experiment``), :data:`CONFIG_SEARCH_PATH` what the Hydra apps name (``pkg://unsup3d.conf``), and
+  :func:`compose_config` composes one outside a Hydra app (tests, benchmarks).
 * :func:`run_dir`: a run writes under ``paths.output_dir``, which is Hydra's run directory
   (``${hydra:runtime.output_dir}``, i.e. ``hydra.run.dir``) in a Hydra app; a config composed outside
   one sets ``paths.output_dir=DIR`` itself.
@@ -18,12 +22,13 @@ validation against the ``_target_`` signatures, and building components from the
 from __future__ import annotations
 
 import difflib
+import importlib.resources
 import inspect
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from hydra import compose, initialize_config_dir
+from hydra import compose, initialize_config_module
 from hydra.errors import InstantiationException
 from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -31,6 +36,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 __all__ = [
     "CONFIG_DIR",
+    "CONFIG_MODULE",
+    "CONFIG_SEARCH_PATH",
     "ConfigError",
     "check_entries",
     "check_node",
@@ -40,8 +47,12 @@ __all__ = [
     "run_dir",
 ]
 
-#: The packaged config folder.
-CONFIG_DIR = Path(__file__).resolve().parent / "conf"
+#: The package of the configs (the checkout's ``conf/``, installed as ``unsup3d/conf/``).
+CONFIG_MODULE = "unsup3d.conf"
+#: Where the Hydra apps search for their configs: the package, through the import system.
+CONFIG_SEARCH_PATH = f"pkg://{CONFIG_MODULE}"
+#: The config folder on disk (``conf/`` of an editable install, ``site-packages/unsup3d/conf/`` of a wheel).
+CONFIG_DIR = Path(str(importlib.resources.files(CONFIG_MODULE)))
 
 # Keys of a node that are Hydra's instructions to instantiate, not arguments of the target.
 _HYDRA_KEYS = frozenset({"_target_", "_args_", "_convert_", "_recursive_", "_partial_"})
@@ -75,9 +86,9 @@ class ConfigError(ValueError):
 
 
 def compose_config(config_name: str = "train", overrides: Sequence[str] = ()) -> DictConfig:
-    """Compose ``<config_name>.yaml`` of :data:`CONFIG_DIR` with command-line style ``overrides``,
+    """Compose ``<config_name>.yaml`` of :data:`CONFIG_MODULE` with command-line style ``overrides``,
     outside a Hydra app (pass ``paths.output_dir=DIR`` to give the run a directory)."""
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
         return compose(config_name=config_name, overrides=list(overrides))
 
 

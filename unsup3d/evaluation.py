@@ -30,21 +30,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from unsup3d.checkpoint import load_model, resolve_device
+from unsup3d.checkpoint import load_model
 from unsup3d.config import check_node, instantiate_node, run_dir
 from unsup3d.data.synthetic import load_true_views
-from unsup3d.depth_encoding import depth_to_unit
-from unsup3d.io import atomic_save_image, atomic_save_json, atomic_save_text
-from unsup3d.loggers import log_evaluation
+from unsup3d.files.atomic import atomic_save_json, atomic_save_text
+from unsup3d.files.images import atomic_save_image
+from unsup3d.inference import eval_mode, resolve_device
 from unsup3d.metrics import SIDE_SCALE, DepthMetrics, average_depth_map, evaluation_mask
 from unsup3d.model import Unsup3D
+from unsup3d.tracking import log_evaluation
+from unsup3d.visualize import depth_to_image, factor_images, to_uint8
 
 __all__ = [
     "EvalReport", "evaluate", "average_train_depth", "METRIC_KEYS", "POSE_ANGLES", "PER_IMAGE_COLUMNS",
@@ -175,8 +176,8 @@ def evaluate(
         evaluation mask divided by that of the ground truth: 1 is right).
     """
     dev = resolve_device(device)
-    was_training = model.training
-    model = model.to(dev).eval()
+    mode = eval_mode(model)  # given back as it was at the end
+    model = model.to(dev)
     hp = model.hparams
     names = ["model", "constant"] + (["avg_gt"] if avg_gt_depth is not None else []) + ["prior_at_view"]
     names += ["prior_at_true_view"] if true_views is not None else []
@@ -233,7 +234,7 @@ def evaluate(
     finally:
         if bar is not None:
             bar.close()
-        model.train(was_training)
+        mode.restore()
     if not paths:
         raise ValueError("the evaluation split is empty")
 
@@ -269,28 +270,24 @@ def _save_outputs(model: Unsup3D, f, gt: torch.Tensor, paths: list[str], out: Pa
     """Per-image maps as PNGs under ``out/<index>_<stem>/``."""
     hp = model.hparams
     rng = hp.max_depth - hp.min_depth
-
-    def depth_img(d):
-        return depth_to_unit(d, hp.min_depth, hp.max_depth)
-
+    images = factor_images(f, hp.min_depth, hp.max_depth)
     err = (f.recon_depth - gt).abs() / rng
     maps = {
-        "input": f.input / 2 + 0.5,
-        "canonical_depth": depth_img(f.canon_depth).unsqueeze(1),
-        "canonical_albedo": f.canon_albedo / 2 + 0.5,
-        "canonical_normal": f.canon_normal.permute(0, 3, 1, 2) / 2 + 0.5,
-        "canonical_shading": f.canon_shading.clamp(0, 1),
-        "canonical_image": (f.canon_image / 2 + 0.5).clamp(0, 1),
-        "reconstruction": (f.recon_image / 2 + 0.5).clamp(0, 1),
-        "recon_depth": depth_img(f.recon_depth).unsqueeze(1),
-        "gt_depth": depth_img(gt).unsqueeze(1),
+        "input": images["input"],
+        "canonical_depth": images["canon_depth"],
+        "canonical_albedo": images["canon_albedo"],
+        "canonical_normal": images["canon_normal"],
+        "canonical_shading": images["canon_shading"],
+        "canonical_image": images["canon_image"],
+        "reconstruction": images["recon_image"],
+        "recon_depth": images["recon_depth"],
+        "gt_depth": depth_to_image(gt, hp.min_depth, hp.max_depth),
         "depth_error": (err * 4).clamp(0, 1).unsqueeze(1),
     }
     for i, path in enumerate(paths):
         folder = out / f"{start + i:05d}_{Path(path).stem}"
         for name, tensor in maps.items():
-            arr = (tensor[i].detach().float().cpu().clamp(0, 1).permute(1, 2, 0).numpy() * 255).round()
-            arr = arr.astype(np.uint8)
+            arr = to_uint8(tensor[i].float())
             atomic_save_image(folder / f"{name}.png", arr[..., 0] if arr.shape[-1] == 1 else arr)
 
 
@@ -450,7 +447,7 @@ def run_evaluation(cfg: DictConfig) -> EvalReport:
     The checkpoint decides the input size and the depth range: ``renderer.min_depth/max_depth`` (which
     the dataset's ground-truth decoding range follows) and ``dataset.image_size`` are set from the
     model's hyper-parameters. Writes the report into the run directory (:func:`unsup3d.config.run_dir`);
-    with ``wandb=true``, also logs it to W&B (:func:`unsup3d.loggers.log_evaluation`).
+    with ``wandb=true``, also logs it to W&B (:func:`unsup3d.tracking.log_evaluation`).
     """
     model = load_model(cfg.checkpoint, trust=bool(cfg.trust_checkpoint))
     hp = model.hparams

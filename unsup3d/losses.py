@@ -23,6 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+# The viewpoint's mirror and the ellipsoid depth are camera geometry (unsup3d.renderer.camera); they are
+# still importable from here, where they were defined before.
+from unsup3d.renderer import VIEW_MIRROR_SIGNS, ellipsoid_depth, mirror_view
 from unsup3d.vgg import VGG16Features, load_vgg16_features
 
 __all__ = [
@@ -49,6 +52,11 @@ def masked_mean(loss: Tensor, mask: Tensor | None = None) -> Tensor:
         Scalar ``sum(loss * mask) / sum(mask)`` (mask expanded to ``loss``'s shape, so channels
         count), or ``loss.mean()`` without a mask. An all-zero mask returns ``0``, connected to
         the graph (the denominator is clamped at ``EPS``; sums of real masks are pixel counts).
+
+    Example:
+        >>> loss = torch.tensor([[[[1.0, 3.0]]]])  # B x C x H x W
+        >>> masked_mean(loss, torch.tensor([[[[1.0, 0.0]]]])).item()  # only the first pixel counts
+        1.0
     """
     if mask is None:
         return loss.mean()
@@ -85,6 +93,11 @@ def photometric_loss(
 
     Returns:
         Scalar loss.
+
+    Example:
+        >>> im = torch.zeros(1, 3, 4, 4)
+        >>> photometric_loss(im + 0.5, im).item()
+        0.5
     """
     if im1.shape != im2.shape or im1.dim() != 4:
         raise ValueError(
@@ -168,6 +181,11 @@ def structural_loss(im1: Tensor, im2: Tensor, mask: Tensor | None = None, conf_s
 
     Returns:
         Scalar loss.
+
+    Example:
+        >>> ramp = torch.linspace(-1, 1, 16).expand(1, 3, 16, 16)
+        >>> structural_loss(ramp, ramp + 0.3).item() < 1e-6  # a colour offset costs nothing
+        True
     """
     err, radius = structural_error(im1, im2, kind)
     if mask is not None:
@@ -207,6 +225,12 @@ class PerceptualLoss(nn.Module):
             called with ``weights_path`` and ``allow_random``.
         weights_path: passed to :func:`~unsup3d.vgg.load_vgg16_features`.
         allow_random: passed to :func:`~unsup3d.vgg.load_vgg16_features`.
+
+    Example:
+        >>> loss = PerceptualLoss(vgg=VGG16Features())  # random weights: an example of the call only
+        >>> im = torch.rand(2, 3, 16, 16) * 2 - 1
+        >>> loss(im, im).item() < 1e-8
+        True
     """
 
     mean_rgb: Tensor
@@ -311,6 +335,10 @@ def depth_smoothness_loss(depth: Tensor, mask: Tensor | None = None) -> Tensor:
 
     Returns:
         Scalar loss.
+
+    Example:
+        >>> depth_smoothness_loss(torch.arange(4.0).expand(1, 4, 4)).item()  # a ramp along x: 1 per pixel
+        1.0
     """
     if depth.dim() == 4 and depth.size(1) == 1:
         depth = depth[:, 0]
@@ -332,49 +360,6 @@ def depth_smoothness_loss(depth: Tensor, mask: Tensor | None = None) -> Tensor:
     return masked_mean(dx, mx) + masked_mean(dy, my)
 
 
-def ellipsoid_depth(size: int, far: float, height: float, axes: tuple[float, float] = (0.6, 0.75),
-                    like: Tensor | None = None) -> Tensor:
-    """A centred ellipsoidal bulge, the shape prior of an ellipsoid initialisation (as GAN2Shape's).
-
-    ``d(u, v) = far - height * sqrt(max(0, 1 - (u / a)^2 - (v / b)^2))`` with ``u, v`` in ``[-1, 1]``
-    across the image (x right, y down) and semi-axes ``(a, b) = axes``: ``far`` outside the ellipse,
-    nearest (``far - height``) at the centre.
-
-    Args:
-        size: ``S``.
-        far, height: depth outside the bulge and height of its tip.
-        like: tensor whose device and dtype the result takes.
-
-    Returns:
-        ``S x S``.
-    """
-    kw = {} if like is None else {"device": like.device, "dtype": like.dtype}
-    t = torch.linspace(-1.0, 1.0, int(size), **kw)
-    v, u = torch.meshgrid(t, t, indexing="ij")
-    r2 = (u / axes[0]) ** 2 + (v / axes[1]) ** 2
-    return far - height * (1 - r2).clamp(min=0).sqrt()
-
-
-#: How a viewpoint ``(rx, ry, rz, tx, ty, tz)`` changes when the image is mirrored left-right
-#: (x -> -x in the camera frame): the pitch and the vertical and depth shifts stay, the yaw, the roll
-#: and the horizontal shift change sign.
-VIEW_MIRROR_SIGNS = (1.0, -1.0, -1.0, -1.0, 1.0, 1.0)
-
-
-def mirror_view(view: Tensor) -> Tensor:
-    """The viewpoint of the mirrored image: ``(rx, -ry, -rz, -tx, ty, tz)``.
-
-    Args:
-        view: ``B x 6`` viewpoint (radians and translations, or netV's normalised units).
-
-    Returns:
-        ``B x 6``.
-    """
-    if view.dim() != 2 or view.shape[-1] != 6:
-        raise ValueError(f"mirror_view expects B x 6 viewpoints; got {tuple(view.shape)}")
-    return view * view.new_tensor(VIEW_MIRROR_SIGNS)
-
-
 def view_equivariance_loss(view: Tensor, view_of_mirrored: Tensor) -> Tensor:
     """Flip equivariance of the viewpoint network: the view predicted for the mirrored image must be
     the mirrored view.
@@ -391,6 +376,11 @@ def view_equivariance_loss(view: Tensor, view_of_mirrored: Tensor) -> Tensor:
 
     Returns:
         Scalar.
+
+    Example:
+        >>> view = torch.tensor([[0.1, 0.2, 0.0, 0.0, 0.0, 0.0]])
+        >>> view_equivariance_loss(view, mirror_view(view)).item()  # the mirror's view is the mirrored view
+        0.0
     """
     if view.shape != view_of_mirrored.shape:
         raise ValueError(f"view_equivariance_loss expects two B x 6 viewpoints of the same shape; got "
@@ -414,6 +404,11 @@ def view_mean_prior(view: Tensor, components: tuple[int, ...] = (0, 4)) -> Tenso
 
     Returns:
         Scalar.
+
+    Example:
+        >>> views = torch.tensor([[0.5, 0, 0, 0, 0.5, 0], [-0.5, 0, 0, 0, -0.5, 0]])
+        >>> view_mean_prior(views).item()  # the half-batch means 0.5 and -0.5: negative for this batch
+        -0.5
     """
     if view.dim() != 2 or view.shape[0] < 2:
         raise ValueError(f"view_mean_prior expects B x 6 viewpoints with B >= 2; got {tuple(view.shape)}")

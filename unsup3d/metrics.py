@@ -62,7 +62,14 @@ import torch.nn.functional as F
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
-from unsup3d.renderer import geometry_precision, intrinsics, lift_depth, normals_from_points
+from unsup3d.renderer import (
+    geometry_precision,
+    intrinsics,
+    lift_depth,
+    normal_cross_products,
+    normals_from_points,
+)
+from unsup3d.shape_check import check_shape
 
 __all__ = [
     "SIDE_SCALE",
@@ -93,11 +100,8 @@ _ORIGINAL_NORMAL_EPS = 1e-7
 
 def _as_bhw(x: torch.Tensor, name: str) -> torch.Tensor:
     """Accept ``B x H x W`` or ``B x 1 x H x W``; return ``B x H x W``."""
-    if x.ndim == 4 and x.shape[1] == 1:
-        x = x[:, 0]
-    if x.ndim != 3:
-        raise ValueError(f"expected {name} of shape B x H x W (or B x 1 x H x W), got {tuple(x.shape)}")
-    return x
+    check_shape(x, "B x H x W or B x 1 x H x W", name)
+    return x[:, 0] if x.ndim == 4 else x
 
 
 def _as_bool(mask: torch.Tensor) -> torch.Tensor:
@@ -126,6 +130,10 @@ def erode_mask(mask: torch.Tensor, iterations: int = 1) -> torch.Tensor:
 
     Returns:
         ``B x H x W`` bool mask on the input's device.
+
+    Example:
+        >>> erode_mask(torch.ones(1, 4, 4, dtype=torch.bool)).int().tolist()  # the image border goes
+        [[[0, 0, 0, 0], [0, 1, 1, 0], [0, 1, 1, 0], [0, 0, 0, 0]]]
     """
     m = _as_bhw(mask, "mask")
     m = m.to(torch.float32) if not m.is_floating_point() else m
@@ -153,6 +161,10 @@ def foreground_mask(
 
     Returns:
         ``B x H x W`` bool mask.
+
+    Example:
+        >>> foreground_mask(torch.tensor([[[1.0, 1.15], [1.0, 1.15]]]), background_depth=1.15).tolist()
+        [[[True, False], [True, False]]]
     """
     gt = _as_bhw(gt_depth, "gt_depth")
     if background_depth is None:
@@ -179,12 +191,18 @@ def evaluation_mask(
 
     Returns:
         ``B x H x W`` bool mask.
+
+    Example:
+        >>> gt = torch.ones(1, 5, 5)
+        >>> gt[0, :, 0] = 1.15  # a background column on the left
+        >>> evaluation_mask(gt, background_depth=1.15).int()[0, 2].tolist()  # the border and the column's edge go
+        [0, 0, 1, 1, 0]
     """
     mask = erode_mask(foreground_mask(gt_depth, background_depth, tol))
     if valid_mask is not None:
         valid = _as_bhw(valid_mask, "valid_mask").to(mask.device)
-        if valid.shape != mask.shape:
-            raise ValueError(f"valid_mask shape {tuple(valid.shape)} != depth shape {tuple(mask.shape)}")
+        b, h, w = mask.shape
+        check_shape(valid, "B x H x W", "valid_mask (the depth's size)", B=b, H=h, W=w)
         mask = mask & erode_mask(valid)
     return mask
 
@@ -202,6 +220,11 @@ def side(pred_depth: torch.Tensor, gt_depth: torch.Tensor, mask: torch.Tensor) -
 
     Returns:
         ``B`` tensor; NaN for images whose mask is empty.
+
+    Example:
+        >>> gt, mask = torch.ones(1, 4, 4), torch.ones(1, 4, 4, dtype=torch.bool)
+        >>> side(2 * gt, gt, mask).item() < 1e-6  # a global scale costs nothing
+        True
     """
     pred, gt = _as_bhw(pred_depth, "pred_depth"), _as_bhw(gt_depth, "gt_depth")
     m = _as_bool(_as_bhw(mask, "mask"))
@@ -215,12 +238,10 @@ def side(pred_depth: torch.Tensor, gt_depth: torch.Tensor, mask: torch.Tensor) -
 def _original_normal_length(points: torch.Tensor, eps: float = _ORIGINAL_NORMAL_EPS) -> torch.Tensor:
     """Length of the original's normals ``n / (|n| + 1e-7)`` per pixel (``B x H x W x 3`` -> ``B x H x W``).
 
-    ``n`` is the raw central-difference cross product of :func:`normals_from_points`; the original
-    release's ``get_normal_from_depth`` divides by ``|n| + EPS`` with ``EPS = 1e-7``.
+    ``n`` is the raw central-difference cross product (:func:`unsup3d.renderer.camera.normal_cross_products`);
+    the original release's ``get_normal_from_depth`` divides by ``|n| + EPS`` with ``EPS = 1e-7``.
     """
-    tu = points[:, 1:-1, 2:] - points[:, 1:-1, :-2]
-    tv = points[:, 2:, 1:-1] - points[:, :-2, 1:-1]
-    r = torch.linalg.cross(tu, tv, dim=-1).norm(dim=-1)
+    r = normal_cross_products(points).norm(dim=-1)
     # Border normals are (0, 0, 1) / (1 + eps) in the original.
     length = torch.full(points.shape[:3], 1.0 / (1.0 + eps), dtype=points.dtype, device=points.device)
     length[:, 1:-1, 1:-1] = r / (r + eps)
@@ -248,6 +269,11 @@ def normal_angle_map(
 
     Returns:
         ``B x H x W`` angles in degrees.
+
+    Example:
+        >>> flat = torch.ones(1, 4, 4)
+        >>> normal_angle_map(1.5 * flat, flat).abs().max().item()  # parallel planes: the same normals
+        0.0
     """
     pred, gt = _as_bhw(pred_depth, "pred_depth"), _as_bhw(gt_depth, "gt_depth")
     gt = gt.to(pred.dtype)
@@ -286,6 +312,11 @@ def mad(
 
     Returns:
         ``B`` tensor; NaN for images whose mask is empty.
+
+    Example:
+        >>> gt, mask = torch.ones(1, 4, 4), torch.ones(1, 4, 4, dtype=torch.bool)
+        >>> mad(1.5 * gt, gt, mask).tolist()
+        [0.0]
     """
     angles = normal_angle_map(pred_depth, gt_depth, fov=fov, match_original=match_original)
     m = _as_bool(_as_bhw(mask, "mask")).to(angles.device)
@@ -295,14 +326,26 @@ def mad(
 
 @geometry_precision
 def masked_mae(pred_depth: torch.Tensor, gt_depth: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Masked mean absolute depth error per image (depth units). ``B x H x W`` inputs -> ``B``."""
+    """Masked mean absolute depth error per image (depth units). ``B x H x W`` inputs -> ``B``.
+
+    Example:
+        >>> gt, mask = torch.ones(1, 2, 2), torch.tensor([[[True, False], [False, False]]])
+        >>> masked_mae(gt + 0.25, gt, mask).tolist()
+        [0.25]
+    """
     pred, gt = _as_bhw(pred_depth, "pred_depth"), _as_bhw(gt_depth, "gt_depth")
     return _masked_mean((pred - gt.to(pred.dtype)).abs(), _as_bool(_as_bhw(mask, "mask")))
 
 
 @geometry_precision
 def masked_mse(pred_depth: torch.Tensor, gt_depth: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Masked mean squared depth error per image (depth units^2). ``B x H x W`` inputs -> ``B``."""
+    """Masked mean squared depth error per image (depth units^2). ``B x H x W`` inputs -> ``B``.
+
+    Example:
+        >>> gt, mask = torch.ones(1, 2, 2), torch.ones(1, 2, 2, dtype=torch.bool)
+        >>> masked_mse(gt + 0.25, gt, mask).tolist()
+        [0.0625]
+    """
     pred, gt = _as_bhw(pred_depth, "pred_depth"), _as_bhw(gt_depth, "gt_depth")
     return _masked_mean((pred - gt.to(pred.dtype)).pow(2), _as_bool(_as_bhw(mask, "mask")))
 
@@ -317,6 +360,10 @@ def average_depth_map(depth_iter: Iterable[torch.Tensor]) -> torch.Tensor:
     Returns:
         ``H x W`` mean depth, in the dtype and on the device of the first batch. Predict it for every
         test image (``avg.expand(B, H, W)``) and evaluate with the metrics as usual.
+
+    Example:
+        >>> average_depth_map([torch.ones(1, 2, 2), 3 * torch.ones(1, 2, 2)]).tolist()
+        [[2.0, 2.0], [2.0, 2.0]]
     """
     total: torch.Tensor | None = None
     count = 0
@@ -340,6 +387,10 @@ def constant_depth_baseline(gt_depth: torch.Tensor, value: float = 1.0) -> torch
 
     The constant is irrelevant for SIDE and MAD (both are invariant to a global depth scale); it only
     changes MAE / MSE.
+
+    Example:
+        >>> constant_depth_baseline(torch.rand(2, 4, 4)).unique().tolist()
+        [1.0]
     """
     return torch.full_like(_as_bhw(gt_depth, "gt_depth"), value)
 
@@ -347,6 +398,10 @@ def constant_depth_baseline(gt_depth: torch.Tensor, value: float = 1.0) -> torch
 def to_paper_units(results: Mapping[str, torch.Tensor | float]) -> dict[str, torch.Tensor | float]:
     """Copy of a :meth:`DepthMetrics.compute` / :meth:`DepthMetrics.per_image` dict with SIDE
     entries (``side``, ``side_std``) multiplied by :data:`SIDE_SCALE`, i.e. in the paper's 1e-2 units.
+
+    Example:
+        >>> to_paper_units({"side": 0.01, "mad": 16.5})
+        {'side': 1.0, 'mad': 16.5}
     """
     return {k: (v * SIDE_SCALE if k in ("side", "side_std") else v) for k, v in results.items()}
 
@@ -372,6 +427,14 @@ class DepthMetrics(Metric):
     ``compute()`` returns a dict of 0-d tensors: ``side``, ``mad``, ``mad_original``, ``mae``,
     ``mse`` (means over non-empty images), the same keys with ``_std`` (unbiased std, as the original
     ``torch.std``), ``num_images`` (all images, empty ones included) and ``num_empty``. SIDE is raw; see :func:`to_paper_units`.
+
+    Example:
+        >>> metric = DepthMetrics(fov=10.0, background_depth=1.15)
+        >>> gt = torch.ones(2, 8, 8)
+        >>> metric.update(1.5 * gt, gt)  # a constant scale: no error
+        >>> values = metric.compute()
+        >>> values["side"].item() < 1e-6, values["mad"].item(), int(values["num_images"])
+        (True, 0.0, 2)
     """
 
     is_differentiable = False
@@ -404,8 +467,8 @@ class DepthMetrics(Metric):
     ) -> None:
         pred = _as_bhw(pred_depth, "pred_depth").detach()
         gt = _as_bhw(gt_depth, "gt_depth").detach().to(device=pred.device, dtype=pred.dtype)
-        if pred.shape != gt.shape:
-            raise ValueError(f"pred_depth {tuple(pred.shape)} and gt_depth {tuple(gt.shape)} differ")
+        b, h, w = pred.shape
+        check_shape(gt, "B x H x W", "gt_depth (pred_depth's size)", B=b, H=h, W=w)
         if valid_mask is not None:
             valid_mask = valid_mask.detach().to(pred.device)
         mask = evaluation_mask(gt, valid_mask, self.background_depth, self.background_tol)
@@ -430,13 +493,11 @@ class DepthMetrics(Metric):
         """Per-image values (``N``-long 1-D tensors, NaN for empty masks) gathered over ranks.
 
         Keys: ``side`` (raw), ``mad``, ``mad_original``, ``mae``, ``mse``, ``num_pixels`` (size of each
-        image's evaluation mask). Under DDP this is a collective: call it on every rank.
+        image's evaluation mask). Under DDP this is a collective: call it on every rank. Gathered as
+        :meth:`compute` gathers (``sync_on_compute``), through torchmetrics' public ``sync_context``, and
+        given back to the rank's own states afterwards.
         """
-        with self.sync_context(
-            dist_sync_fn=self.dist_sync_fn,
-            should_sync=self._to_sync and not self._is_synced,
-            should_unsync=self._should_unsync,
-        ):
+        with self.sync_context(dist_sync_fn=self.dist_sync_fn, should_sync=self.sync_on_compute):
             return {k: v.clone() for k, v in self._gathered().items()}
 
     def compute(self) -> dict[str, torch.Tensor]:

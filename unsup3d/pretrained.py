@@ -151,4 +151,4 @@ def load_pretrained(name: str, device: str | torch.device = "cpu", **overrides) 
     Raises:
         PretrainedModelError: see :func:`pretrained_checkpoint`.
     """
-    return load_model(pretrained_checkpoint(name), **overrides).to(device).eval()
+    return load_model(pretrained_checkpoint(name), **overrides).to(device)  # in eval mode

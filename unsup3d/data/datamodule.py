@@ -1,4 +1,4 @@
-"""LightningDataModule over the train/val/test image folders of one dataset (``unsup3d/conf/dataset/*.yaml``).
+"""LightningDataModule over the train/val/test image folders of one dataset (``conf/dataset/*.yaml``).
 
 Batches are dicts (batch-first)::
 
@@ -9,59 +9,20 @@ Batches are dicts (batch-first)::
 
 from __future__ import annotations
 
-import atexit
 import functools
-import multiprocessing
-import os
-import signal
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from lightning_fabric.utilities.seed import pl_worker_init_function
 from torch.utils.data import DataLoader
 
 from .datasets import ImageFolderDataset, normalize_crop
+from .workers import main_exiting_event, worker_init
 
-__all__ = ["Unsup3DDataModule", "worker_init"]
+__all__ = ["Unsup3DDataModule"]
 
 _STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
-
-
-def worker_init(worker_id: int, main_exiting=None) -> None:
-    """Loader workers leave Ctrl-C and a job scheduler's SIGTERM to the main process, which saves a
-    checkpoint, stops, then shuts the workers down; a worker killed by a signal meant for the whole
-    process group would fail the batch being loaded. SIGINT is ignored. SIGTERM is ignored unless the
-    main process is exiting (``main_exiting``, a ``multiprocessing`` event set at its interpreter exit:
-    ``multiprocessing`` then SIGTERMs and joins live workers, and a worker deaf to it would make it wait
-    for ever) or is gone. Workers are seeded as Lightning's ``seed_everything(workers=True)`` does."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if main_exiting is None:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    else:
-        parent = os.getppid()
-
-        def on_sigterm(signum, frame) -> None:  # runs in the worker's main thread, whichever thread got it
-            if main_exiting.is_set() or os.getppid() != parent:
-                os._exit(0)  # status 0: the data loader reports no failure
-
-        signal.signal(signal.SIGTERM, on_sigterm)
-    if int(os.environ.get("PL_SEED_WORKERS", 0)):  # when Lightning would have added its own worker_init_fn
-        pl_worker_init_function(worker_id)
-
-
-_main_exiting = None
-
-
-def main_exiting_event():
-    """The event :func:`worker_init` reads: created once per process, set at interpreter exit (``atexit``
-    runs it before ``multiprocessing``'s own exit handler, registered earlier, terminates the workers)."""
-    global _main_exiting
-    if _main_exiting is None:
-        _main_exiting = multiprocessing.Event()
-        atexit.register(_main_exiting.set)
-    return _main_exiting
 
 
 def _plain(value):

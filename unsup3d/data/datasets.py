@@ -20,8 +20,8 @@ Samples are dicts ``{"image": 3 x H x W float32 in [0, 1], "depth": H x W float3
 depth), "path": str}``; the default collate makes them batch-first
 (``B x 3 x H x W``, ``B x H x W``, ``list[str]``).
 
-Images are found and read by :mod:`unsup3d.images` (:func:`~unsup3d.images.find_images`,
-:func:`~unsup3d.images.load_image`: EXIF orientation applied, transparency on white, the same
+Images are found and read by :mod:`unsup3d.files.images` (:func:`~unsup3d.files.images.find_images`,
+:func:`~unsup3d.files.images.load_image`: EXIF orientation applied, transparency on white, the same
 extensions and errors as export). Resizing uses PIL bilinear filtering (antialiased when downscaling, like the original
 torchvision-on-PIL pipeline). Depth is resized the same way in float precision, so pixels on the
 object's silhouette blend with the far background value, exactly like the original 8-bit pipeline;
@@ -42,8 +42,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, get_worker_info
 
-from unsup3d.depth_encoding import unit_to_depth
-from unsup3d.images import IMAGE_EXTENSIONS, ImageLoadError, find_images, load_image
+from unsup3d.files.depth_encoding import unit_to_depth
+from unsup3d.files.images import IMAGE_EXTENSIONS, ImageLoadError, find_images, load_image
 
 __all__ = [
     "DEPTH_EXTENSIONS",
@@ -67,7 +67,7 @@ class CorruptImageWarning(UserWarning):
 
 class UnreadableFileError(OSError):
     """A depth file could not be decoded; ``path`` names it, ``reason`` says why (images raise
-    :class:`unsup3d.images.ImageLoadError`, which has the same two attributes)."""
+    :class:`unsup3d.files.images.ImageLoadError`, which has the same two attributes)."""
 
     def __init__(self, path: str | Path, err: BaseException):
         self.path, self.reason = Path(path), f"{type(err).__name__}: {err}"
@@ -142,7 +142,7 @@ def load_depth(path: str | Path, min_depth: float, max_depth: float) -> np.ndarr
     """Read a ground-truth depth map.
 
     ``.npy``: ``H x W`` depth values as stored. Images: first channel, 8-bit ``/255`` or 16-bit
-    ``/65535``, decoded with :func:`unsup3d.depth_encoding.unit_to_depth` (larger is nearer).
+    ``/65535``, decoded with :func:`unsup3d.files.depth_encoding.unit_to_depth` (larger is nearer).
 
     Returns:
         ``H x W`` float32 depth.

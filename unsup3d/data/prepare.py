@@ -1,12 +1,12 @@
 """A folder of one's own photos made into a training set (``unsup3d-prepare INPUT_DIR OUTPUT_ROOT``).
 
-Every image under ``INPUT_DIR`` (searched recursively with :func:`unsup3d.images.find_images`: the
-formats ``unsup3d-export`` reads, hidden names skipped) is loaded (:func:`unsup3d.images.load_image`:
+Every image under ``INPUT_DIR`` (searched recursively with :func:`unsup3d.files.images.find_images`: the
+formats ``unsup3d-export`` reads, hidden names skipped) is loaded (:func:`unsup3d.files.images.load_image`:
 EXIF orientation, transparency, 16-bit) and cropped to a ``size x size`` square:
 
 * ``face`` (the default, for human faces): around the largest face the project's detector finds (OpenCV
-  Haar cascade, :func:`unsup3d.images.detect_face_box`) with the margins of ``unsup3d-export
-  --detect-face`` (:func:`unsup3d.export.prepare_input`); photos without a face are left out and listed;
+  Haar cascade, :func:`unsup3d.data.crops.detect_face_box`) with the margins of ``unsup3d-export
+  --detect-face`` (:func:`unsup3d.data.crops.prepare_input`); photos without a face are left out and listed;
 * ``center``: the centre square (objects, animals: anything the face detector does not know);
 * ``box=x,y,w,h``: the square of side ``max(w, h)`` centred on that box, in the photo's pixels as viewers
   show it, edge-replicated where it leaves the photo (a fixed framing, like the original's syncar crop).
@@ -20,7 +20,7 @@ so the same seed and photos give the same split, and adding photos moves few oth
 ``OUTPUT_ROOT/{train,val,test}/<relative path>.png`` is the layout ``dataset=folder`` (and
 ``experiment=folder_cpu``) reads; ``OUTPUT_ROOT/prepare.json`` records the options, the split of every
 photo and every file left out with the reason. The whole folder is built next to ``OUTPUT_ROOT`` and
-renamed into place when complete (:func:`unsup3d.io.atomic_dir`), so an interrupted run leaves the
+renamed into place when complete (:func:`unsup3d.files.atomic.atomic_dir`), so an interrupted run leaves the
 previous result intact; running it again rebuilds it, or says it is up to date when neither the photos
 nor the options changed. A non-empty ``OUTPUT_ROOT`` that this command did not write is never replaced.
 """
@@ -41,17 +41,10 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from unsup3d.export.prepare import prepare_input
-from unsup3d.images import (
-    IMAGE_EXTENSIONS,
-    FaceNotFoundError,
-    ImageLoadError,
-    crop_face,
-    find_images,
-    load_image,
-    resize_for_model,
-)
-from unsup3d.io import atomic_dir, atomic_save_image, atomic_save_json
+from unsup3d.files.atomic import atomic_dir, atomic_save_json
+from unsup3d.files.images import IMAGE_EXTENSIONS, ImageLoadError, atomic_save_image, find_images, load_image
+
+from .crops import FaceNotFoundError, crop_face, prepare_input, resize_for_model
 
 __all__ = [
     "CROPS",
@@ -159,8 +152,8 @@ def crop_photo(path: str | os.PathLike, options: PrepareOptions) -> np.ndarray:
         ``size x size x 3`` uint8 RGB.
 
     Raises:
-        unsup3d.images.ImageLoadError: unreadable, not an image, truncated, too small or too large.
-        unsup3d.images.FaceNotFoundError: ``crop="face"`` and no face was found.
+        unsup3d.files.images.ImageLoadError: unreadable, not an image, truncated, too small or too large.
+        unsup3d.data.crops.FaceNotFoundError: ``crop="face"`` and no face was found.
         ValueError: ``crop="box"`` and the box lies outside the photo.
     """
     size = int(options.size)

@@ -27,7 +27,8 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is i
 
 import gradio as gr  # noqa: E402
 
-from unsup3d.images import IMAGE_EXTENSIONS, FaceNotFoundError, ImageLoadError  # noqa: E402
+from unsup3d.data.crops import FaceNotFoundError  # noqa: E402
+from unsup3d.files.images import IMAGE_EXTENSIONS, ImageLoadError  # noqa: E402
 
 from .reconstruct import (  # noqa: E402
     DEFAULT_MAX_PIXELS,
@@ -121,7 +122,7 @@ def build_app(
         max_pixels: larger photos are refused before decoding.
         checkpoint: recorded in ``params.json``.
         logger: called as ``logger(name, folder, params)`` after each reconstruction (e.g.
-            :class:`unsup3d.export.WandbLogger`), one call at a time; its failures are logged, not shown.
+            :class:`unsup3d.export.ExportWandbLogger`), one call at a time; its failures are logged, not shown.
         keep: at most this many result folders are kept in ``work_dir`` (the oldest are deleted).
         view_size: side of the relit and posed views in pixels.
         concurrency: reconstructions run at once (more requests wait in the queue).

@@ -16,23 +16,15 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from unsup3d.checkpoint import CheckpointError, load_model, resolve_device
+from unsup3d.checkpoint import CheckpointError, load_model
+from unsup3d.export.cli import positive_int
 from unsup3d.export.options import TEXTURES
+from unsup3d.inference import resolve_device
 from unsup3d.pretrained import PRETRAINED_MODELS, resolve_checkpoint
 
 from .reconstruct import DEFAULT_MAX_PIXELS, demo_export_options
 
 __all__ = ["build_parser", "main", "private_upload_dir"]
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def _port(text: str) -> int:
@@ -107,22 +99,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default=None, metavar="DIR",
                    help="keep the result folders here (default: a temporary folder removed when the server stops; "
                         "the uploaded photos are always removed then)")
-    p.add_argument("--keep", type=_positive_int, default=200, metavar="N",
+    p.add_argument("--keep", type=positive_int, default=200, metavar="N",
                    help="keep at most N result folders, deleting the oldest (default 200)")
     g = p.add_argument_group("limits")
     g.add_argument("--max-file-size", default="25mb", metavar="SIZE",
                    help="largest upload, e.g. 25mb or 2gb (default 25mb)")
-    g.add_argument("--max-pixels", type=_positive_int, default=DEFAULT_MAX_PIXELS, metavar="N",
+    g.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS, metavar="N",
                    help=f"largest photo in pixels, checked before decoding (default {DEFAULT_MAX_PIXELS:,})")
-    g.add_argument("--concurrency", type=_positive_int, default=2, metavar="N",
+    g.add_argument("--concurrency", type=positive_int, default=2, metavar="N",
                    help="reconstructions run at once; more requests wait in the queue (default 2)")
-    g.add_argument("--max-queue", type=_positive_int, default=32, metavar="N",
+    g.add_argument("--max-queue", type=positive_int, default=32, metavar="N",
                    help="requests that may wait in the queue (default 32)")
     g = p.add_argument_group("outputs")
     g.add_argument("--texture", choices=TEXTURES, default="canonical",
                    help="mesh texture: shaded canonical image (default) or unlit albedo")
-    g.add_argument("--num-frames", type=_positive_int, default=24, metavar="N", help="turntable frames (default 24)")
-    g.add_argument("--view-size", type=_positive_int, default=256, metavar="N",
+    g.add_argument("--num-frames", type=positive_int, default=24, metavar="N", help="turntable frames (default 24)")
+    g.add_argument("--view-size", type=positive_int, default=256, metavar="N",
                    help="side of the relit and posed views and the turntable in pixels (default 256)")
     g = p.add_argument_group("tracking")
     g.add_argument("--wandb", action="store_true",
@@ -162,7 +154,7 @@ def _serve(args: argparse.Namespace, fail) -> int:
         return fail(str(exc))
     try:
         checkpoint = resolve_checkpoint(args.checkpoint)
-        model = load_model(checkpoint, trust=args.trust_checkpoint, map_location="cpu").to(device).eval()
+        model = load_model(checkpoint, trust=args.trust_checkpoint, map_location="cpu").to(device)  # in eval mode
     except CheckpointError as exc:
         return fail(str(exc))
 
@@ -175,12 +167,12 @@ def _serve(args: argparse.Namespace, fail) -> int:
     logger = None
     try:
         if args.wandb:
-            from unsup3d.export import WandbLogger
+            from unsup3d.export import ExportWandbLogger
 
             try:
-                logger = WandbLogger(args.wandb_project, args.wandb_name,
-                                     {"checkpoint": str(checkpoint), "job": "demo", **options.to_json()},
-                                     dir=work_dir)
+                logger = ExportWandbLogger(args.wandb_project, args.wandb_name,
+                                           {"checkpoint": str(checkpoint), "job": "demo", **options.to_json()},
+                                           dir=work_dir)
             except Exception as exc:  # noqa: BLE001 - wandb raises its own error types
                 return fail(f"could not start a W&B run: {exc}")
         demo = app.build_app(model, work_dir, detect_face=args.detect_face, options=options,

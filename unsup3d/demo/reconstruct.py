@@ -25,8 +25,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from unsup3d.export import ExportOptions, export_factors, model_batch, prepare_input
-from unsup3d.io import VIDEO_EXTENSIONS, atomic_dir, atomic_save_bytes
+from unsup3d.data.crops import model_batch, prepare_input
+from unsup3d.export import ExportOptions, export_factors
+from unsup3d.files.atomic import atomic_dir, atomic_save_bytes
+from unsup3d.files.video import VIDEO_EXTENSIONS
 from unsup3d.visualize import relight_images, render_views, to_uint8
 
 __all__ = [
@@ -168,7 +170,7 @@ def reconstruct(
     Args:
         model: an :class:`~unsup3d.model.Unsup3D` in eval mode (run on its device; safe to call from
             several threads at once).
-        photo: an image file in any format the exporter reads (:func:`unsup3d.images.load_image`).
+        photo: an image file in any format the exporter reads (:func:`unsup3d.files.images.load_image`).
         work_dir: where the result folder ``<stem>-<id>`` is created (atomically: it appears complete
             or not at all).
         detect_face: crop around the largest human face instead of the centre square.
@@ -182,9 +184,9 @@ def reconstruct(
         The :class:`Reconstruction`.
 
     Raises:
-        unsup3d.images.ImageLoadError: not an image, corrupt or truncated, too small or too large (the
+        unsup3d.files.images.ImageLoadError: not an image, corrupt or truncated, too small or too large (the
             message names the file and the reason).
-        unsup3d.images.FaceNotFoundError: ``detect_face`` and no face was found.
+        unsup3d.data.crops.FaceNotFoundError: ``detect_face`` and no face was found.
     """
     options = options or demo_export_options()
     photo = Path(photo)

@@ -7,9 +7,8 @@ One concept a module (the CLI :func:`main` is a thin layer over the others):
 
 * :mod:`.inputs`: :func:`collect_inputs` expands files, folders (recursively) and glob patterns into image
   paths; :func:`assign_output_names` gives each its output folder name.
-* :mod:`.prepare`: :func:`prepare_input` / :func:`prepare_image` load one photo robustly
-  (:mod:`unsup3d.images`) and crop it to the model's ``S x S`` input, optionally around the largest face;
-  :func:`model_batch` stacks prepared photos into the model's input.
+* Each photo is made into the model's ``S x S`` input by :mod:`unsup3d.data.crops` (:func:`prepare_input`,
+  :func:`model_batch`; re-exported here): loaded robustly, cropped centred or around the largest face.
 * :mod:`.item`: :func:`export_factors` writes everything for one item of a batch of
   :class:`~unsup3d.factors.Factors` (the files and their conventions are listed there).
 * :mod:`.runner`: :func:`export_images` runs the model over many photos in batches, each result written
@@ -18,29 +17,29 @@ One concept a module (the CLI :func:`main` is a thin layer over the others):
   :mod:`.options`: :class:`ExportOptions`; :mod:`.cli`: the command.
 """
 
-from unsup3d.depth_encoding import DEPTH_PNG_MAPPING
-from unsup3d.images import IMAGE_EXTENSIONS
+from unsup3d.data.crops import PreparedInput, model_batch, prepare_image, prepare_input
+from unsup3d.files.depth_encoding import DEPTH_PNG_MAPPING
+from unsup3d.files.images import IMAGE_EXTENSIONS
 
 from .cli import build_parser, main
 from .inputs import InputError, assign_output_names, collect_inputs
 from .item import FactorArrays, export_factors
 from .options import ExportOptions
-from .prepare import PreparedInput, model_batch, prepare_image, prepare_input
 from .runner import OutputDirError, check_output_dir, export_images
 from .summary import ExportSummary, ImageResult
-from .wandb_log import WandbLogger
+from .wandb_log import ExportWandbLogger
 
 __all__ = [
     "DEPTH_PNG_MAPPING",
     "IMAGE_EXTENSIONS",
     "ExportOptions",
     "ExportSummary",
+    "ExportWandbLogger",
     "FactorArrays",
     "ImageResult",
     "InputError",
     "OutputDirError",
     "PreparedInput",
-    "WandbLogger",
     "assign_output_names",
     "build_parser",
     "check_output_dir",

@@ -11,14 +11,15 @@ import contextlib
 import sys
 from collections.abc import Sequence
 
-from unsup3d.checkpoint import CheckpointError, load_model, resolve_device
+from unsup3d.checkpoint import CheckpointError, load_model
+from unsup3d.inference import resolve_device
 from unsup3d.pretrained import PRETRAINED_MODELS, resolve_checkpoint
 
 from .inputs import collect_inputs
 from .options import MESH_FORMATS, PRECISIONS, TEXTURES, ExportOptions
 from .runner import OutputDirError, check_output_dir, export_images
 from .summary import ExportSummary
-from .wandb_log import WandbLogger
+from .wandb_log import ExportWandbLogger
 
 __all__ = ["build_parser", "main"]
 
@@ -44,8 +45,16 @@ def _rgb(text: str) -> tuple[int, int, int]:
     return vals
 
 
-def _int_at_least(minimum: int, expected: str):
-    """argparse ``type`` for an integer ``>= minimum`` (the error says ``expected <expected>``)."""
+def int_at_least(minimum: int, expected: str):
+    """argparse ``type`` for an integer ``>= minimum`` (the error says ``expected <expected>``).
+
+    Args:
+        minimum: the smallest accepted value.
+        expected: what the error message says was expected (``"a positive integer"``).
+
+    Returns:
+        A function ``text -> int`` raising ``argparse.ArgumentTypeError`` for other text.
+    """
 
     def parse(text: str) -> int:
         try:
@@ -59,8 +68,9 @@ def _int_at_least(minimum: int, expected: str):
     return parse
 
 
-_positive_int = _int_at_least(1, "a positive integer")
-_non_negative_int = _int_at_least(0, "an integer >= 0")
+#: argparse ``type`` of a positive integer (the demo's options use it too).
+positive_int = int_at_least(1, "a positive integer")
+_non_negative_int = int_at_least(0, "an integer >= 0")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="mesh formats, comma-separated from obj,glb,ply (default obj,glb)")
     g.add_argument("--texture", choices=TEXTURES, default="canonical",
                    help="mesh texture: shaded canonical image (default) or unlit albedo")
-    g.add_argument("--texture-size", type=_positive_int, default=None, metavar="N",
+    g.add_argument("--texture-size", type=positive_int, default=None, metavar="N",
                    help="side of the texture PNG in pixels (default: the model's image size)")
     g.add_argument("--crop-border", type=_non_negative_int, default=0, metavar="N",
                    help="trim N rows/columns on each side of the mesh grid (default 0)")
@@ -100,16 +110,16 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--video", action="store_true",
                    help="write turntable (textured and shape-only) and relighting mp4 videos")
     g.add_argument("--gif", action="store_true", help="write the videos as GIFs (implies --video)")
-    g.add_argument("--output-size", type=_positive_int, default=256, metavar="N",
+    g.add_argument("--output-size", type=positive_int, default=256, metavar="N",
                    help="video frame size in pixels (default 256)")
-    g.add_argument("--render-size", type=_positive_int, default=None, metavar="N",
+    g.add_argument("--render-size", type=positive_int, default=None, metavar="N",
                    help="render the video frames at N px, then resize them to --output-size (default: "
                         "min(output size, 2 x the model's image size); the mesh and texture have one vertex and "
                         "texel per input pixel)")
-    g.add_argument("--num-frames", type=_positive_int, default=30, metavar="N", help="frames per video (default 30)")
+    g.add_argument("--num-frames", type=positive_int, default=30, metavar="N", help="frames per video (default 30)")
     g.add_argument("--fps", type=float, default=15.0, help="video frame rate (default 15)")
     g = p.add_argument_group("run")
-    g.add_argument("--batch-size", type=_positive_int, default=16, metavar="N", help="images per model call (16)")
+    g.add_argument("--batch-size", type=positive_int, default=16, metavar="N", help="images per model call (16)")
     g.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda[:N] (default auto)")
     g.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="the networks' precision: fp32 (default) or bf16 (about 2x faster on CPUs with AVX512_BF16 "
@@ -162,13 +172,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     size = int(model.hparams.image_size)
     if options.crop_border and size - 2 * options.crop_border < 2:
         return fail(f"--crop-border {options.crop_border} leaves no mesh of a {size}x{size} depth map")
-    model = model.to(device).eval()
+    model = model.to(device)  # in eval mode (load_model)
 
     logger = None
     if args.wandb:
         try:
-            logger = WandbLogger(args.wandb_project, args.wandb_name,
-                                 {"checkpoint": str(args.checkpoint), **options.to_json()}, dir=out_dir)
+            logger = ExportWandbLogger(args.wandb_project, args.wandb_name,
+                                       {"checkpoint": str(args.checkpoint), **options.to_json()}, dir=out_dir)
         except Exception as exc:  # noqa: BLE001 - wandb raises its own error types
             return fail(f"could not start a W&B run: {exc}")
     if options.progress:

@@ -1,8 +1,8 @@
 """The inputs of an export: files, folders and glob patterns expanded into image paths, and the unique
 output folder name of each.
 
-Folders are searched with :func:`unsup3d.images.find_images` and patterns filtered by
-:data:`unsup3d.images.IMAGE_EXTENSIONS`, as the training data is.
+Folders are searched with :func:`unsup3d.files.images.find_images` and patterns filtered by
+:data:`unsup3d.files.images.IMAGE_EXTENSIONS`, as the training data is.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from unsup3d.images import IMAGE_EXTENSIONS, find_images, is_image_file
+from unsup3d.files.images import IMAGE_EXTENSIONS, find_images, is_image_file
 
 __all__ = ["InputError", "assign_output_names", "collect_inputs"]
 

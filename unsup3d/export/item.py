@@ -25,7 +25,7 @@ Per image ``<output>/<name>/`` (``name`` is the file stem, made unique when two 
                             ``.gif`` instead with ``--gif``; ``ExportOptions.videos`` picks some
 ==========================  ==========================================================================
 
-Mesh frame (see :mod:`unsup3d.mesh`): y up, the face towards +z (common viewers show it upright and
+Mesh frame (see :mod:`unsup3d.files.mesh`): y up, the face towards +z (common viewers show it upright and
 frontal), x/y centred, z = 0 at the model's rotation centre. The posed mesh is the canonical one warped
 by the predicted view, ``P' = R (P - c) + c + t``, in the same axes with the origin at the rotation
 centre ``c`` (no x/y centring, so the translation is kept; the camera is at ``(0, 0, rot_center_depth)``
@@ -44,9 +44,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from unsup3d.depth_encoding import DEPTH_PNG_MAPPING, depth_to_uint16
-from unsup3d.io import atomic_save_image, atomic_save_json, atomic_save_npy, write_video
-from unsup3d.mesh import (
+from unsup3d.files.atomic import atomic_save_json, atomic_save_npy
+from unsup3d.files.depth_encoding import DEPTH_PNG_MAPPING, depth_to_uint16
+from unsup3d.files.images import atomic_save_image
+from unsup3d.files.mesh import (
     grid_faces,
     grid_uvs,
     grid_vertex_colors,
@@ -55,7 +56,8 @@ from unsup3d.mesh import (
     write_obj,
     write_ply,
 )
-from unsup3d.visualize import normal_shaded, relight_frames, to_uint8, turntable_frames
+from unsup3d.files.video import write_video
+from unsup3d.visualize import factor_images, normal_shaded, relight_frames, to_uint8, turntable_frames
 
 from .options import ExportOptions
 
@@ -66,7 +68,7 @@ class FactorArrays:
     """CPU numpy views of one batch of factors, converted once for all its items.
 
     The mesh vertices of the whole batch are computed here, in torch, through the renderer
-    (:func:`unsup3d.mesh.grid_vertices`), and converted to numpy once.
+    (:func:`unsup3d.files.mesh.grid_vertices`), and converted to numpy once.
     """
 
     def __init__(self, factors, model, options: ExportOptions) -> None:
@@ -83,11 +85,13 @@ class FactorArrays:
         self.ambient = f.light_ambient.detach().double().cpu().numpy()
         self.diffuse = f.light_diffuse.detach().double().cpu().numpy()
         self.direction = f.light_direction.detach().double().cpu().numpy()
-        self.canonical = to_uint8(f.canon_image.clamp(-1, 1) / 2 + 0.5)  # B x H x W x 3
-        self.albedo = to_uint8(f.canon_albedo.clamp(-1, 1) / 2 + 0.5)
-        self.normal = to_uint8(f.canon_normal.permute(0, 3, 1, 2) / 2 + 0.5)
-        self.shading = to_uint8(f.canon_diffuse_shading)[..., 0]  # B x H x W
-        self.input = to_uint8(f.input / 2 + 0.5)
+        images = factor_images(f, r.min_depth, r.max_depth,
+                               ("canon_image", "canon_albedo", "canon_normal", "canon_diffuse_shading", "input"))
+        self.canonical = to_uint8(images["canon_image"])  # B x H x W x 3
+        self.albedo = to_uint8(images["canon_albedo"])
+        self.normal = to_uint8(images["canon_normal"])
+        self.shading = to_uint8(images["canon_diffuse_shading"])[..., 0]  # B x H x W
+        self.input = to_uint8(images["input"])
 
 
 def _float_list(a) -> list[float]:
@@ -109,7 +113,7 @@ def _write_meshes(
 ) -> list[str]:
     """Write ``stem.obj`` (+ ``stem.mtl`` + ``stem.png`` unless ``material_file`` names an existing material),
     ``stem.glb`` and ``stem.ply`` as ``options.formats`` asks, without per-file fsyncs (``out_dir`` is
-    the folder :func:`unsup3d.io.atomic_dir` is building). Returns the file names."""
+    the folder :func:`unsup3d.files.atomic.atomic_dir` is building). Returns the file names."""
     files = []
     if "obj" in options.formats:
         written = write_obj(out_dir / f"{stem}.obj", vertices, faces, uvs, texture, options.texture_size,
@@ -180,7 +184,7 @@ def export_factors(
         index: the item.
         out_dir: folder to write into (created if missing). Each file is written atomically but not
             fsynced (``durable=False``): :func:`export_images` passes the temporary folder of
-            :func:`unsup3d.io.atomic_dir`, which makes the whole folder appear at once.
+            :func:`unsup3d.files.atomic.atomic_dir`, which makes the whole folder appear at once.
         options: what to write.
         model: the :class:`~unsup3d.model.Unsup3D` that produced ``factors`` (camera, depth range and
             renderer; it is not run again).

@@ -15,13 +15,14 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from unsup3d.images import FaceNotFoundError, ImageLoadError
-from unsup3d.io import atomic_dir, is_disk_full
+from unsup3d.data.crops import FaceNotFoundError, model_batch, prepare_input
+from unsup3d.files.atomic import atomic_dir, is_disk_full
+from unsup3d.files.images import ImageLoadError
+from unsup3d.inference import eval_mode
 
 from .inputs import InputError, assign_output_names
 from .item import FactorArrays, export_factors
 from .options import ExportOptions
-from .prepare import model_batch, prepare_input
 from .summary import ExportSummary, ImageResult
 
 __all__ = ["OutputDirError", "check_output_dir", "export_images"]
@@ -81,7 +82,8 @@ def export_images(
     (the remaining images are recorded as failed; the folders written before are complete).
 
     Args:
-        model: an :class:`~unsup3d.model.Unsup3D` (put in eval mode; run on its current device).
+        model: an :class:`~unsup3d.model.Unsup3D` (run in eval mode on its current device; its mode is
+            given back at the end).
         paths: image files (see :func:`collect_inputs`).
         out_dir: output folder (created).
         options: :class:`ExportOptions` (defaults when None).
@@ -101,7 +103,7 @@ def export_images(
     names = assign_output_names(paths)
     size = int(model.hparams.image_size)
     device = next(model.parameters()).device
-    model.eval()
+    mode = eval_mode(model)  # given back as it was at the end
     bar = _progress(len(paths), options.progress)
 
     def note(result: ImageResult) -> None:
@@ -160,6 +162,7 @@ def export_images(
                         bar.write(f"warning: W&B logging failed for {path}: {exc}", file=sys.stderr)
                 note(ImageResult(str(path), "ok", "", str(target)))
     finally:
+        mode.restore()
         bar.close()
         summary.seconds = time.perf_counter() - start
     return summary

@@ -8,18 +8,19 @@ from typing import Any
 
 import wandb
 
-from unsup3d.images import load_image
-from unsup3d.loggers import wandb_mode
+from unsup3d.files.images import load_image
+from unsup3d.tracking import wandb_mode
 
 from .summary import ExportSummary
 
-__all__ = ["WandbLogger"]
+__all__ = ["ExportWandbLogger"]
 
 
-class WandbLogger:
-    """Log each exported folder to a W&B run: the maps as images, ``mesh.glb`` as a 3D object, videos.
+class ExportWandbLogger:
+    """Log each exported folder to a W&B run: the maps as images, ``mesh.glb`` as a 3D object, videos
+    (not a Lightning logger: the training's W&B logger is :func:`unsup3d.training.loggers.wandb_logger`).
 
-    Online or offline as a training run's W&B logger decides (:func:`unsup3d.loggers.wandb_mode`: an
+    Online or offline as a training run's W&B logger decides (:func:`unsup3d.tracking.wandb_mode`: an
     explicit ``WANDB_MODE`` wins, then online when an API key is configured). Its files go
     to ``$WANDB_DIR`` if set, else to ``dir`` (the export folder), passed explicitly because wandb keeps
     process-wide settings from an earlier run.

@@ -1,7 +1,9 @@
 """Differentiable rendering of depth-map meshes with the original method's camera conventions.
 
 Modules, one concept each (PyTorch3D's split): :mod:`.camera` (intrinsics, lift/project,
-rotations), :mod:`.rasterize` (meshes to fragments, the grid triangulation), :mod:`.shading`
+rotations, the viewpoint warp and mirror, normals), :mod:`.rasterize` (the general reference
+rasterizer: triangle meshes to fragments), :mod:`.grid` (the grid triangulation of depth maps and its
+specialised rasterizer, with the fused winner interpolation of :mod:`.fused`), :mod:`.shading`
 (Lambertian light), :mod:`.precision` (geometry in full precision under autocast),
 :mod:`.renderer` (the :class:`Renderer` that composes them) and the optional
 :mod:`.pytorch3d_backend`.
@@ -13,10 +15,14 @@ whole), never from its files.
 
 from . import camera, shading
 from .camera import (
+    VIEW_MIRROR_SIGNS,
+    ellipsoid_depth,
     euler_to_rotation_matrix,
     intrinsics,
     inverse_transform_points,
     lift_depth,
+    mirror_view,
+    normal_cross_products,
     normals_from_points,
     pixel_grid,
     pixels_to_normalized,
@@ -24,15 +30,13 @@ from .camera import (
     split_view,
     transform_points,
 )
+from .grid import grid_face_vertices, grid_faces, rasterize_grid
 from .precision import full_precision, geometry_precision, to_full
 from .rasterize import (
     Fragments,
-    grid_face_vertices,
-    grid_faces,
     interpolate_face_attributes,
     perspective_correct,
     rasterize,
-    rasterize_grid,
     screen_barycentrics,
 )
 from .renderer import Renderer
@@ -52,10 +56,14 @@ __all__ = [
     "to_full",
     "camera",
     "shading",
+    "VIEW_MIRROR_SIGNS",
+    "ellipsoid_depth",
     "euler_to_rotation_matrix",
     "intrinsics",
     "inverse_transform_points",
     "lift_depth",
+    "mirror_view",
+    "normal_cross_products",
     "normals_from_points",
     "pixel_grid",
     "pixels_to_normalized",

@@ -8,7 +8,10 @@ Conventions (identical to the original release so checkpoints and numbers are co
   along +z. This is the OpenCV camera frame.
 * A depth map ``d`` lifts to points ``P = d * K^-1 [u, v, 1]^T``.
 * Viewpoint vector ``(rx, ry, rz, tx, ty, tz)``: rotations in radians, ``R = Rz @ Ry @ Rx``;
-  the warp to the view is ``P' = R (P - c) + c + t`` with ``c = (0, 0, rot_center_depth)``.
+  the warp to the view is ``P' = R (P - c) + c + t`` with ``c = (0, 0, rot_center_depth)``; the view of
+  the left-right mirrored image is ``(rx, -ry, -rz, -tx, ty, tz)`` (:func:`mirror_view`).
+* Normals by central differences of the lifted points (:func:`normal_cross_products`,
+  :func:`normals_from_points`), as the original.
 
 Every function is batch-first, device- and dtype-agnostic (tensors are created on the input's
 device with the input's dtype).
@@ -21,18 +24,29 @@ import math
 import torch
 from kornia.geometry.camera import project_points, unproject_points
 
+from unsup3d.shape_check import check_shape
+
 __all__ = [
+    "VIEW_MIRROR_SIGNS",
     "intrinsics",
     "pixel_grid",
+    "ellipsoid_depth",
     "euler_to_rotation_matrix",
     "split_view",
+    "mirror_view",
     "lift_depth",
     "project",
     "transform_points",
     "inverse_transform_points",
+    "normal_cross_products",
     "normals_from_points",
     "pixels_to_normalized",
 ]
+
+#: How a viewpoint ``(rx, ry, rz, tx, ty, tz)`` changes when the image is mirrored left-right
+#: (x -> -x in the camera frame): the pitch and the vertical and depth shifts stay, the yaw, the roll
+#: and the horizontal shift change sign.
+VIEW_MIRROR_SIGNS = (1.0, -1.0, -1.0, -1.0, 1.0, 1.0)
 
 
 def intrinsics(
@@ -48,6 +62,10 @@ def intrinsics(
     Returns:
         ``3 x 3`` matrix ``K`` with ``fx = fy = (W - 1) / 2 / tan(fov / 2)``,
         ``cx = (W - 1) / 2``, ``cy = (H - 1) / 2``.
+
+    Example:
+        >>> intrinsics(64, 64, fov=10.0)[:, 2].tolist()  # the principal point (cx, cy, 1)
+        [31.5, 31.5, 1.0]
     """
     f = (width - 1) / 2.0 / math.tan(math.radians(fov) / 2.0)
     return torch.tensor(
@@ -62,6 +80,10 @@ def pixel_grid(height: int, width: int, *, device=None, dtype=torch.float32) -> 
 
     Returns:
         ``H x W x 2`` tensor whose ``[v, u]`` entry is ``(u, v)`` (x along width first).
+
+    Example:
+        >>> pixel_grid(2, 3)[1, 2].tolist()  # row v = 1, column u = 2
+        [2.0, 1.0]
     """
     v, u = torch.meshgrid(
         torch.arange(height, device=device, dtype=dtype),
@@ -69,6 +91,34 @@ def pixel_grid(height: int, width: int, *, device=None, dtype=torch.float32) -> 
         indexing="ij",
     )
     return torch.stack([u, v], dim=-1)
+
+
+def ellipsoid_depth(size: int, far: float, height: float, axes: tuple[float, float] = (0.6, 0.75),
+                    like: torch.Tensor | None = None) -> torch.Tensor:
+    """A centred ellipsoidal bulge, the shape prior of an ellipsoid initialisation (as GAN2Shape's).
+
+    ``d(u, v) = far - height * sqrt(max(0, 1 - (u / a)^2 - (v / b)^2))`` with ``u, v`` in ``[-1, 1]``
+    across the image (x right, y down) and semi-axes ``(a, b) = axes``: ``far`` outside the ellipse,
+    nearest (``far - height``) at the centre.
+
+    Args:
+        size: ``S``.
+        far, height: depth outside the bulge and height of its tip.
+        like: tensor whose device and dtype the result takes.
+
+    Returns:
+        ``S x S``.
+
+    Example:
+        >>> d = ellipsoid_depth(5, far=1.0, height=0.25)
+        >>> d[2, 2].item(), d[0, 0].item()  # the tip at the centre, far at the corners
+        (0.75, 1.0)
+    """
+    kw = {} if like is None else {"device": like.device, "dtype": like.dtype}
+    t = torch.linspace(-1.0, 1.0, int(size), **kw)
+    v, u = torch.meshgrid(t, t, indexing="ij")
+    r2 = (u / axes[0]) ** 2 + (v / axes[1]) ** 2
+    return far - height * (1 - r2).clamp(min=0).sqrt()
 
 
 def euler_to_rotation_matrix(angles: torch.Tensor) -> torch.Tensor:
@@ -83,9 +133,13 @@ def euler_to_rotation_matrix(angles: torch.Tensor) -> torch.Tensor:
 
     Returns:
         ``B x 3 x 3`` rotation matrices.
+
+    Example:
+        >>> R = euler_to_rotation_matrix(torch.tensor([[0.0, math.pi / 2, 0.0]]))  # 90 degrees of yaw
+        >>> torch.allclose(R[0], torch.tensor([[0.0, 0, 1], [0, 1, 0], [-1, 0, 0]]), atol=1e-6)
+        True
     """
-    if angles.ndim != 2 or angles.shape[-1] != 3:
-        raise ValueError(f"expected angles of shape B x 3, got {tuple(angles.shape)}")
+    check_shape(angles, "B x 3", "angles")
     cx, cy, cz = angles.cos().unbind(-1)
     sx, sy, sz = angles.sin().unbind(-1)
     # Rz @ Ry @ Rx expanded.
@@ -109,12 +163,31 @@ def split_view(view: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
     Returns:
         ``(R, t)``: ``B x 3 x 3`` rotation and ``B x 3`` translation.
+
+    Example:
+        >>> R, t = split_view(torch.tensor([[0.0, 0, 0, 1, 2, 3]]))
+        >>> torch.equal(R[0], torch.eye(3)), t.tolist()
+        (True, [[1.0, 2.0, 3.0]])
     """
-    if view.ndim != 2 or view.shape[-1] != 6:
-        raise ValueError(
-            f"expected a viewpoint of shape B x 6 (rx, ry, rz, tx, ty, tz), got {tuple(view.shape)}"
-        )
+    check_shape(view, "B x 6", "a viewpoint (rx, ry, rz, tx, ty, tz)")
     return euler_to_rotation_matrix(view[:, :3]), view[:, 3:]
+
+
+def mirror_view(view: torch.Tensor) -> torch.Tensor:
+    """The viewpoint of the mirrored image: ``(rx, -ry, -rz, -tx, ty, tz)`` (:data:`VIEW_MIRROR_SIGNS`).
+
+    Args:
+        view: ``B x 6`` viewpoint (radians and translations, or netV's normalised units).
+
+    Returns:
+        ``B x 6``.
+
+    Example:
+        >>> mirror_view(torch.tensor([[1.0, 2, 3, 4, 5, 6]])).tolist()
+        [[1.0, -2.0, -3.0, -4.0, 5.0, 6.0]]
+    """
+    check_shape(view, "B x 6", "a viewpoint (rx, ry, rz, tx, ty, tz)")
+    return view * view.new_tensor(VIEW_MIRROR_SIGNS)
 
 
 def lift_depth(depth: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
@@ -128,9 +201,13 @@ def lift_depth(depth: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
 
     Returns:
         ``B x H x W x 3`` camera-space points.
+
+    Example:
+        >>> K = intrinsics(3, 3, fov=90.0)  # f = 1 pixel
+        >>> lift_depth(torch.full((1, 3, 3), 2.0), K)[0, 1, 2].tolist()  # pixel (u, v) = (2, 1) at depth 2
+        [2.0, 0.0, 2.0]
     """
-    if depth.ndim != 3:
-        raise ValueError(f"expected depth of shape B x H x W, got {tuple(depth.shape)}")
+    check_shape(depth, "B x H x W", "depth")
     b, h, w = depth.shape
     grid = pixel_grid(h, w, device=depth.device, dtype=depth.dtype)
     K = K.to(device=depth.device, dtype=depth.dtype)
@@ -147,6 +224,10 @@ def project(points: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
 
     Returns:
         ``... x 2`` pixel coordinates ``(u, v)``.
+
+    Example:
+        >>> project(torch.tensor([[1.0, 0.0, 2.0]]), intrinsics(3, 3, fov=90.0)).tolist()
+        [[1.5, 1.0]]
     """
     K = K.to(device=points.device, dtype=points.dtype)
     return project_points(points, K.expand(*points.shape[:-1], 3, 3))
@@ -163,6 +244,11 @@ def transform_points(
 
     Returns:
         Tensor of the same shape as ``points``.
+
+    Example:
+        >>> centre = torch.tensor([[[0.0, 0.0, 1.0]]])  # the rotation centre only moves by the translation
+        >>> transform_points(centre, torch.tensor([[0.3, 0.5, 0.0, 0.5, 0.0, 0.0]])).tolist()
+        [[[0.5, 0.0, 1.0]]]
     """
     R, t = split_view(view)
     c = points.new_tensor([0.0, 0.0, rot_center_depth])
@@ -180,6 +266,12 @@ def inverse_transform_points(
 
     Returns:
         Tensor of the same shape as ``points``.
+
+    Example:
+        >>> view = torch.tensor([[0.1, 0.2, 0.3, 0.05, 0.0, 0.0]])
+        >>> points = torch.rand(1, 4, 3) + torch.tensor([0.0, 0.0, 1.0])
+        >>> torch.allclose(inverse_transform_points(transform_points(points, view), view), points, atol=1e-6)
+        True
     """
     R, t = split_view(view)
     c = points.new_tensor([0.0, 0.0, rot_center_depth])
@@ -195,10 +287,31 @@ def _rotate_about(points: torch.Tensor, Rt: torch.Tensor, pre: torch.Tensor, pos
     return torch.baddbmm(post, flat + pre, Rt).view(points.shape)
 
 
+def normal_cross_products(points: torch.Tensor) -> torch.Tensor:
+    """The original's unnormalised normals of the interior of a grid of points, by central differences:
+    ``(P[v, u+1] - P[v, u-1]) x (P[v+1, u] - P[v-1, u])``.
+
+    Args:
+        points: ``B x H x W x 3``.
+
+    Returns:
+        ``B x (H - 2) x (W - 2) x 3`` (the border has no central difference).
+
+    Example:
+        >>> plane = lift_depth(torch.ones(1, 4, 4), intrinsics(4, 4, fov=10.0))  # fronto-parallel
+        >>> n = normal_cross_products(plane)
+        >>> n.shape, bool((n[..., :2] == 0).all() and (n[..., 2] > 0).all())
+        (torch.Size([1, 2, 2, 3]), True)
+    """
+    tu = points[:, 1:-1, 2:] - points[:, 1:-1, :-2]
+    tv = points[:, 2:, 1:-1] - points[:, :-2, 1:-1]
+    return torch.linalg.cross(tu, tv, dim=-1)
+
+
 def normals_from_points(points: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
     """Unit normals by central differences of a grid of points, as the original method.
 
-    ``n = (P[v, u+1] - P[v, u-1]) x (P[v+1, u] - P[v-1, u])``, normalised; border rows and
+    ``n = (P[v, u+1] - P[v, u-1]) x (P[v+1, u] - P[v-1, u])`` (:func:`normal_cross_products`), normalised; border rows and
     columns are ``(0, 0, 1)``. With y pointing down, a fronto-parallel surface gets the normal
     ``(0, 0, 1)`` (along the viewing direction); this is the original convention, and the light
     direction ``(dx, dy, 1)`` of the model is expressed in the same frame.
@@ -208,14 +321,16 @@ def normals_from_points(points: torch.Tensor, eps: float = 1e-7) -> torch.Tensor
 
     Returns:
         ``B x H x W x 3`` unit normals.
+
+    Example:
+        >>> plane = lift_depth(torch.ones(1, 4, 4), intrinsics(4, 4, fov=10.0))
+        >>> normals_from_points(plane)[0, 1, 1].abs().tolist()  # facing the camera
+        [0.0, 0.0, 1.0]
     """
     b, h, w, _ = points.shape
-    tu = points[:, 1:-1, 2:] - points[:, 1:-1, :-2]
-    tv = points[:, 2:, 1:-1] - points[:, :-2, 1:-1]
-    inner = torch.linalg.cross(tu, tv, dim=-1)
     normal = points.new_zeros(b, h, w, 3)
     normal[..., 2] = 1.0
-    normal[:, 1:-1, 1:-1] = inner
+    normal[:, 1:-1, 1:-1] = normal_cross_products(points)
     # The original divides by (norm + 1e-7); clamping instead keeps normals exactly unit length
     # (the original's are ~3e-3 short at 64 px, fov 10) and still guards degenerate points. The
     # metrics reproduce the original lengths where paper comparability needs it (mad_original).
@@ -230,6 +345,10 @@ def pixels_to_normalized(uv: torch.Tensor, height: int, width: int) -> torch.Ten
 
     Returns:
         ``... x 2``: ``-1`` and ``1`` are the centres of the border pixels.
+
+    Example:
+        >>> pixels_to_normalized(torch.tensor([[0.0, 0.0], [2.0, 1.0]]), 3, 3).tolist()
+        [[-1.0, -1.0], [1.0, 0.0]]
     """
     scale = uv.new_tensor([2.0 / max(width - 1, 1), 2.0 / max(height - 1, 1)])
     return uv * scale - 1.0

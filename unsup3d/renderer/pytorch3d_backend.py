@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from .rasterize import Fragments, perspective_correct, screen_barycentrics
+from .rasterize import Fragments, winner_fragments
 
 __all__ = ["EDGE_TOLERANCE_PX", "is_available", "require_pytorch3d", "rasterize_pytorch3d"]
 
@@ -49,8 +49,8 @@ def rasterize_pytorch3d(verts: torch.Tensor, faces: torch.Tensor, image_size: tu
 
     Returns:
         :class:`Fragments` ``B x H x W``. PyTorch3D selects the nearest face; the barycentrics
-        and depth of the winner are recomputed here with the same differentiable formulas as
-        the built-in backend, so both backends give identical gradients.
+        and depth of the winner are recomputed by :func:`~unsup3d.renderer.rasterize.winner_fragments`,
+        as the built-in backend's are, so both backends give identical gradients.
     """
     require_pytorch3d()
     from pytorch3d.renderer.mesh.rasterize_meshes import rasterize_meshes
@@ -82,13 +82,4 @@ def rasterize_pytorch3d(verts: torch.Tensor, faces: torch.Tensor, image_size: tu
     f = faces_b.shape[1]
     offset = torch.arange(b, device=verts.device).view(b, 1, 1) * f
     pix_to_face = torch.where(p2f >= 0, p2f - offset, p2f)
-
-    covered = pix_to_face >= 0
-    bi, yi, xi = covered.nonzero(as_tuple=True)
-    win_faces = faces_b[bi, pix_to_face[covered]]  # K x 3
-    win = verts[bi.unsqueeze(-1), win_faces]  # K x 3 x 3
-    bary, _ = screen_barycentrics(win[..., 0], win[..., 1], xi.to(verts.dtype), yi.to(verts.dtype))
-    bary, z = perspective_correct(bary, win[..., 2])
-    zbuf = verts.new_full((b, h, w), -1.0).masked_scatter(covered, z)
-    bary_out = verts.new_zeros((b, h, w, 3)).masked_scatter(covered.unsqueeze(-1), bary)
-    return Fragments(pix_to_face=pix_to_face, bary_coords=bary_out, zbuf=zbuf)
+    return winner_fragments(verts, faces_b, pix_to_face)

@@ -25,6 +25,12 @@ Design (the same split as PyTorch3D: rasterize to fragments, then shade):
 
 Both sides of every triangle are drawn (no back-face culling), as the original renderer did.
 Faces with a vertex at or behind the near plane are skipped (no clipping).
+
+This is the general reference rasterizer, for any triangle mesh. Its parts are public because the grid
+rasterizer of depth-map meshes (:mod:`.grid`, what the model renders with) reuses them: the same inside
+test (:func:`screen_barycentrics`, :func:`edge_function`), the same depth (:func:`perspective_correct`)
+and the same packed z-buffer keys (:func:`pack_keys`, :func:`keys_to_faces`, :data:`EMPTY_KEY`), so both
+select the same faces.
 """
 
 from __future__ import annotations
@@ -33,15 +39,18 @@ from dataclasses import dataclass
 
 import torch
 
-from .fused import fused
+from unsup3d.shape_check import check_shape
+
 from .precision import geometry_precision
 
 __all__ = [
-    "Fragments", "rasterize", "rasterize_grid", "interpolate_face_attributes", "grid_faces",
-    "grid_face_vertices", "screen_barycentrics", "perspective_correct",
+    "EMPTY_KEY", "Fragments", "edge_function", "gather_face_verts", "interpolate_face_attributes", "keys_to_faces",
+    "pack_keys", "perspective_correct", "rasterize", "scatter_faces", "screen_barycentrics", "select_nearest",
+    "winner_fragments",
 ]
 
-_INT64_MAX = torch.iinfo(torch.int64).max
+#: The z-buffer key of a pixel no face covers (larger than every packed key).
+EMPTY_KEY = torch.iinfo(torch.int64).max
 _FACE_BITS = 32
 
 
@@ -56,6 +65,11 @@ class Fragments:
             centre in the winning face (zeros where empty). Differentiable w.r.t. the vertices.
         zbuf: ``B x H x W`` perspective-correct depth (camera z) of the winning face, ``-1``
             where empty (PyTorch3D's convention). Differentiable w.r.t. the vertices.
+
+    Example:
+        >>> frags = Fragments(torch.tensor([[[0, -1]]]), torch.zeros(1, 1, 2, 3), torch.tensor([[[1.0, -1.0]]]))
+        >>> frags.mask.tolist()
+        [[[True, False]]]
     """
 
     pix_to_face: torch.Tensor
@@ -68,41 +82,16 @@ class Fragments:
         return self.pix_to_face >= 0
 
 
-_GRID_FACES_CACHE: dict[tuple[int, int, str], torch.Tensor] = {}
+def gather_face_verts(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """The corners of every face: ``B x V x D`` vertices and ``F x 3`` (shared) or ``B x F x 3`` int64 faces
+    -> ``B x F x 3 x D``.
 
-
-def grid_faces(height: int, width: int, device=None) -> torch.Tensor:
-    """Faces of the grid mesh over an ``H x W`` depth map: the original method's triangulation.
-
-    Vertex ``i * W + j`` is pixel ``(i, j)`` (row, column). Each grid cell with corners
-    ``tl = (i, j)``, ``tr = (i, j+1)``, ``bl = (i+1, j)``, ``br = (i+1, j+1)`` is split along its
-    ``bl``-``tr`` diagonal into ``(tl, bl, tr)`` and ``(tr, bl, br)``, in the original's order (the
-    first triangle of every cell, row-major, then the second of every cell), exactly as its
-    ``get_face_idx`` (``unsup3d/renderer/utils.py`` of the original release). There are
-    ``2 (H - 1) (W - 1)`` faces, all with the same winding in image space. The rasterizer, the
-    PyTorch3D backend, the mesh writers and the synthetic data generator all use this function, so an
-    exported mesh is exactly the mesh the model rendered.
-
-    Returns:
-        ``F x 3`` int64 vertex indices (cached per size and device).
+    Example:
+        >>> verts = torch.tensor([[[0.0, 0.0, 1.0], [4.0, 0.0, 1.0], [0.0, 4.0, 1.0]]])  # legs of 4 px, depth 1
+        >>> faces = torch.tensor([[0, 1, 2]])
+        >>> gather_face_verts(verts, faces).shape
+        torch.Size([1, 1, 3, 3])
     """
-    key = (int(height), int(width), str(device))
-    faces = _GRID_FACES_CACHE.get(key)
-    if faces is None:
-        if height < 2 or width < 2:
-            raise ValueError(f"a grid mesh needs at least 2 x 2 vertices, got {height} x {width}")
-        idx = torch.arange(height * width, device=device).view(height, width)
-        tl, tr = idx[:-1, :-1], idx[:-1, 1:]
-        bl, br = idx[1:, :-1], idx[1:, 1:]
-        faces = torch.cat(
-            [torch.stack([tl, bl, tr], -1).view(-1, 3), torch.stack([tr, bl, br], -1).view(-1, 3)], 0
-        )
-        _GRID_FACES_CACHE[key] = faces
-    return faces
-
-
-def _gather_face_verts(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
-    """``B x V x D`` vertices, ``F x 3`` or ``B x F x 3`` faces -> ``B x F x 3 x D``."""
     if faces.ndim == 2:
         return verts[:, faces]
     b, f, _ = faces.shape
@@ -110,8 +99,19 @@ def _gather_face_verts(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor
     return torch.gather(verts, 1, idx).view(b, f, 3, verts.shape[-1])
 
 
-def _edge(ax, ay, bx, by, px, py):
-    """Signed doubled area of triangle (a, b, p); broadcasting elementwise."""
+def edge_function(ax, ay, bx, by, px, py):
+    """Signed doubled area of the triangle ``(a, b, p)``: ``(b - a) x (p - a)``, element-wise.
+
+    Args:
+        ax, ay, bx, by: the edge ``a -> b``; px, py: the point (tensors that broadcast, or floats).
+
+    Returns:
+        Positive where ``p`` lies to the right of ``a -> b`` as the image shows it (y down), 0 on its line.
+
+    Example:
+        >>> edge_function(0.0, 0.0, 1.0, 0.0, 0.0, 1.0)  # p = (0, 1) below the edge (0, 0) -> (1, 0) (y down)
+        1.0
+    """
     return (bx - ax) * (py - ay) - (by - ay) * (px - ax)
 
 
@@ -124,19 +124,31 @@ def screen_barycentrics(fx: torch.Tensor, fy: torch.Tensor, px: torch.Tensor, py
 
     Returns:
         ``(bary N x 3, area N)``: barycentrics and the signed doubled area of each triangle.
+
+    Example:
+        >>> fx, fy = torch.tensor([[0.0, 4.0, 0.0]]), torch.tensor([[0.0, 0.0, 4.0]])
+        >>> bary, area = screen_barycentrics(fx, fy, torch.tensor([1.0]), torch.tensor([1.0]))
+        >>> bary.tolist(), area.tolist()
+        ([[0.5, 0.25, 0.25]], [16.0])
     """
     x0, x1, x2 = fx.unbind(-1)
     y0, y1, y2 = fy.unbind(-1)
-    area = _edge(x0, y0, x1, y1, x2, y2)
-    w0 = _edge(x1, y1, x2, y2, px, py)
-    w1 = _edge(x2, y2, x0, y0, px, py)
-    w2 = _edge(x0, y0, x1, y1, px, py)
+    area = edge_function(x0, y0, x1, y1, x2, y2)
+    w0 = edge_function(x1, y1, x2, y2, px, py)
+    w1 = edge_function(x2, y2, x0, y0, px, py)
+    w2 = edge_function(x0, y0, x1, y1, px, py)
     return torch.stack([w0, w1, w2], -1) / area.unsqueeze(-1), area
 
 
 def perspective_correct(bary: torch.Tensor, z: torch.Tensor):
     """Screen-space barycentrics ``N x 3`` and vertex depths ``N x 3`` -> (perspective-correct
-    barycentrics ``N x 3``, interpolated depth ``N``); ``1 / z`` is linear in screen space."""
+    barycentrics ``N x 3``, interpolated depth ``N``); ``1 / z`` is linear in screen space.
+
+    Example:
+        >>> bary, z = perspective_correct(torch.tensor([[0.5, 0.5, 0.0]]), torch.tensor([[1.0, 4.0, 1.0]]))
+        >>> [round(b, 4) for b in bary[0].tolist()], round(z.item(), 4)  # the nearer vertex weighs more
+        ([0.8, 0.2, 0.0], 1.6)
+    """
     w = bary / z
     inv_z = w.sum(-1)
     return w / inv_z.unsqueeze(-1), 1.0 / inv_z
@@ -187,20 +199,38 @@ def _expand(counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return owner, torch.arange(total, device=counts.device) - first[owner]
 
 
-def _pack_keys(z: torch.Tensor, face: torch.Tensor) -> torch.Tensor:
+def pack_keys(z: torch.Tensor, face: torch.Tensor) -> torch.Tensor:
     """z-test keys ``(float32 bits of z) << 32 | face``: for ``z > 0`` the bits sort like the floats,
-    so the smallest key is the nearest face (ties go to the lower face index)."""
+    so the smallest key is the nearest face (ties go to the lower face index).
+
+    Example:
+        >>> keys = pack_keys(torch.tensor([1.5, 0.5]), torch.tensor([7, 3]))
+        >>> keys_to_faces(keys.min().view(1)).tolist()  # the nearer face wins the z-test
+        [3]
+    """
     return (z.float().view(torch.int32).to(torch.int64) << _FACE_BITS) | face
 
 
-def _keys_to_faces(keys: torch.Tensor) -> torch.Tensor:
+def keys_to_faces(keys: torch.Tensor) -> torch.Tensor:
+    """The face of each z-buffer key (:func:`pack_keys`), ``-1`` for :data:`EMPTY_KEY`.
+
+    Args:
+        keys: int64 keys, any shape.
+
+    Returns:
+        int64 face indices of the same shape.
+
+    Example:
+        >>> keys_to_faces(torch.tensor([EMPTY_KEY, pack_keys(torch.tensor(1.0), torch.tensor(5))])).tolist()
+        [-1, 5]
+    """
     pix_to_face = keys & ((1 << _FACE_BITS) - 1)
-    pix_to_face[keys == _INT64_MAX] = -1
+    pix_to_face[keys == EMPTY_KEY] = -1
     return pix_to_face
 
 
 @torch.no_grad()
-def _scatter_faces(
+def scatter_faces(
     keys: torch.Tensor,
     face_verts: torch.Tensor,
     face_ids: torch.Tensor,
@@ -217,10 +247,20 @@ def _scatter_faces(
     stretched across depth jumps at oblique views stay cheap.
 
     Args:
-        keys: ``B * H * W`` packed keys (:func:`_pack_keys`), ``INT64_MAX`` where empty.
+        keys: ``B * H * W`` packed keys (:func:`pack_keys`), :data:`EMPTY_KEY` where empty.
         face_verts: ``N x 3 x 3`` screen-space vertices ``(x_pixel, y_pixel, z)`` of the faces.
         face_ids: ``N`` global ids ``batch * num_faces + face`` of those faces.
         num_faces: faces per mesh (``F``).
+        image_size: ``(H, W)``.
+        near, eps, chunk_size: as :func:`rasterize`.
+
+    Example:
+        >>> verts = torch.tensor([[[0.0, 0.0, 1.0], [4.0, 0.0, 1.0], [0.0, 4.0, 1.0]]])  # legs of 4 px, depth 1
+        >>> faces = torch.tensor([[0, 1, 2]])
+        >>> keys = torch.full((5 * 5,), EMPTY_KEY)
+        >>> scatter_faces(keys, verts[0][faces], torch.tensor([0]), 1, (5, 5), 1e-3, 1e-6, 1024)
+        >>> int((keys != EMPTY_KEY).sum())  # the pixel centres with x + y <= 4
+        15
     """
     h, w = image_size
     dev = face_verts.device
@@ -261,31 +301,39 @@ def _scatter_faces(
         batch = gid // num_faces
         face = gid - batch * num_faces
         pix = (batch * h + py[inside].long()) * w + px[inside]
-        keys.scatter_reduce_(0, pix, _pack_keys(z[inside], face), reduce="amin")
+        keys.scatter_reduce_(0, pix, pack_keys(z[inside], face), reduce="amin")
 
 
 @torch.no_grad()
-def _select_nearest(
+def select_nearest(
     face_verts: torch.Tensor,
     image_size: tuple[int, int],
     near: float,
     eps: float,
     chunk_size: int,
 ) -> torch.Tensor:
-    """Nearest face per pixel centre, for general meshes (:func:`_scatter_faces` over all faces).
+    """Nearest face per pixel centre, for general meshes (:func:`scatter_faces` over all faces).
 
     Args:
         face_verts: ``B x F x 3 x 3`` screen-space vertices ``(x_pixel, y_pixel, z)`` per face.
+        image_size: ``(H, W)``.
+        near, eps, chunk_size: as :func:`rasterize`.
 
     Returns:
         ``B x H x W`` int64 face index, ``-1`` where empty.
+
+    Example:
+        >>> verts = torch.tensor([[[0.0, 0.0, 1.0], [4.0, 0.0, 1.0], [0.0, 4.0, 1.0]]])  # legs of 4 px, depth 1
+        >>> faces = torch.tensor([[0, 1, 2]])
+        >>> select_nearest(gather_face_verts(verts, faces), (5, 5), 1e-3, 1e-6, 1024)[0, 4].tolist()
+        [0, -1, -1, -1, -1]
     """
     b, f = face_verts.shape[:2]
     h, w = image_size
-    keys = torch.full((b * h * w,), _INT64_MAX, dtype=torch.int64, device=face_verts.device)
+    keys = torch.full((b * h * w,), EMPTY_KEY, dtype=torch.int64, device=face_verts.device)
     ids = torch.arange(b * f, device=face_verts.device)
-    _scatter_faces(keys, face_verts.reshape(b * f, 3, 3), ids, f, image_size, near, eps, chunk_size)
-    return _keys_to_faces(keys).view(b, h, w)
+    scatter_faces(keys, face_verts.reshape(b * f, 3, 3), ids, f, image_size, near, eps, chunk_size)
+    return keys_to_faces(keys).view(b, h, w)
 
 
 @geometry_precision
@@ -312,24 +360,53 @@ def rasterize(
 
     Returns:
         :class:`Fragments` with ``pix_to_face``, perspective-correct ``bary_coords`` and ``zbuf``.
+
+    Example:
+        >>> verts = torch.tensor([[[0.0, 0.0, 1.0], [4.0, 0.0, 1.0], [0.0, 4.0, 1.0]]])  # legs of 4 px, depth 1
+        >>> faces = torch.tensor([[0, 1, 2]])
+        >>> frags = rasterize(verts, faces, (5, 5))
+        >>> int(frags.mask.sum()), frags.zbuf[0, 1, 1].item()
+        (15, 1.0)
     """
-    if verts.ndim != 3 or verts.shape[-1] != 3:
-        raise ValueError(f"expected verts of shape B x V x 3, got {tuple(verts.shape)}")
-    if faces.ndim not in (2, 3) or faces.shape[-1] != 3:
-        raise ValueError(f"expected faces of shape F x 3 or B x F x 3, got {tuple(faces.shape)}")
+    b = check_shape(verts, "B x V x 3", "verts")["B"]
+    check_shape(faces, "F x 3 or B x F x 3", "faces", B=b)
     faces = faces.to(device=verts.device, dtype=torch.int64)
     h, w = int(image_size[0]), int(image_size[1])
-    b = verts.shape[0]
+    pix_to_face = select_nearest(gather_face_verts(verts.detach(), faces), (h, w), near, eps, chunk_size)
+    return winner_fragments(verts, faces, pix_to_face)
 
-    face_verts = _gather_face_verts(verts, faces)  # B x F x 3 x 3, differentiable
-    pix_to_face = _select_nearest(face_verts.detach(), (h, w), near, eps, chunk_size)
 
+def winner_fragments(verts: torch.Tensor, faces: torch.Tensor, pix_to_face: torch.Tensor) -> Fragments:
+    """The fragments of selected faces: each covered pixel centre's perspective-correct barycentrics and
+    depth in its face, recomputed from the (differentiable) vertices, so gradients reach the vertex
+    positions through the winning face (the selection itself is not differentiated). Both general
+    backends select faces their own way and end here.
+
+    Args:
+        verts: ``B x V x 3`` screen-space vertices ``(x_pixel, y_pixel, z)``.
+        faces: ``F x 3`` (shared by the batch) or ``B x F x 3`` int64 vertex indices.
+        pix_to_face: ``B x H x W`` int64 face of each pixel, ``-1`` where empty.
+
+    Returns:
+        :class:`Fragments` ``B x H x W`` (``pix_to_face`` as given).
+
+    Example:
+        >>> verts = torch.tensor([[[0.0, 0.0, 1.0], [4.0, 0.0, 1.0], [0.0, 4.0, 1.0]]])  # legs of 4 px, depth 1
+        >>> faces = torch.tensor([[0, 1, 2]])
+        >>> pix_to_face = torch.full((1, 5, 5), -1)
+        >>> pix_to_face[0, 1, 1] = 0
+        >>> frags = winner_fragments(verts, faces, pix_to_face)
+        >>> frags.bary_coords[0, 1, 1].tolist(), frags.zbuf[0, 1, 1].item(), frags.zbuf[0, 0, 0].item()
+        ([0.5, 0.25, 0.25], 1.0, -1.0)
+    """
+    b, h, w = pix_to_face.shape
+    faces = faces.to(device=verts.device, dtype=torch.int64)
+    faces_b = faces.unsqueeze(0).expand(b, -1, -1) if faces.ndim == 2 else faces
     covered = pix_to_face >= 0
     bi, yi, xi = covered.nonzero(as_tuple=True)
-    win = face_verts[bi, pix_to_face[covered]]  # K x 3 x 3
+    win = verts[bi.unsqueeze(-1), faces_b[bi, pix_to_face[covered]]]  # K x 3 x 3
     bary, _ = screen_barycentrics(win[..., 0], win[..., 1], xi.to(verts.dtype), yi.to(verts.dtype))
     bary, z = perspective_correct(bary, win[..., 2])
-
     zbuf = verts.new_full((b, h, w), -1.0).masked_scatter(covered, z)
     bary_out = verts.new_zeros((b, h, w, 3)).masked_scatter(covered.unsqueeze(-1), bary)
     return Fragments(pix_to_face=pix_to_face, bary_coords=bary_out, zbuf=zbuf)
@@ -345,6 +422,13 @@ def interpolate_face_attributes(fragments: Fragments, face_attrs: torch.Tensor) 
 
     Returns:
         ``B x H x W x D`` interpolated attributes, zeros where no face covers the pixel.
+
+    Example:
+        >>> verts = torch.tensor([[[0.0, 0.0, 1.0], [4.0, 0.0, 1.0], [0.0, 4.0, 1.0]]])  # legs of 4 px, depth 1
+        >>> faces = torch.tensor([[0, 1, 2]])
+        >>> corners = torch.eye(3).view(1, 3, 3)  # F x 3 x D: a colour per corner
+        >>> interpolate_face_attributes(rasterize(verts, faces, (5, 5)), corners)[0, 1, 1].tolist()
+        [0.5, 0.25, 0.25]
     """
     p2f = fragments.pix_to_face
     b, h, w = p2f.shape
@@ -359,331 +443,3 @@ def interpolate_face_attributes(fragments: Fragments, face_attrs: torch.Tensor) 
     vals = (bary.unsqueeze(-1) * attrs).sum(-2)
     out = face_attrs.new_zeros((b, h, w, d))
     return out.masked_scatter(covered.unsqueeze(-1), vals)
-
-
-# ---------------------------------------------------------------------------------------------------
-# Grid meshes (depth maps): the same rasterization, specialised to the grid triangulation
-# ---------------------------------------------------------------------------------------------------
-def _grid_corners(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``B x H x W`` vertex values -> the ``B x (H-1) x (W-1)`` values at each cell's tl, tr, bl, br."""
-    return t[:, :-1, :-1], t[:, :-1, 1:], t[:, 1:, :-1], t[:, 1:, 1:]
-
-
-def _cell_triangles(cx, cy, cz):
-    """The two triangles of cells in :func:`grid_faces` order, ``(tl, bl, tr)`` and ``(tr, bl, br)``,
-    from the cells' corner values ``(tl, tr, bl, br)`` per coordinate (as :func:`_grid_corners` gives):
-    each triangle a triple of ``(x, y, z)`` corner tensors shaped like the cells."""
-    tl, tr, bl, br = 0, 1, 2, 3
-    return [[(cx[i], cy[i], cz[i]) for i in tri] for tri in ((tl, bl, tr), (tr, bl, br))]
-
-
-def _grid_triangles(x, y, z):
-    """:func:`_cell_triangles` of every cell of the ``B x H x W`` grid: tensors ``B x (H-1) x (W-1)``."""
-    return _cell_triangles(_grid_corners(x), _grid_corners(y), _grid_corners(z))
-
-
-def _cell_boxes(x: torch.Tensor, y: torch.Tensor, tol: float = 1e-4):
-    """Each grid cell's screen bounding box in pixel centres: ``(x0, y0, span, finite)``, each
-    ``B x (H-1) x (W-1)``: the first centre column and row inside the box (integer-valued floats),
-    the number of centres along its longer side (``inf`` for cells with a non-finite corner) and
-    whether its corners are finite. Element-wise only, so ``torch.compile`` fuses it."""
-    cx, cy = _grid_corners(x), _grid_corners(y)
-    xmin = torch.minimum(torch.minimum(cx[0], cx[1]), torch.minimum(cx[2], cx[3]))
-    xmax = torch.maximum(torch.maximum(cx[0], cx[1]), torch.maximum(cx[2], cx[3]))
-    ymin = torch.minimum(torch.minimum(cy[0], cy[1]), torch.minimum(cy[2], cy[3]))
-    ymax = torch.maximum(torch.maximum(cy[0], cy[1]), torch.maximum(cy[2], cy[3]))
-    x0, y0 = (xmin - tol).ceil(), (ymin - tol).ceil()
-    finite = torch.isfinite(xmin + xmax + ymin + ymax)
-    span = torch.maximum((xmax + tol).floor() - x0, (ymax + tol).floor() - y0) + 1
-    return x0, y0, torch.where(finite, span, torch.full_like(span, float("inf"))), finite
-
-
-def _step(c, dx: int, dy: int) -> torch.Tensor:
-    """Value of the affine function ``c0 + c_x dx + c_y dy`` at an integer offset (no op for 0)."""
-    v = c[0]
-    if dx:
-        v = v + (c[1] if dx == 1 else dx * c[1])
-    if dy:
-        v = v + (c[2] if dy == 1 else dy * c[2])
-    return v
-
-
-def _dense_window(keys, tris, x0, y0, pix_base, k: int, image_size, near: float, eps: float) -> None:
-    """z-test the ``k x k`` pixel centres from ``(x0, y0)`` against the two triangles of each cell.
-
-    Args:
-        keys: ``B * H' * W'`` packed keys, updated in place.
-        tris: per triangle ``((ax, ay, az), (bx, by, bz), (qx, qy, qz), ok, face)``: corner
-            coordinates, a validity mask and the face index, each a tensor over the cells (any shape,
-            all the same).
-        x0, y0: the window's first pixel centre per cell (integer-valued floats).
-        pix_base: flat index of image row 0, column 0 of each cell's batch element.
-    """
-    pix, best = fused(_window_keys)(tris, x0, y0, pix_base, k, image_size[0], image_size[1], near, eps)
-    keys.scatter_reduce_(0, pix.reshape(-1), best.reshape(-1), reduce="amin")
-
-
-def _window_keys(tris, x0, y0, pix_base, k: int, oh: int, ow: int, near: float, eps: float):
-    """The keys of :func:`_dense_window`: ``(pix, key)``, each ``k*k x ...`` over the cells, ``pix`` the
-    flat pixel index of each window centre and ``key`` the packed key of the cell's nearer triangle
-    covering it (depth ``inf`` where none does). Element-wise only, so ``torch.compile`` fuses it."""
-    inf = torch.tensor(float("inf"), device=x0.device, dtype=x0.dtype)
-    x0i, y0i = x0.long(), y0.long()
-    # Per triangle, the barycentrics and 1 / z are affine in the pixel position: their value at the
-    # window's first centre and their steps along x and y are computed once per cell, then every
-    # candidate is one step away (contiguous cell-sized tensors, no broadcasting over the window).
-    prepared = []
-    for (ax, ay, az), (bx, by, bz), (qx, qy, qz), ok, face in tris:
-        area = _edge(ax, ay, bx, by, qx, qy)
-        ok = ok & (az > near) & (bz > near) & (qz > near) & (area.abs() > 1e-12)
-        inv_area = torch.where(ok, 1.0 / torch.where(ok, area, torch.ones_like(area)), torch.zeros_like(area))
-        coefs, iz = [], [torch.zeros_like(x0), torch.zeros_like(x0), torch.zeros_like(x0)]
-        for (ux, uy), (vx, vy), vz in (((bx, by), (qx, qy), az), ((qx, qy), (ax, ay), bz),
-                                       ((ax, ay), (bx, by), qz)):
-            # barycentric of the vertex opposite edge (u, v): edge(u, v, p) / area
-            c = (_edge(ux, uy, vx, vy, x0, y0) * inv_area, (uy - vy) * inv_area, (vx - ux) * inv_area)
-            coefs.append(c)
-            rz = 1.0 / vz
-            iz = [iz[0] + c[0] * rz, iz[1] + c[1] * rz, iz[2] + c[2] * rz]
-        prepared.append((ok, coefs, iz, face))
-    pixels, keys = [], []
-    for dy in range(k):
-        for dx in range(k):
-            px, py = x0i + dx, y0i + dy
-            on_image = (px <= ow - 1) & (py <= oh - 1) & (px >= 0) & (py >= 0)
-            pixels.append(pix_base + py.clamp(0, oh - 1) * ow + px.clamp(0, ow - 1))
-            best = None
-            for ok, coefs, iz, face in prepared:
-                inside = ok & on_image
-                for c in coefs:
-                    inside = inside & (_step(c, dx, dy) >= -eps)
-                depth = 1.0 / _step(iz, dx, dy)
-                inside = inside & (depth > near)
-                cand = _pack_keys(torch.where(inside, depth, inf), face)  # inf: never wins
-                best = cand if best is None else torch.minimum(best, cand)  # the cell's nearer triangle
-            keys.append(best)
-    return torch.stack(pixels), torch.stack(keys)
-
-
-@torch.no_grad()
-def _select_nearest_grid(
-    screen: torch.Tensor,
-    image_size: tuple[int, int],
-    near: float,
-    eps: float,
-    chunk_size: int,
-) -> torch.Tensor:
-    """Nearest grid face per pixel centre: the result of :func:`_select_nearest` on the grid mesh.
-
-    A cell of a depth-map mesh seen from a moderate view projects to about one output pixel, so dense
-    tensors do the work instead of enumerations: each cell's screen bounding box is measured in pixel
-    centres, and the ``k x k`` centres from its corner are tested against both of its triangles at
-    once (:func:`_dense_window`): all cells spanning at most ``k`` centres (``k = 2`` at the mesh's
-    own resolution: about 80% of the cells at +-60 degrees of yaw), then, gathered, the cells spanning
-    at most ``2 k`` (most of the rest). The few remaining cells (slivers across depth jumps) go through
-    the general scanline path. Same inside test, same depth, same keys: the same faces win.
-
-    Args:
-        screen: ``B x H x W x 3`` screen-space vertices ``(x_pixel, y_pixel, z)`` of the grid.
-
-    Returns:
-        ``B x H' x W'`` int64 face index into :func:`grid_faces` order, ``-1`` where empty.
-    """
-    b, h, w, _ = screen.shape
-    oh, ow = image_size
-    dev = screen.device
-    hc, wc = h - 1, w - 1
-    ncell = hc * wc
-    keys = torch.full((b * oh * ow,), _INT64_MAX, dtype=torch.int64, device=dev)
-    x, y, z = screen.unbind(-1)
-    scale = max((oh - 1) / max(h - 1, 1), (ow - 1) / max(w - 1, 1))
-    k = max(2, min(8, int(scale + 0.999) + 1))  # the cell size in output pixels, plus one
-    x0, y0, span, finite = fused(_cell_boxes)(x, y)
-    pix_base = (torch.arange(b, device=dev) * (oh * ow)).view(b, 1, 1).expand(b, hc, wc)
-    cell = torch.arange(ncell, device=dev).view(1, hc, wc).expand(b, hc, wc)
-    triangles = _grid_triangles(x, y, z)
-
-    # 1. cells within a k x k window, on the full grid
-    small = span <= k
-    x0s, y0s = torch.where(small, x0, torch.zeros_like(x0)), torch.where(small, y0, torch.zeros_like(y0))
-    tris = [(*tri, small, cell + t * ncell) for t, tri in enumerate(triangles)]
-    _dense_window(keys, tris, x0s, y0s, pix_base, k, (oh, ow), near, eps)
-
-    # 2. cells within a 2k x 2k window, gathered: the four corners of each by one index_select
-    medium = ((span > k) & (span <= 2 * k)).reshape(-1).nonzero().squeeze(1)  # flat b * ncell + cell
-    if medium.numel():
-        bi, ci = medium // ncell, medium % ncell
-        tl = bi * (h * w) + (ci // wc) * w + ci % wc
-        corners = screen.reshape(-1, 3).index_select(0, torch.stack([tl, tl + 1, tl + w, tl + w + 1], 1).view(-1))
-        cx, cy, cz = (t.unbind(1) for t in corners.view(-1, 4, 3).unbind(-1))  # tl, tr, bl, br: N each
-        ones = torch.ones_like(medium, dtype=torch.bool)
-        tris = [(*tri, ones, ci + t * ncell) for t, tri in enumerate(_cell_triangles(cx, cy, cz))]
-        _dense_window(keys, tris, x0.reshape(-1)[medium], y0.reshape(-1)[medium], bi * (oh * ow), 2 * k, (oh, ow),
-                      near, eps)
-
-    # 3. the rest: both triangles of each cell through the general path
-    big = ((span > 2 * k) & finite).nonzero(as_tuple=True)
-    if big[0].numel():
-        bi, ii, jj = big
-        tl = ii * w + jj
-        verts = screen.reshape(b, h * w, 3)
-        corner = torch.stack([tl, tl + w, tl + 1, tl + 1, tl + w, tl + w + 1], -1).view(-1, 2, 3)  # T1, T2
-        fv = verts[bi.view(-1, 1, 1), corner]  # N x 2 x 3 x 3
-        ids = (bi * (2 * ncell)).view(-1, 1) + (ii * wc + jj).view(-1, 1) + torch.tensor([0, ncell], device=dev)
-        _scatter_faces(keys, fv.reshape(-1, 3, 3), ids.reshape(-1), 2 * ncell, (oh, ow), near, eps, chunk_size)
-    inf = torch.tensor(float("inf"), device=dev, dtype=x.dtype)
-    keys[keys >= _pack_keys(inf, torch.zeros((), dtype=torch.int64, device=dev))] = _INT64_MAX
-    return _keys_to_faces(keys).view(b, oh, ow)
-
-
-def grid_face_vertices(pix_to_face: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Vertex indices of grid faces (:func:`grid_faces` order) by arithmetic, without a face table.
-
-    Args:
-        pix_to_face: ``...`` int64 face indices (``-1`` is mapped to face 0).
-        height, width: the grid's vertex counts ``H``, ``W``.
-
-    Returns:
-        ``... x 3`` int64 vertex indices ``i * W + j``.
-    """
-    ncell = (height - 1) * (width - 1)
-    f = pix_to_face.clamp(min=0)
-    second = f >= ncell
-    cell = f - second.long() * ncell
-    i, j = cell // (width - 1), cell % (width - 1)
-    tl = i * width + j
-    tr, bl = tl + 1, tl + width
-    first = torch.stack([tl, bl, tr], -1)
-    other = torch.stack([tr, bl, bl + 1], -1)
-    return torch.where(second.unsqueeze(-1), other, first)
-
-
-@geometry_precision
-def rasterize_grid(
-    screen: torch.Tensor,
-    image_size: tuple[int, int],
-    *,
-    near: float = 1e-3,
-    eps: float = 1e-6,
-    chunk_size: int = 1 << 20,
-) -> Fragments:
-    """Rasterize the grid meshes of depth maps: :func:`rasterize` with ``faces = grid_faces(H, W)``,
-    specialised to the grid (dense per-cell z-tests when cells are about a pixel, vertex indices by
-    arithmetic, ``gather`` instead of fancy indexing, a fused backward pass), with the same fragments.
-    Upscaled outputs (cells of several pixels) select the faces with the general scanline spans.
-
-    Args:
-        screen: ``B x H x W x 3`` screen-space vertices ``(x_pixel, y_pixel, z)``, vertex ``(i, j)``
-            of the grid at ``[:, i, j]``.
-        image_size: ``(H', W')`` of the output.
-        near, eps, chunk_size: as :func:`rasterize`.
-
-    Returns:
-        :class:`Fragments` ``B x H' x W'`` over the ``2 (H - 1) (W - 1)`` grid faces.
-    """
-    if screen.ndim != 4 or screen.shape[-1] != 3 or screen.shape[1] < 2 or screen.shape[2] < 2:
-        raise ValueError(f"expected grid vertices of shape B x H x W x 3 (H, W >= 2), got {tuple(screen.shape)}")
-    b, h, w, _ = screen.shape
-    oh, ow = int(image_size[0]), int(image_size[1])
-    if max((oh - 1) / max(h - 1, 1), (ow - 1) / max(w - 1, 1)) <= 1.5:
-        pix_to_face = _select_nearest_grid(screen.detach(), (oh, ow), near, eps, chunk_size)
-    else:  # cells of several pixels (turntables, exports at 256 px): the scanline spans are cheaper
-        flat = screen.detach().reshape(b, h * w, 3)
-        pix_to_face = _select_nearest(_gather_face_verts(flat, grid_faces(h, w, device=screen.device)),
-                                      (oh, ow), near, eps, chunk_size)
-    zbuf, bary = _WinnerInterpolation.apply(screen, pix_to_face)
-    return Fragments(pix_to_face=pix_to_face, bary_coords=bary, zbuf=zbuf)
-
-
-class _WinnerInterpolation(torch.autograd.Function):
-    """Perspective-correct depth and barycentrics of each pixel centre in its winning grid face, with
-    the gradients to the grid vertices written out (one fused pass instead of ~40 autograd nodes).
-
-    For the face's screen vertices ``(x_i, y_i, z_i)`` and the pixel centre ``p``: edge functions
-    ``E_i = edge(v_{i+1}, v_{i+2}, p)``, area ``A = edge(v_0, v_1, v_2)``, ``w_i = E_i / A``,
-    ``u_i = w_i / z_i``, ``s = sum u_i``, depth ``z = 1 / s`` and barycentrics ``b_i = u_i z``: the
-    formulas of :func:`screen_barycentrics` and :func:`perspective_correct`. Backward:
-    ``dL/du_i = -z^2 g_z + z (g_b_i - sum_j g_b_j b_j)``, ``dL/dw_i = dL/du_i / z_i``,
-    ``dL/dz_i = -dL/du_i u_i / z_i``, ``dL/dE_i = dL/dw_i / A``, ``dL/dA = -sum_i dL/dw_i w_i / A``,
-    then the edge functions' derivatives, scatter-added to the vertices. Empty pixels give 0.
-    """
-
-    @staticmethod
-    def forward(ctx, screen: torch.Tensor, pix_to_face: torch.Tensor):
-        b, h, w, _ = screen.shape
-        oh, ow = pix_to_face.shape[1:]
-        covered = pix_to_face >= 0
-        idx = grid_face_vertices(pix_to_face, h, w).view(b, oh * ow * 3)
-        flat = screen.detach().reshape(b, h * w, 3)
-        win = torch.gather(flat, 1, idx.unsqueeze(-1).expand(-1, -1, 3)).view(b, oh, ow, 3, 3)
-        px, py = _pixel_centres(oh, ow, win)
-        zbuf, bary, saved = fused(_winner_forward)(win, covered, px, py)
-        ctx.save_for_backward(win, covered, idx, *saved)
-        ctx.shape = (b, h, w)
-        return zbuf, bary
-
-    @staticmethod
-    def backward(ctx, g_z: torch.Tensor, g_b: torch.Tensor):
-        win, covered, idx, *saved = ctx.saved_tensors
-        b, h, w = ctx.shape
-        oh, ow = covered.shape[1:]
-        g_z = torch.zeros_like(covered, dtype=win.dtype) if g_z is None else g_z
-        g_b = torch.zeros(*covered.shape, 3, dtype=win.dtype, device=win.device) if g_b is None else g_b
-        px, py = _pixel_centres(oh, ow, win)
-        g_win = fused(_winner_backward)(win, covered, px, py, g_z, g_b, *saved)
-        grad = torch.zeros(b, h * w, 3, device=win.device, dtype=win.dtype)
-        grad.scatter_add_(1, idx.unsqueeze(-1).expand(-1, -1, 3), g_win.reshape(b, oh * ow * 3, 3))
-        return grad.view(b, h, w, 3), None
-
-
-def _pixel_centres(oh: int, ow: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    px = torch.arange(ow, device=like.device, dtype=like.dtype).view(1, 1, ow)
-    py = torch.arange(oh, device=like.device, dtype=like.dtype).view(1, oh, 1)
-    return px, py
-
-
-def _winner_forward(win, covered, px, py):
-    """Depth ``B x H x W`` and barycentrics ``B x H x W x 3`` of each pixel centre in its face
-    (``win``: ``B x H x W x 3 x 3`` corner ``(x, y, z)``), and what the backward pass needs."""
-    x, y, zv = win.unbind(-1)  # B x H' x W' x 3 each
-    x0, x1, x2 = x.unbind(-1)
-    y0, y1, y2 = y.unbind(-1)
-    area = _edge(x0, y0, x1, y1, x2, y2)
-    area = torch.where(covered, area, torch.ones_like(area))  # empty pixels: harmless values
-    zv = torch.where(covered.unsqueeze(-1), zv, torch.ones_like(zv))
-    e = torch.stack([_edge(x1, y1, x2, y2, px, py), _edge(x2, y2, x0, y0, px, py),
-                     _edge(x0, y0, x1, y1, px, py)], -1)
-    wgt = e / area.unsqueeze(-1)
-    u = wgt / zv
-    z = 1.0 / u.sum(-1)
-    bary = u * z.unsqueeze(-1)
-    zbuf = torch.where(covered, z, torch.full_like(z, -1.0))
-    bary = torch.where(covered.unsqueeze(-1), bary, torch.zeros_like(bary))
-    return zbuf, bary, (zv, area, wgt, u, z, bary)
-
-
-def _winner_backward(win, covered, px, py, g_z, g_b, zv, area, wgt, u, z, bary):
-    """Gradient ``B x H x W x 3 x 3`` of the loss w.r.t. each winning face's corners (see
-    :class:`_WinnerInterpolation`)."""
-    g_z = torch.where(covered, g_z, torch.zeros_like(g_z))
-    g_b = torch.where(covered.unsqueeze(-1), g_b, torch.zeros_like(g_b))
-    z1 = z.unsqueeze(-1)
-    g_u = -(z1 * z1) * g_z.unsqueeze(-1) + z1 * (g_b - (g_b * bary).sum(-1, keepdim=True))
-    g_w = g_u / zv
-    g_zv = -g_u * u / zv
-    g_e = g_w / area.unsqueeze(-1)  # dL/dE_i
-    g_a = -(g_w * wgt).sum(-1) / area  # dL/dA
-    x, y, _ = win.unbind(-1)
-    x0, x1, x2 = x.unbind(-1)
-    y0, y1, y2 = y.unbind(-1)
-    ge0, ge1, ge2 = g_e.unbind(-1)
-    # A = edge(v0, v1, v2); E0 = edge(v1, v2, p); E1 = edge(v2, v0, p); E2 = edge(v0, v1, p), with
-    # d edge(a, b, p) / d(ax, ay, bx, by) = (by - py, px - bx, py - ay, ax - px)
-    gx0 = g_a * (y1 - y2) + ge1 * (py - y2) + ge2 * (y1 - py)
-    gy0 = g_a * (x2 - x1) + ge1 * (x2 - px) + ge2 * (px - x1)
-    gx1 = g_a * (y2 - y0) + ge0 * (y2 - py) + ge2 * (py - y0)
-    gy1 = g_a * (x0 - x2) + ge0 * (px - x2) + ge2 * (x0 - px)
-    gx2 = g_a * (y0 - y1) + ge0 * (py - y1) + ge1 * (y0 - py)
-    gy2 = g_a * (x1 - x0) + ge0 * (x1 - px) + ge1 * (px - x0)
-    g_win = torch.stack([torch.stack([gx0, gx1, gx2], -1), torch.stack([gy0, gy1, gy2], -1), g_zv], -1)
-    return torch.where(covered[..., None, None], g_win, torch.zeros_like(g_win))

@@ -10,9 +10,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from unsup3d.shape_check import check_shape
+
 from . import camera
+from .grid import grid_face_vertices, grid_faces, rasterize_grid
 from .precision import geometry_precision
-from .rasterize import Fragments, grid_face_vertices, grid_faces, rasterize_grid
+from .rasterize import Fragments
 
 __all__ = ["Renderer"]
 
@@ -234,13 +237,9 @@ class Renderer:
         Returns:
             ``B x C x H' x W'`` image (and the mask when asked).
         """
-        if texture.ndim != 4 or texture.shape[0] != canon_depth.shape[0] or \
-                texture.shape[-2:] != canon_depth.shape[-2:]:
-            raise ValueError(
-                f"texture must be B x C x H x W matching canon_depth B x H x W; got "
-                f"{tuple(texture.shape)} and {tuple(canon_depth.shape)}"
-            )
-        b, c, h, w = texture.shape
+        _check_depth(canon_depth)
+        b, h, w = canon_depth.shape
+        check_shape(texture, "B x C x H x W", "a texture matching the canonical depth", B=b, H=h, W=w)
         frags = self.rasterize_view(canon_depth, view, image_size)
         # Canonical pixel (u, v) = (j, i) of each winning face's corners, by the grid's arithmetic.
         corners = grid_face_vertices(frags.pix_to_face, h, w)  # B x H' x W' x 3 vertex indices
@@ -256,19 +255,13 @@ class Renderer:
 
 
 def _check_depth(depth: torch.Tensor) -> None:
-    if not torch.is_tensor(depth) or depth.ndim != 3:
-        shape = tuple(depth.shape) if torch.is_tensor(depth) else type(depth).__name__
-        raise ValueError(f"expected a depth map of shape B x H x W, got {shape}")
+    check_shape(depth, "B x H x W", "a depth map")
     if not depth.is_floating_point():
         raise ValueError(f"expected a floating-point depth map, got {depth.dtype}")
 
 
 def _check_view(view: torch.Tensor, depth: torch.Tensor) -> None:
-    if not torch.is_tensor(view) or view.ndim != 2 or view.shape[1] != 6 or view.shape[0] != depth.shape[0]:
-        shape = tuple(view.shape) if torch.is_tensor(view) else type(view).__name__
-        raise ValueError(
-            f"expected a viewpoint of shape B x 6 (rx, ry, rz, tx, ty, tz) with B={depth.shape[0]}, got {shape}"
-        )
+    check_shape(view, "B x 6", "a viewpoint (rx, ry, rz, tx, ty, tz)", B=depth.shape[0])
 
 
 def _size_pair(size, default: tuple[int, int]) -> tuple[int, int]:

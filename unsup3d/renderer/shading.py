@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import torch
 
+from unsup3d.shape_check import check_shape
+
 from .precision import geometry_precision
 
 __all__ = ["light_direction", "lambertian", "shading_map", "shade"]
@@ -28,9 +30,12 @@ def light_direction(dxdy: torch.Tensor) -> torch.Tensor:
 
     Returns:
         ``... x 3`` unit vectors.
+
+    Example:
+        >>> light_direction(torch.zeros(1, 2)).tolist()  # head-on
+        [[0.0, 0.0, 1.0]]
     """
-    if dxdy.shape[-1] != 2:
-        raise ValueError(f"expected light (dx, dy) of shape ... x 2, got {tuple(dxdy.shape)}")
+    check_shape(dxdy, "... x 2", "light (dx, dy)")
     d = torch.cat([dxdy, torch.ones_like(dxdy[..., :1])], -1)
     return d / d.norm(dim=-1, keepdim=True)
 
@@ -46,10 +51,14 @@ def lambertian(normal: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
 
     Returns:
         ``... x H x W``.
+
+    Example:
+        >>> facing = torch.tensor([0.0, 0.0, 1.0]).expand(1, 2, 2, 3)  # normals facing the camera
+        >>> lambertian(facing, light_direction(torch.zeros(1, 2))).tolist()
+        [[[1.0, 1.0], [1.0, 1.0]]]
     """
-    if normal.shape[-1] != 3 or direction.shape[-1] != 3:
-        raise ValueError(f"expected normals ... x H x W x 3 and directions ... x 3, got "
-                         f"{tuple(normal.shape)} and {tuple(direction.shape)}")
+    check_shape(normal, "... x H x W x 3", "normals")
+    check_shape(direction, "... x 3", "light directions")
     return (normal * direction.unsqueeze(-2).unsqueeze(-2)).sum(-1).clamp(min=0)
 
 
@@ -63,6 +72,10 @@ def shading_map(ambient: torch.Tensor | float, diffuse: torch.Tensor | float, la
 
     Returns:
         ``... x H x W``.
+
+    Example:
+        >>> shading_map(0.5, 0.25, torch.ones(1, 2, 2)).tolist()
+        [[[0.75, 0.75], [0.75, 0.75]]]
     """
     a = torch.as_tensor(ambient, device=lambert.device, dtype=lambert.dtype)
     b = torch.as_tensor(diffuse, device=lambert.device, dtype=lambert.dtype)
@@ -79,5 +92,9 @@ def shade(albedo: torch.Tensor, shade_map: torch.Tensor) -> torch.Tensor:
 
     Returns:
         ``... x C x H x W``.
+
+    Example:
+        >>> shade(torch.ones(1, 3, 2, 2), torch.full((1, 2, 2), 0.5)).unique().tolist()
+        [0.5]
     """
     return albedo * shade_map.unsqueeze(-3)

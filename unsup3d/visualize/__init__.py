@@ -1,6 +1,6 @@
 """Visualisations of the model's factors: image panels (:mod:`.panels`) and animations (:mod:`.animation`).
 
-Videos are written by :func:`unsup3d.io.write_video`, beside the other file writers.
+Videos are written by :func:`unsup3d.files.video.write_video`, beside the other file writers.
 """
 
 from .animation import (
@@ -12,8 +12,10 @@ from .animation import (
     yaw_views,
 )
 from .panels import (
+    FACTOR_IMAGES,
     confidence_to_image,
     depth_to_image,
+    factor_images,
     factor_panels,
     frames_to_grids,
     make_grid,
@@ -23,8 +25,10 @@ from .panels import (
 )
 
 __all__ = [
+    "FACTOR_IMAGES",
     "confidence_to_image",
     "depth_to_image",
+    "factor_images",
     "factor_panels",
     "frames_to_grids",
     "make_grid",

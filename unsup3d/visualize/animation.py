@@ -5,7 +5,7 @@ and relighting (a light circling the face), and their single frames: the mesh se
 Pure functions over the model's :class:`~unsup3d.renderer.Renderer`: tensors in, frames out, ``T x B x C x
 H' x W'`` in ``[0, 1]`` (``T`` frames of ``B`` items). The viewpoint ``(rx, ry, rz, tx, ty, tz)`` and
 ``R = Rz Ry Rx`` are the renderer's (:mod:`unsup3d.renderer.camera`); the shading is
-:mod:`unsup3d.renderer.shading`'s. Write the frames with :func:`unsup3d.io.write_video`.
+:mod:`unsup3d.renderer.shading`'s. Write the frames with :func:`unsup3d.files.video.write_video`.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import math
 import torch
 
 from unsup3d.renderer import Renderer, shading
+from unsup3d.shape_check import check_shape
 from unsup3d.visualize.panels import normal_to_image
 
 __all__ = ["normal_shaded", "relight_frames", "relight_images", "render_views", "turntable_frames", "yaw_views"]
@@ -80,14 +81,11 @@ def render_views(
         ``T x B x C x H' x W'``: frame ``t`` of item ``b`` is ``texture[b]`` on ``canon_depth[b]`` seen
         from ``views[t]`` (or ``views[t, b]``).
     """
-    if canon_depth.ndim != 3 or texture.ndim != 4 or texture.shape[0] != canon_depth.shape[0]:
-        raise ValueError(f"expected texture B x C x H x W and canon_depth B x H x W, got "
-                         f"{tuple(texture.shape)} and {tuple(canon_depth.shape)}")
-    b = texture.shape[0]
+    b = check_shape(canon_depth, "B x H x W", "canon_depth")["B"]
+    check_shape(texture, "B x C x H x W", "texture", B=b)
+    check_shape(views, "T x 6 or T x B x 6", "views", B=b)
     if views.ndim == 2:
         views = views.unsqueeze(1).expand(-1, b, -1)
-    if views.ndim != 3 or views.shape[1:] != (b, 6):
-        raise ValueError(f"expected views T x 6 or T x {b} x 6, got {tuple(views.shape)}")
     t = views.shape[0]
     per_call = max(1, int(max_batch) // max(b, 1))
     out = []
@@ -168,12 +166,9 @@ def relight_images(
     Returns:
         ``T x B x 3 x H' x W'`` in ``[0, 1]`` (``H' x W' = H x W`` unless rendered at ``image_size``).
     """
-    if albedo.ndim != 4 or canon_depth.ndim != 3 or albedo.shape[0] != canon_depth.shape[0]:
-        raise ValueError(f"expected albedo B x 3 x H x W and canon_depth B x H x W, got "
-                         f"{tuple(albedo.shape)} and {tuple(canon_depth.shape)}")
-    b = albedo.shape[0]
-    if light_dxdy.ndim not in (2, 3) or light_dxdy.shape[-1] != 2 or light_dxdy.shape[1:-1] not in ((), (b,)):
-        raise ValueError(f"expected light_dxdy T x 2 or T x {b} x 2, got {tuple(light_dxdy.shape)}")
+    b = check_shape(canon_depth, "B x H x W", "canon_depth")["B"]
+    check_shape(albedo, "B x C x H x W", "albedo", B=b)
+    check_shape(light_dxdy, "T x 2 or T x B x 2", "light_dxdy", B=b)
     with torch.no_grad():
         depth = canon_depth.detach()
         normal = renderer.normals(depth)  # B x H x W x 3

@@ -2,24 +2,28 @@
 
 Pure functions: tensors in, tensors (or numpy arrays) out. ``B`` is the batch size, ``H x W`` the
 model's image size. Images returned here are in ``[0, 1]`` (the model's factors are in ``[-1, 1]``,
-see :mod:`unsup3d.factors`).
+see :mod:`unsup3d.factors`). :func:`factor_images` is the one mapping of factors to images: the logged
+panels, the evaluation's per-image maps and the export's maps are all drawn by it.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from unsup3d.depth_encoding import depth_to_unit
 from unsup3d.factors import Factors
+from unsup3d.files.depth_encoding import depth_to_unit
 from unsup3d.renderer import Renderer
 
 __all__ = [
+    "FACTOR_IMAGES",
     "confidence_to_image",
     "depth_to_image",
+    "factor_images",
     "factor_panels",
     "frames_to_grids",
     "make_grid",
@@ -131,7 +135,7 @@ def symmetry_line(model_or_renderer, factors: Factors) -> torch.Tensor:
 
 
 def depth_to_image(depth: torch.Tensor, min_depth: float, max_depth: float) -> torch.Tensor:
-    """Depth as a grey image, nearer is brighter (:func:`unsup3d.depth_encoding.depth_to_unit`, the
+    """Depth as a grey image, nearer is brighter (:func:`unsup3d.files.depth_encoding.depth_to_unit`, the
     rule of the depth PNGs): ``clip((max_depth - d) / (max_depth - min_depth), 0, 1)``.
 
     Args:
@@ -173,6 +177,49 @@ def confidence_to_image(sigma: torch.Tensor) -> torch.Tensor:
     return 1.0 / (1.0 + sigma.detach().clamp_min(0))
 
 
+_COLOUR_FACTORS = ("input", "canon_albedo", "canon_image", "recon_image", "recon_image_flip")  # in [-1, 1]
+_DEPTH_FACTORS = ("canon_depth", "recon_depth")
+_NORMAL_FACTORS = ("canon_normal", "recon_normal")
+_SHADING_FACTORS = ("canon_diffuse_shading", "canon_shading")
+#: The factors :func:`factor_images` draws.
+FACTOR_IMAGES = _COLOUR_FACTORS + _DEPTH_FACTORS + _NORMAL_FACTORS + _SHADING_FACTORS
+
+
+def factor_images(
+    factors: Factors, min_depth: float, max_depth: float, names: Iterable[str] | None = None
+) -> dict[str, torch.Tensor]:
+    """The factors as images in ``[0, 1]``, one rule each: colours ``(x + 1) / 2`` (input, albedo, canonical
+    image, reconstructions), depth grey with nearer brighter (:func:`depth_to_image`), normals as colours
+    (:func:`normal_to_image`), shading as it is; all clipped to ``[0, 1]`` and detached.
+
+    Args:
+        factors: the model's output for ``B`` images (a forward pass without reconstruction has no
+            ``recon_*``: those are left out).
+        min_depth, max_depth: the depth range the depth images span.
+        names: the factors to draw (of :data:`FACTOR_IMAGES`; default all).
+
+    Returns:
+        Dict name -> ``B x C x H x W`` (``C`` is 3, or 1 for depth and shading), in the order of ``names``.
+    """
+    out: dict[str, torch.Tensor] = {}
+    for name in FACTOR_IMAGES if names is None else names:
+        if name not in FACTOR_IMAGES:
+            raise ValueError(f"unknown factor image {name!r}; choose among {', '.join(FACTOR_IMAGES)}")
+        x = getattr(factors, name)
+        if x is None:
+            continue
+        x = x.detach()
+        if name in _COLOUR_FACTORS:
+            out[name] = (x / 2 + 0.5).clamp(0, 1)
+        elif name in _DEPTH_FACTORS:
+            out[name] = depth_to_image(x, min_depth, max_depth)
+        elif name in _NORMAL_FACTORS:
+            out[name] = normal_to_image(x)
+        else:
+            out[name] = x.clamp(0, 1)
+    return out
+
+
 def factor_panels(model, factors: Factors, max_items: int = 16, nrow: int | None = None) -> dict[str, torch.Tensor]:
     """Grids of every factor of the first ``max_items`` images, for logging.
 
@@ -194,29 +241,23 @@ def factor_panels(model, factors: Factors, max_items: int = 16, nrow: int | None
     n = max(1, int(max_items))
     with torch.no_grad():
         f = factors.select(slice(0, n)).detach()
-        lo, hi = renderer.min_depth, renderer.max_depth
+        images = factor_images(f, renderer.min_depth, renderer.max_depth)
 
         def grid(x: torch.Tensor) -> torch.Tensor:
             return make_grid(x.float(), nrow=nrow)
 
-        panels: dict[str, torch.Tensor] = {
-            "input": grid((f.input / 2 + 0.5).clamp(0, 1)),
-            "input_symline": grid(symmetry_line(renderer, f)),
-            "canon_albedo": grid((f.canon_albedo / 2 + 0.5).clamp(0, 1)),
-            "canon_image": grid((f.canon_image / 2 + 0.5).clamp(0, 1)),
-            "canon_depth": grid(depth_to_image(f.canon_depth, lo, hi)),
-            "canon_normal": grid(normal_to_image(f.canon_normal)),
-            "canon_diffuse_shading": grid(f.canon_diffuse_shading.clamp(0, 1)),
-            "recon_image": grid((f.recon_image / 2 + 0.5).clamp(0, 1)),
-        }
-        if f.recon_image_flip is not None:
-            panels["recon_image_flip"] = grid((f.recon_image_flip / 2 + 0.5).clamp(0, 1))
+        panels: dict[str, torch.Tensor] = {"input": grid(images["input"]),
+                                           "input_symline": grid(symmetry_line(renderer, f))}
+        for name in ("canon_albedo", "canon_image", "canon_depth", "canon_normal", "canon_diffuse_shading",
+                     "recon_image", "recon_image_flip"):
+            if name in images:
+                panels[name] = grid(images[name])
         for name, sigma in (("conf_map_l1", f.conf_sigma_l1), ("conf_map_percl", f.conf_sigma_percl)):
             if sigma is None:
                 continue
             panels[name] = grid(confidence_to_image(sigma[:, :1]))
             if sigma.shape[1] > 1:
                 panels[f"{name}_flip"] = grid(confidence_to_image(sigma[:, 1:2]))
-        panels["recon_depth"] = grid(depth_to_image(f.recon_depth, lo, hi))
-        panels["recon_normal"] = grid(normal_to_image(f.recon_normal))
+        panels["recon_depth"] = grid(images["recon_depth"])
+        panels["recon_normal"] = grid(images["recon_normal"])
     return panels

@@ -20,8 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from unsup3d.depth_encoding import depth_to_uint16
-from unsup3d.io import atomic_save_image, atomic_save_text
+from unsup3d.files.atomic import atomic_save_text
+from unsup3d.files.depth_encoding import depth_to_uint16
+from unsup3d.files.images import atomic_save_image
 
 from .params import SyntheticConfig, params_from_records, params_to_records, sample_params, split_seed
 from .render import make_renderer, render_samples

@@ -18,8 +18,10 @@ import torch
 import wandb
 from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 
-from unsup3d.io import atomic_save_image, write_video
-from unsup3d.mesh import grid_faces, grid_uvs, grid_vertices, write_glb
+from unsup3d.files.images import atomic_save_image
+from unsup3d.files.mesh import grid_faces, grid_uvs, grid_vertices, write_glb
+from unsup3d.files.video import write_video
+from unsup3d.inference import eval_mode
 from unsup3d.metrics import SIDE_SCALE, DepthMetrics
 from unsup3d.visualize import factor_panels, frames_to_grids, normal_shaded, to_uint8, turntable_frames
 
@@ -136,6 +138,8 @@ class ImageLogger(pl.Callback):
             return None if dm is None else dm.val_dataloader()
 
         def from_loop():  # dataloaders given to fit() or defined on the module, before validation set them up
+            # Lightning has no public accessor for them until validation first runs (trainer.val_dataloaders is
+            # None before): its loop keeps them in the private _data_source. Asked last, after the public ways.
             source = trainer.fit_loop.epoch_loop.val_loop._data_source
             return source.dataloader() if source.is_defined() else None
 
@@ -154,18 +158,12 @@ class ImageLogger(pl.Callback):
 
     def _run_model(self, pl_module: pl.LightningModule):
         """Forward of the fixed batch in eval mode without gradients; every submodule's mode is restored."""
-        modes = [(m, m.training) for m in pl_module.modules()]
-        try:
-            param = next(pl_module.parameters(), None)
-            device = param.device if param is not None else pl_module.device
-            dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
-            pl_module.eval()
-            with torch.no_grad():
-                factors = pl_module(self.fixed_images.to(device=device, dtype=dtype))
-            return factors.detach()
-        finally:
-            for m, training in modes:
-                m.training = training
+        param = next(pl_module.parameters(), None)
+        device = param.device if param is not None else pl_module.device
+        dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+        with eval_mode(pl_module), torch.no_grad():
+            factors = pl_module(self.fixed_images.to(device=device, dtype=dtype))
+        return factors.detach()
 
     # ------------------------------------------------------------------------------------ hooks
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

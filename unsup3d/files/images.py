@@ -1,48 +1,44 @@
-"""Image files: finding them, loading them robustly, resizing to the model's input, face cropping.
+"""Image files: finding them, reading them robustly, writing them atomically.
 
-The one image loader of the package: training and evaluation (:mod:`unsup3d.data.datasets`) and
-export (:mod:`unsup3d.export`) all read photos with :func:`load_image` and find them with
-:data:`IMAGE_EXTENSIONS` / :func:`find_images`.
+The one image loader of the package: training and evaluation (:mod:`unsup3d.data.datasets`), the
+model-input crops (:mod:`unsup3d.data.crops`) and export all read photos with :func:`load_image` and
+find them with :data:`IMAGE_EXTENSIONS` / :func:`find_images`; every image file the package writes goes
+through :func:`atomic_save_image`.
 
 * :func:`load_image` reads any image PIL can read into an ``H x W x 3`` RGB array, applying the EXIF
   orientation, compositing transparency on a background colour and converting gray / 16-bit / CMYK /
   palette images. Every failure is an :class:`ImageLoadError` whose message names the file and reason.
 * :func:`find_images` lists the image files of a folder (recursively, sorted, hidden names skipped).
-* :func:`resize_for_model` centre-crops to a square and resizes like the original demo.
-* :func:`detect_face_crop` finds the largest frontal human face with OpenCV's bundled Haar cascade and
-  crops a square around it with the margins the original demo used (which relied on MTCNN);
-  :func:`face_crop_box` and :func:`center_square_box` are the boxes those crops cut.
+* :func:`to_pil` turns arrays and tensors into PIL images; :func:`atomic_save_image` encodes one in
+  memory and writes it with :func:`unsup3d.files.atomic.atomic_save_bytes`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-import cv2
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from unsup3d.files.atomic import as_numpy, atomic_save_bytes
+
 __all__ = [
-    "FACE_SCALE",
-    "FACE_SHIFT",
     "IMAGE_EXTENSIONS",
-    "FaceNotFoundError",
+    "MAX_PIXELS",
+    "MIN_SIZE",
     "ImageLoadError",
-    "center_crop_square",
-    "center_square_box",
-    "crop_face",
-    "detect_face_box",
-    "detect_face_crop",
-    "face_crop_box",
+    "atomic_save_image",
     "find_images",
     "is_image_file",
     "load_image",
     "oriented_size",
-    "resize_for_model",
+    "to_pil",
 ]
 
 #: File extensions of image files (lower case): what folders are searched for, by the datasets and by
@@ -56,10 +52,6 @@ IMAGE_EXTENSIONS: tuple[str, ...] = (
 MIN_SIZE = 8
 #: Default largest accepted image area in pixels (PIL's decompression-bomb limit, ~89 M pixels).
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
-#: Face crop margins (see :func:`face_crop_box`): a square of ``FACE_SCALE`` times the detection's
-#: larger side, its centre moved down by ``FACE_SHIFT`` times the detection's height.
-FACE_SCALE = 1.1
-FACE_SHIFT = 0.1
 
 
 class ImageLoadError(ValueError):
@@ -69,15 +61,6 @@ class ImageLoadError(ValueError):
         self.path = str(path)
         self.reason = reason
         super().__init__(f"cannot load image {self.path!r}: {reason}")
-
-
-class FaceNotFoundError(ValueError):
-    """No face was detected in an image. ``name`` identifies the image (usually its file name)."""
-
-    def __init__(self, name: str = "image", reason: str = "no face detected"):
-        self.name = str(name)
-        self.reason = reason
-        super().__init__(f"{reason} in {self.name!r}")
 
 
 def is_image_file(path: str | os.PathLike) -> bool:
@@ -287,182 +270,66 @@ def oriented_size(path: str | os.PathLike, fallback: tuple[int, int]) -> tuple[i
     return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
 
 
-def center_square_box(height: int, width: int) -> tuple[int, int, int, int]:
-    """``(x0, y0, x1, y1)`` of the centred ``S x S`` square, ``S = min(height, width)``."""
-    s = min(height, width)
-    x0, y0 = (width - s) // 2, (height - s) // 2
-    return x0, y0, x0 + s, y0 + s
+# ---------------------------------------------------------------------------------------- writing
 
 
-def center_crop_square(img: np.ndarray) -> np.ndarray:
-    """Centre crop ``H x W x C`` (or ``H x W``) to ``S x S`` with ``S = min(H, W)`` (:func:`center_square_box`)."""
-    x0, y0, x1, y1 = center_square_box(*img.shape[:2])
-    return img[y0:y1, x0:x1]
+def _format_for(path: Path, format: str | None) -> str:
+    if format is not None:
+        return format.upper()
+    fmt = Image.registered_extensions().get(path.suffix.lower())
+    if fmt is None:
+        raise ValueError(f"cannot infer an image format from {str(path)!r}; pass format=")
+    return fmt
 
 
-def resize_for_model(img: np.ndarray, size: int) -> np.ndarray:
-    """Resize an image to the model's ``size x size`` input like the original demo.
+def to_pil(image: Any):
+    """Convert an image to PIL.
 
-    Non-square images are first centre-cropped to a square (the shorter side; the model expects
-    square, roughly centred crops, so stretching would distort the shape). While the square is more
-    than twice the target, it is halved with ``INTER_AREA`` (anti-aliased); then a final
-    ``INTER_LINEAR`` resize gives ``size x size`` (the original demo: bilinear, with a pre-shrink of
-    big images to ``2 * size`` to avoid aliasing).
+    Accepted inputs: a PIL image (returned as is); a numpy array ``H x W`` (gray), ``H x W x 3`` (RGB)
+    or ``H x W x 4`` (RGBA) of dtype ``uint8``; ``H x W`` ``uint16`` (16-bit gray, mode ``I;16``);
+    float arrays in ``[0, 1]`` (clipped, scaled to 8 bit). Torch tensors are converted with ``.numpy()``
+    and ``3 x H x W`` / ``1 x H x W`` channel-first inputs are transposed.
+    """
+    if isinstance(image, Image.Image):
+        return image
+    arr = as_numpy(image)
+    if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[-1] not in (1, 3, 4):
+        arr = np.moveaxis(arr, 0, -1)
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[-1] not in (3, 4)):
+        raise ValueError(f"expected an H x W, H x W x 3 or H x W x 4 image, got shape {arr.shape}")
+    if arr.dtype == np.uint16:
+        if arr.ndim != 2:
+            raise ValueError("16-bit images are only supported for single-channel (gray) arrays")
+        return Image.fromarray(np.ascontiguousarray(arr, dtype="<u2"))  # mode I;16
+    if np.issubdtype(arr.dtype, np.floating) or arr.dtype == np.bool_:
+        arr = np.round(np.clip(arr.astype(np.float64), 0.0, 1.0) * 255.0).astype(np.uint8)
+    elif arr.dtype != np.uint8:
+        raise ValueError(f"unsupported image dtype {arr.dtype}; use uint8, uint16 or float in [0, 1]")
+    return Image.fromarray(np.ascontiguousarray(arr))
+
+
+def atomic_save_image(
+    path: str | os.PathLike, image: Any, format: str | None = None, *, durable: bool = True, **save_kwargs
+) -> Path:
+    """Save an image atomically with PIL.
 
     Args:
-        img: ``H x W x 3`` (or ``H x W``) uint8 or float32 array.
-        size: target side length.
+        path: target file; the format is inferred from the suffix unless ``format`` is given.
+        image: see :func:`to_pil` (uint8 gray/RGB/RGBA, uint16 gray -> 16-bit PNG, float in [0, 1]).
+        format: PIL format name (``"PNG"``, ``"JPEG"``...).
+        durable: see :func:`unsup3d.files.atomic.atomic_write`.
+        **save_kwargs: passed to ``PIL.Image.save`` (e.g. ``quality=95``).
 
     Returns:
-        ``size x size x 3`` array with the input's dtype.
+        The path.
     """
-    if size < 1:
-        raise ValueError(f"size must be positive, got {size}")
-    out = np.ascontiguousarray(center_crop_square(img))
-    while out.shape[0] > 2 * size:
-        half = out.shape[0] // 2
-        out = cv2.resize(out, (half, half), interpolation=cv2.INTER_AREA)
-    if out.shape[0] != size:
-        out = cv2.resize(out, (size, size), interpolation=cv2.INTER_LINEAR)
-    return out
-
-
-# ------------------------------------------------------------------------------------ face crop
-
-
-_CASCADE = None
-
-
-def _cascade():
-    global _CASCADE
-    if _CASCADE is None:
-        path = os.path.join(cv2.data.haarcascades, "haarcascade_frontalface_default.xml")
-        cascade = cv2.CascadeClassifier(path)
-        if cascade.empty():
-            raise RuntimeError(f"could not load OpenCV's Haar face cascade from {path!r}")
-        _CASCADE = cascade
-    return _CASCADE
-
-
-def _gray_uint8(img: np.ndarray) -> np.ndarray:
-    arr = img
-    if arr.dtype != np.uint8:
-        arr = np.round(np.clip(arr.astype(np.float32), 0.0, 1.0) * 255.0).astype(np.uint8)
-    if arr.ndim == 3:
-        arr = cv2.cvtColor(np.ascontiguousarray(arr[..., :3]), cv2.COLOR_RGB2GRAY)
-    return arr
-
-
-def _detection_scale(h: int, w: int, min_side: int, max_side: int) -> float:
-    """Factor bringing the image into a size range the cascade handles well and fast."""
-    if max(h, w) > max_side:
-        return max_side / max(h, w)
-    if min(h, w) < min_side:
-        return min_side / min(h, w)
-    return 1.0
-
-
-def detect_face_box(
-    img: np.ndarray,
-    *,
-    min_side: int = 256,
-    max_side: int = 1024,
-    pad_frac: float = 0.25,
-    min_neighbors: int = 5,
-    scale_factor: float = 1.1,
-) -> tuple[float, float, float, float] | None:
-    """Largest frontal face box ``(x, y, w, h)`` in ``img``'s pixel coordinates, or None.
-
-    The image is converted to gray, rescaled so its shorter side is >= ``min_side`` (small crops are
-    upscaled; the cascade's 24 px window needs room) and its longer side <= ``max_side`` (speed), and
-    edge-padded by ``pad_frac`` of its shorter side so that tightly cropped faces touching the border
-    (like the 64x64 training crops) are still found.
-    """
-    gray = _gray_uint8(img)
-    h, w = gray.shape
-    s = _detection_scale(h, w, min_side, max_side)
-    if s != 1.0:
-        interp = cv2.INTER_AREA if s < 1.0 else cv2.INTER_LINEAR
-        gray = cv2.resize(gray, (max(1, round(w * s)), max(1, round(h * s))), interpolation=interp)
-    pad = int(pad_frac * min(gray.shape))
-    if pad > 0:
-        gray = cv2.copyMakeBorder(gray, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
-    min_face = max(24, int(0.08 * (min(gray.shape) - 2 * pad)))
-    boxes = _cascade().detectMultiScale(
-        gray, scaleFactor=scale_factor, minNeighbors=min_neighbors, minSize=(min_face, min_face)
-    )
-    if len(boxes) == 0:
-        return None
-    x, y, bw, bh = max(boxes, key=lambda b: int(b[2]) * int(b[3]))
-    return (float((x - pad) / s), float((y - pad) / s), float(bw / s), float(bh / s))
-
-
-def face_crop_box(
-    box: tuple[float, float, float, float], *, scale: float = FACE_SCALE, shift: float = FACE_SHIFT
-) -> tuple[int, int, int, int]:
-    """``(x0, y0, x1, y1)`` of the square crop around a face box (may extend past the image).
-
-    Side ``S = round(scale * max(w, h))`` (at least 1); centre = box centre moved down by ``shift * h``
-    (faces in the training crops sit slightly high: the forehead is cut, the chin kept).
-
-    Args:
-        box: ``(x, y, w, h)`` in pixels.
-    """
-    x, y, w, h = (float(t) for t in box)
-    side = max(1, round(scale * max(w, h)))
-    cx, cy = x + w / 2.0, y + h / 2.0 + shift * h
-    x0, y0 = round(cx - side / 2.0), round(cy - side / 2.0)
-    return x0, y0, x0 + side, y0 + side
-
-
-def crop_face(
-    img: np.ndarray, box: tuple[float, float, float, float], *, scale: float = FACE_SCALE,
-    shift: float = FACE_SHIFT,
-) -> np.ndarray:
-    """Square crop around a face box (:func:`face_crop_box`), edge-replicating where it leaves the image.
-
-    Args:
-        img: ``H x W x C`` (or ``H x W``) array, any dtype.
-        box: ``(x, y, w, h)`` in pixels.
-
-    Returns:
-        ``S x S x C`` crop (same dtype), ``S = round(scale * max(w, h))``.
-    """
-    x0, y0, x1, y1 = face_crop_box(box, scale=scale, shift=shift)
-    H, W = img.shape[:2]
-    inside = img[max(y0, 0) : min(y1, H), max(x0, 0) : min(x1, W)]
-    if inside.size == 0:
-        raise ValueError(f"face box {box} lies outside the {W}x{H} image")
-    pads = [(max(0, -y0), max(0, y1 - H)), (max(0, -x0), max(0, x1 - W))] + [(0, 0)] * (img.ndim - 2)
-    return np.pad(inside, pads, mode="edge")
-
-
-def detect_face_crop(
-    img: np.ndarray, name: str = "image", *, scale: float = FACE_SCALE, shift: float = FACE_SHIFT,
-    **detect_kwargs,
-) -> np.ndarray:
-    """Detect the largest frontal face and return a square crop around it.
-
-    Margins: square of side ``1.1 x`` the detection size, centre shifted down by ``0.1 x`` its
-    height. The original demo used MTCNN boxes (side 1.1 x mean box size, shift 0.15 x half side);
-    the defaults here were calibrated so that Haar boxes found in the (edge-padded) 64x64 training-style
-    face crops of ``shared/photos/human_face`` reproduce those crops (median side ratio ~1.05, downward
-    centre offset ~0.10 of the box height).
-
-    Args:
-        img: ``H x W x 3`` uint8 (or float in [0, 1]) RGB image.
-        name: used in the error message (pass the file name).
-        scale, shift: crop margins, see :func:`crop_face`.
-        **detect_kwargs: see :func:`detect_face_box`.
-
-    Returns:
-        ``S x S x 3`` crop with the input's dtype (native resolution; resize with
-        :func:`resize_for_model`).
-
-    Raises:
-        FaceNotFoundError: no face found (message names ``name``).
-    """
-    box = detect_face_box(img, **detect_kwargs)
-    if box is None:
-        raise FaceNotFoundError(name, "no human face detected (OpenCV Haar cascade)")
-    return crop_face(img, box, scale=scale, shift=shift)
+    path = Path(path)
+    fmt = _format_for(path, format)
+    pil = to_pil(image)
+    if fmt == "JPEG" and pil.mode not in ("RGB", "L", "CMYK"):
+        pil = pil.convert("RGB")
+    buf = io.BytesIO()
+    pil.save(buf, format=fmt, **save_kwargs)  # encode fully before touching the file system
+    return atomic_save_bytes(path, buf.getvalue(), durable=durable)

@@ -7,10 +7,10 @@ first, so an unknown key or a bad value fails at start-up with a message naming 
 written under the run directory :func:`unsup3d.config.run_dir` (``paths.output_dir``: Hydra's run
 directory in the app, or what a composed config sets).
 
-Resuming (:func:`resume_checkpoint`, :mod:`unsup3d.resume`): every checkpoint records the run's
+Resuming (:func:`resume_checkpoint`, :mod:`unsup3d.training.resume`): every checkpoint records the run's
 config; ``resume=true`` continues from the newest readable checkpoint of the run's checkpoint folder
 only when the keys that decide what is trained match, and sets corrupt files aside. A SIGTERM or
-Ctrl-C saves ``last.ckpt`` and ends :func:`train` with :class:`~unsup3d.shutdown.TrainingInterrupted`.
+Ctrl-C saves ``last.ckpt`` and ends :func:`train` with :class:`~unsup3d.training.shutdown.TrainingInterrupted`.
 """
 
 from __future__ import annotations
@@ -28,26 +28,27 @@ from pytorch_lightning.loggers import Logger
 from pytorch_lightning.utilities.exceptions import MisconfigurationException, SIGTERMException
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
-from unsup3d.checkpoint import AtomicCheckpointIO, checkpoint_dir, last_checkpoint_path, load_checkpoint_file
+from unsup3d.checkpoint import load_checkpoint_file, load_weights
 from unsup3d.config import ConfigError, check_entries, check_node, instantiate_node, run_dir
 from unsup3d.data import Unsup3DDataModule
-from unsup3d.io import remove_stale_temp_files
-from unsup3d.loggers import ContinueLogs, finish_loggers
+from unsup3d.files.atomic import remove_stale_temp_files
 from unsup3d.model import Unsup3D
-from unsup3d.resume import (
+from unsup3d.training.checkpoint_io import AtomicCheckpointIO, checkpoint_dir, last_checkpoint_path
+from unsup3d.training.loggers import ContinueLogs, finish_loggers
+from unsup3d.training.resume import (
     RecordRunConfig,
     SetAsidePreviousRun,
     check_resume,
     find_resume_checkpoint,
     run_record,
 )
-from unsup3d.shutdown import GracefulShutdown, TrainingInterrupted
+from unsup3d.training.shutdown import GracefulShutdown, TrainingInterrupted
 
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "ConfigError", "validate_config", "build_datamodule", "build_model", "build_loggers",
-    "build_callbacks", "build_trainer", "resume_checkpoint", "train", "TrainingInterrupted",
+    "validate_config", "build_datamodule", "build_model", "build_loggers", "build_callbacks", "build_trainer",
+    "resume_checkpoint", "train",
 ]
 
 
@@ -89,15 +90,13 @@ def build_datamodule(cfg: DictConfig) -> Unsup3DDataModule:
 
 
 def build_model(cfg: DictConfig) -> Unsup3D:
-    """The model of ``cfg.model``, initialised from ``cfg.init_checkpoint`` when one is given."""
+    """The model of ``cfg.model``, initialised from ``cfg.init_checkpoint`` when one is given (either
+    checkpoint format, :func:`unsup3d.checkpoint.load_weights`; a checkpoint that does not fit raises
+    :class:`~unsup3d.checkpoint.CheckpointError`)."""
     model = instantiate_node(cfg.model, "model")
     if cfg.get("init_checkpoint"):
-        ckpt = load_checkpoint_file(cfg.init_checkpoint)
-        if "state_dict" in ckpt:
-            state = {k: v for k, v in ckpt["state_dict"].items() if not k.startswith("perceptual.")}
-            model.load_state_dict(state, strict=True)
-        else:
-            model.load_original_state_dicts(ckpt, strict=True)
+        path = cfg.init_checkpoint
+        load_weights(model, load_checkpoint_file(path), source=f"init_checkpoint '{path}'")
     return model
 
 
@@ -146,8 +145,8 @@ def resume_checkpoint(cfg: DictConfig, callbacks: list[pl.Callback]) -> str | No
     """The checkpoint to continue from when ``cfg.resume`` is on, else None; refuses another run's.
 
     In the checkpoint folder (that of ``callbacks.model_checkpoint``): temporary files left by a killed
-    write are removed, then :func:`unsup3d.resume.find_resume_checkpoint` picks the readable checkpoint of
-    the highest step (corrupt ones are set aside with a warning), and :func:`unsup3d.resume.check_resume`
+    write are removed, then :func:`unsup3d.training.resume.find_resume_checkpoint` picks the readable checkpoint of
+    the highest step (corrupt ones are set aside with a warning), and :func:`unsup3d.training.resume.check_resume`
     compares its recorded config with ``cfg``.
 
     Raises:
@@ -194,7 +193,7 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
     is built, a resumed run's checkpoint is chosen and checked (:func:`resume_checkpoint`).
 
     Raises:
-        ConfigError: a bad key or value; :class:`~unsup3d.resume.ResumeMismatchError` (a ConfigError)
+        ConfigError: a bad key or value; :class:`~unsup3d.training.resume.ResumeMismatchError` (a ConfigError)
             when the run directory holds a run trained with other settings.
         TrainingInterrupted: SIGTERM or SIGINT stopped training (``last.ckpt`` saved; see its message).
     """

@@ -1,6 +1,7 @@
-"""Atomic file and folder writing: bytes, text, JSON, images, arrays, videos, checkpoints, folders.
+"""Atomic file and folder writing: bytes, text, JSON, arrays, torch objects (checkpoints), folders.
 
-Every output of the package (images, meshes, arrays, JSON, videos, checkpoints) goes through these helpers so
+Every output of the package goes through these helpers (images through :mod:`unsup3d.files.images`,
+videos through :mod:`unsup3d.files.video`, meshes through :mod:`unsup3d.files.mesh`, all on top of them) so
 that an interrupted run never leaves a half-written file behind and never destroys an existing one:
 data is written to a hidden temporary file in the target's folder (``.name.tmp-XXXX``), flushed and
 fsynced, then moved onto the target with :func:`os.replace` (atomic on POSIX and Windows when both are
@@ -25,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import io
 import itertools
 import json
 import os
@@ -35,16 +35,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-import imageio.v3 as iio
-import imageio_ffmpeg
 import numpy as np
 import torch
-from PIL import Image
 
 __all__ = [
+    "DISK_FULL_ERRNOS",
+    "as_numpy",
     "atomic_dir",
     "atomic_save_bytes",
-    "atomic_save_image",
     "atomic_save_json",
     "atomic_save_npy",
     "atomic_save_text",
@@ -52,23 +50,12 @@ __all__ = [
     "atomic_write",
     "is_disk_full",
     "remove_stale_temp_files",
-    "to_pil",
-    "VIDEO_EXTENSIONS",
-    "write_video",
 ]
 
-VIDEO_EXTENSIONS = (".mp4", ".gif")
 #: errno values of a full disk or an exhausted quota.
 DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 # Infix of the temporary siblings the writers create: ``.<name>.tmp-XXXX``.
 _TEMP_INFIX = ".tmp-"
-
-
-def _umask_mode(default: int = 0o666) -> int:
-    """File mode an ordinary ``open()`` would create (``default`` minus the process umask)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return default & ~mask
 
 
 def _prepare_parent(path: Path) -> Path:
@@ -102,6 +89,20 @@ def _mkstemp(parent: Path, name: str) -> tuple[int, str]:
         except OSError as exc:
             raise type(exc)(exc.errno, f"cannot write to folder {str(parent)!r}: {exc.strerror}") from exc
     raise FileExistsError(errno.EEXIST, f"cannot create a temporary file in {str(parent)!r}")
+
+
+def _mkdtemp(parent: Path, name: str) -> Path:
+    """Create a new temporary sibling folder ``.<name>.tmp-<pid>-<n>`` with a plain ``mkdir``'s permissions:
+    ``0o777`` minus the umask, applied by the operating system. (Reading the umask would mean setting it:
+    ``os.umask`` changes it for the whole process, and so for any thread creating files meanwhile.)"""
+    for _ in range(1000):
+        tmp = parent / f".{name}{_TEMP_INFIX}{os.getpid()}-{next(_TEMP_COUNTER)}"
+        try:
+            os.mkdir(tmp, 0o777)
+            return tmp
+        except FileExistsError:  # left by an earlier process with the same pid
+            continue
+    raise FileExistsError(errno.EEXIST, f"cannot create a temporary folder in {str(parent)!r}")
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -222,44 +223,14 @@ def atomic_save_text(path: str | os.PathLike, text: str, *, durable: bool = True
     return atomic_save_bytes(path, text.encode("utf-8"), durable=durable)
 
 
-def _format_for(path: Path, format: str | None) -> str:
-    if format is not None:
-        return format.upper()
-    fmt = Image.registered_extensions().get(path.suffix.lower())
-    if fmt is None:
-        raise ValueError(f"cannot infer an image format from {str(path)!r}; pass format=")
-    return fmt
+def as_numpy(x: Any) -> np.ndarray:
+    """An array-like as numpy: tensors are detached and moved to the CPU (half precision as float32, which
+    numpy holds for bfloat16 too); anything else through ``numpy.asarray``.
 
-
-def to_pil(image: Any):
-    """Convert an image to PIL.
-
-    Accepted inputs: a PIL image (returned as is); a numpy array ``H x W`` (gray), ``H x W x 3`` (RGB)
-    or ``H x W x 4`` (RGBA) of dtype ``uint8``; ``H x W`` ``uint16`` (16-bit gray, mode ``I;16``);
-    float arrays in ``[0, 1]`` (clipped, scaled to 8 bit). Torch tensors are converted with ``.numpy()``
-    and ``3 x H x W`` / ``1 x H x W`` channel-first inputs are transposed.
+    Example:
+        >>> as_numpy(torch.ones(2, dtype=torch.bfloat16)).dtype
+        dtype('float32')
     """
-    if isinstance(image, Image.Image):
-        return image
-    arr = _as_numpy(image)
-    if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[-1] not in (1, 3, 4):
-        arr = np.moveaxis(arr, 0, -1)
-    if arr.ndim == 3 and arr.shape[-1] == 1:
-        arr = arr[..., 0]
-    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[-1] not in (3, 4)):
-        raise ValueError(f"expected an H x W, H x W x 3 or H x W x 4 image, got shape {arr.shape}")
-    if arr.dtype == np.uint16:
-        if arr.ndim != 2:
-            raise ValueError("16-bit images are only supported for single-channel (gray) arrays")
-        return Image.fromarray(np.ascontiguousarray(arr, dtype="<u2"))  # mode I;16
-    if np.issubdtype(arr.dtype, np.floating) or arr.dtype == np.bool_:
-        arr = np.round(np.clip(arr.astype(np.float64), 0.0, 1.0) * 255.0).astype(np.uint8)
-    elif arr.dtype != np.uint8:
-        raise ValueError(f"unsupported image dtype {arr.dtype}; use uint8, uint16 or float in [0, 1]")
-    return Image.fromarray(np.ascontiguousarray(arr))
-
-
-def _as_numpy(x: Any) -> np.ndarray:
     if torch.is_tensor(x):
         x = x.detach().cpu()
         if x.dtype in (torch.bfloat16, torch.float16):  # bfloat16 has no numpy dtype
@@ -268,38 +239,13 @@ def _as_numpy(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
-def atomic_save_image(
-    path: str | os.PathLike, image: Any, format: str | None = None, *, durable: bool = True, **save_kwargs
-) -> Path:
-    """Save an image atomically with PIL.
-
-    Args:
-        path: target file; the format is inferred from the suffix unless ``format`` is given.
-        image: see :func:`to_pil` (uint8 gray/RGB/RGBA, uint16 gray -> 16-bit PNG, float in [0, 1]).
-        format: PIL format name (``"PNG"``, ``"JPEG"``...).
-        durable: see :func:`atomic_write`.
-        **save_kwargs: passed to ``PIL.Image.save`` (e.g. ``quality=95``).
-
-    Returns:
-        The path.
-    """
-    path = Path(path)
-    fmt = _format_for(path, format)
-    pil = to_pil(image)
-    if fmt == "JPEG" and pil.mode not in ("RGB", "L", "CMYK"):
-        pil = pil.convert("RGB")
-    buf = io.BytesIO()
-    pil.save(buf, format=fmt, **save_kwargs)  # encode fully before touching the file system
-    return atomic_save_bytes(path, buf.getvalue(), durable=durable)
-
-
 def atomic_save_npy(path: str | os.PathLike, array: Any, *, durable: bool = True) -> Path:
     """Save an array in ``.npy`` format atomically (no pickling; ``durable``: see :func:`atomic_write`).
 
     Returns the path.
     """
     with atomic_write(path, "wb", durable=durable) as fh:
-        np.save(fh, _as_numpy(array), allow_pickle=False)
+        np.save(fh, as_numpy(array), allow_pickle=False)
     return Path(path)
 
 
@@ -358,86 +304,6 @@ class _RecordingWriter:
             raise
 
 
-def _frames_uint8(frames) -> np.ndarray:
-    """``T x H x W x C`` uint8 or ``T x C x H x W`` float in [0, 1] (tensor or array) -> ``T x H x W x 3`` uint8."""
-    arr = _as_numpy(frames)
-    if arr.ndim != 4 or arr.shape[0] < 1:
-        raise ValueError(f"expected video frames T x H x W x 3 (uint8) or T x 3 x H x W (float), got {arr.shape}")
-    chans = (1, 3, 4)
-    if arr.dtype == np.uint8:
-        channel_last = arr.shape[-1] in chans or arr.shape[1] not in chans
-    else:
-        channel_last = arr.shape[1] not in chans and arr.shape[-1] in chans
-    if not channel_last:
-        arr = np.moveaxis(arr, 1, -1)
-    if arr.shape[-1] not in chans:
-        raise ValueError(f"video frames must have 1, 3 or 4 channels, got shape {arr.shape}")
-    if arr.dtype != np.uint8:
-        arr = np.round(np.clip(arr.astype(np.float32), 0.0, 1.0) * 255.0).astype(np.uint8)
-    if arr.shape[-1] == 1:
-        arr = np.repeat(arr, 3, axis=-1)
-    elif arr.shape[-1] == 4:
-        arr = arr[..., :3]
-    return np.ascontiguousarray(arr)
-
-
-def _require_ffmpeg() -> None:
-    try:
-        imageio_ffmpeg.get_ffmpeg_exe()
-    except Exception as exc:  # ImportError, or RuntimeError when no binary is found
-        raise RuntimeError(
-            f"writing .mp4 videos needs ffmpeg, which is not available ({type(exc).__name__}: {exc}). "
-            "Install it with `pip install imageio-ffmpeg` (or point IMAGEIO_FFMPEG_EXE at an ffmpeg "
-            "binary), or write a .gif instead."
-        ) from exc
-
-
-def write_video(path: str | os.PathLike, frames, fps: float = 10, *, durable: bool = True) -> Path:
-    """Write a video atomically: ``.mp4`` (H.264 via imageio-ffmpeg) or ``.gif`` (Pillow).
-
-    The video is encoded in memory, then written to a temporary sibling file and moved onto ``path``
-    (:func:`unsup3d.io.atomic_save_bytes`), so an interrupted run never leaves a broken video.
-    Odd frame sizes are padded (edge pixels repeated) to even sizes for H.264's ``yuv420p``.
-
-    Args:
-        path: target file, ``.mp4`` or ``.gif`` (parent folders are created).
-        frames: ``T x H x W x 3`` uint8, or ``T x 3 x H x W`` float in ``[0, 1]`` (tensor or array;
-            1-channel frames are shown grey).
-        fps: frames per second.
-        durable: see :func:`unsup3d.io.atomic_write`.
-
-    Returns:
-        The path.
-
-    Raises:
-        RuntimeError: ``.mp4`` requested but ffmpeg is unavailable (the message says what to install).
-        ValueError: unsupported extension or frame layout.
-    """
-    path = Path(path)
-    ext = path.suffix.lower()
-    if ext not in VIDEO_EXTENSIONS:
-        raise ValueError(f"unsupported video extension {ext!r} in {str(path)!r}; use one of {VIDEO_EXTENSIONS}")
-    if not fps > 0:
-        raise ValueError(f"fps must be positive, got {fps}")
-    arr = _frames_uint8(frames)
-    if ext == ".gif":
-        data = iio.imwrite("<bytes>", arr, extension=".gif", plugin="pillow", duration=1000.0 / fps, loop=0)
-    else:
-        _require_ffmpeg()
-        _, h, w, _ = arr.shape
-        if h % 2 or w % 2:
-            arr = np.pad(arr, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-        data = iio.imwrite(
-            "<bytes>", arr, extension=".mp4", plugin="FFMPEG", fps=fps, codec="libx264",
-            macro_block_size=1, pixelformat="yuv420p", quality=8, ffmpeg_log_level="error",
-            output_params=["-preset", "veryfast"],  # 30 frames of 256 px: ~2x faster than the default preset
-        )
-        if not data:
-            raise RuntimeError(f"ffmpeg produced no data for {str(path)!r} (frames {arr.shape})")
-    atomic_save_bytes(path, data, durable=durable)
-    return path
-
-
 def _rmtree_quiet(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
@@ -461,7 +327,8 @@ def atomic_dir(target: str | os.PathLike, overwrite: bool = False, *, durable: b
             after an interruption, but an OS crash soon after may lose its contents.
 
     Yields:
-        Path of the (empty) temporary folder ``.name.tmp-XXXX`` next to ``target``.
+        Path of the (empty) temporary folder ``.name.tmp-XXXX`` next to ``target``, made with the
+        permissions a plain ``mkdir`` gives (the folder keeps them).
     """
     target = Path(target)
     if target.exists() and not overwrite:
@@ -471,12 +338,11 @@ def atomic_dir(target: str | os.PathLike, overwrite: bool = False, *, durable: b
     parent = target.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}{_TEMP_INFIX}", dir=parent))
+        tmp = _mkdtemp(parent, target.name)
     except OSError as exc:
         raise type(exc)(exc.errno, f"cannot write to folder {str(parent)!r}: {exc.strerror}") from exc
     try:
         yield tmp
-        os.chmod(tmp, _umask_mode(0o777))
         if durable:
             _fsync_tree(tmp)
         _move_into_place(tmp, target, overwrite)

@@ -16,8 +16,9 @@ Texture coordinates put each vertex at the centre of its texel: ``u = (j + 0.5) 
 flips v for glTF itself). ``(i, j)`` index the full, uncropped map, so the full texture is used as is
 even when ``crop_border`` trims the mesh.
 
-All writers are atomic (:mod:`unsup3d.io`); their ``durable`` keyword is that of
-:func:`unsup3d.io.atomic_write` (pass False inside a folder built by :func:`unsup3d.io.atomic_dir`).
+All writers are atomic (:mod:`unsup3d.files.atomic`); their ``durable`` keyword is that of
+:func:`unsup3d.files.atomic.atomic_write` (pass False inside a folder built by
+:func:`unsup3d.files.atomic.atomic_dir`).
 """
 
 from __future__ import annotations
@@ -31,9 +32,11 @@ import torch
 import trimesh
 from PIL import Image
 
-from unsup3d.io import atomic_save_bytes, atomic_save_image, atomic_save_text, to_pil
+from unsup3d.files.atomic import as_numpy, atomic_save_bytes, atomic_save_text
+from unsup3d.files.images import atomic_save_image, to_pil
 from unsup3d.renderer import Renderer
 from unsup3d.renderer import grid_faces as render_grid_faces
+from unsup3d.shape_check import check_shape
 
 __all__ = [
     "MATERIAL_NAME",
@@ -55,12 +58,6 @@ __all__ = [
 MATERIAL_NAME = "material_0"
 
 
-def _to_numpy(x: Any) -> np.ndarray:
-    if hasattr(x, "detach") and hasattr(x, "cpu"):
-        x = x.detach().cpu().numpy()
-    return np.asarray(x)
-
-
 def _check_border(h: int, w: int, crop_border: int) -> None:
     if crop_border < 0 or h - 2 * crop_border < 2 or w - 2 * crop_border < 2:
         raise ValueError(f"crop_border={crop_border} leaves no grid cell of a {h}x{w} map")
@@ -74,7 +71,7 @@ def grid_faces(h: int, w: int) -> np.ndarray:
     counter-clockwise seen from +z once rows go downwards (-y) in the export frame.
 
     Returns:
-        ``2 (h-1)(w-1) x 3`` int64.
+        ``2 (h-1)(w-1) x 3`` int64, an array of the caller's own (not a view of the renderer's table).
     """
     return render_grid_faces(h, w).numpy()
 
@@ -138,8 +135,7 @@ def grid_vertices(
         ``B x V x 3`` with ``V = h w``, ``h = H - 2 b``, ``w = W - 2 b``; vertex ``(i, j)`` of the
         trimmed grid is row ``i * w + j``.
     """
-    if depth.ndim != 3:
-        raise ValueError(f"expected depth maps of shape B x H x W, got {tuple(depth.shape)}")
+    check_shape(depth, "B x H x W", "depth maps")
     b_, H, W = depth.shape
     b = int(crop_border)
     _check_border(H, W, b)
@@ -172,11 +168,11 @@ def grid_mesh(
         ``(vertices, faces, uvs)``: ``V x 3`` float32, ``F x 3`` int64, ``V x 2`` float32 with
         ``V = h w``, ``F = 2 (h-1)(w-1)``, ``h = H - 2 b``, ``w = W - 2 b``.
     """
-    d = torch.as_tensor(_to_numpy(depth), dtype=torch.float32)
+    d = torch.as_tensor(as_numpy(depth), dtype=torch.float32)
     while d.ndim > 2 and d.shape[0] == 1:
         d = d[0]
     if d.ndim != 2:
-        raise ValueError(f"expected a depth map of shape H x W, got {tuple(_to_numpy(depth).shape)}")
+        raise ValueError(f"expected a depth map of shape H x W, got {tuple(as_numpy(depth).shape)}")
     H, W = d.shape
     b = int(crop_border)
     _check_border(H, W, b)
@@ -215,14 +211,12 @@ def _texture_pil(texture: Any, texture_size: int | tuple[int, int] | None = None
 
 
 def _check_mesh(vertices: np.ndarray, faces: np.ndarray, uvs: np.ndarray | None = None) -> None:
-    if vertices.ndim != 2 or vertices.shape[1] != 3:
-        raise ValueError(f"vertices must be V x 3, got {vertices.shape}")
-    if faces.ndim != 2 or faces.shape[1] != 3:
-        raise ValueError(f"faces must be F x 3, got {faces.shape}")
-    if faces.size and (faces.min() < 0 or faces.max() >= len(vertices)):
+    v = check_shape(vertices, "V x 3", "vertices")["V"]
+    check_shape(faces, "F x 3", "faces")
+    if faces.size and (faces.min() < 0 or faces.max() >= v):
         raise ValueError("face indices out of range")
-    if uvs is not None and uvs.shape != (len(vertices), 2):
-        raise ValueError(f"uvs must be V x 2 with V={len(vertices)}, got {uvs.shape}")
+    if uvs is not None:
+        check_shape(uvs, "V x 2", "uvs", V=v)
 
 
 def _rows(prefix: str, arr: np.ndarray, fmt: str) -> str:
@@ -304,7 +298,7 @@ def write_obj(
         material_file: name (relative to the OBJ) of an existing ``.mtl`` file with material
             :data:`MATERIAL_NAME` to use instead: only the ``.obj`` is written and ``texture_image``
             is ignored (may be None). For several meshes sharing one texture.
-        durable: see :func:`unsup3d.io.atomic_write`.
+        durable: see :func:`unsup3d.files.atomic.atomic_write`.
 
     Returns:
         ``(obj, mtl, png)`` paths, or ``(obj,)`` with ``material_file``. The texture and material are
@@ -370,18 +364,17 @@ def write_ply(
 
     Args:
         vertex_colors: ``V x 3`` (or ``V x 4``) uint8, or float in [0, 1]; see :func:`grid_vertex_colors`.
-        durable: see :func:`unsup3d.io.atomic_write`.
+        durable: see :func:`unsup3d.files.atomic.atomic_write`.
 
     Returns:
         The path.
     """
     vertices, faces = np.asarray(vertices), np.asarray(faces)
     _check_mesh(vertices, faces)
-    colors = _to_numpy(vertex_colors)
+    colors = as_numpy(vertex_colors)
     if np.issubdtype(colors.dtype, np.floating):
         colors = np.round(np.clip(colors, 0.0, 1.0) * 255.0)
     colors = colors.astype(np.uint8)
-    if colors.ndim != 2 or colors.shape[0] != len(vertices) or colors.shape[1] not in (3, 4):
-        raise ValueError(f"vertex_colors must be V x 3 with V={len(vertices)}, got {colors.shape}")
+    check_shape(colors, "V x 3 or V x 4", "vertex_colors", V=len(vertices))
     mesh = trimesh.Trimesh(vertices=vertices, faces=faces, vertex_colors=colors, process=False)
     return atomic_save_bytes(path, mesh.export(file_type="ply"), durable=durable)

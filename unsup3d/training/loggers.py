@@ -1,7 +1,7 @@
-"""Experiment tracking: Weights & Biases (online when an API key is configured, offline otherwise), and
-CSV and TensorBoard logs that a resumed run continues instead of replacing.
+"""Training's loggers: Weights & Biases (online when an API key is configured, offline otherwise: the
+package's one rule, :func:`unsup3d.tracking.wandb_mode`), and CSV and TensorBoard logs that a resumed run
+continues instead of replacing.
 
-:func:`wandb_mode` is the one rule for every W&B run of the package (training, export, evaluation);
 :func:`wandb_logger` is the training logger of ``conf/logger/wandb.yaml``: a Lightning ``WandbLogger``
 whose run lives in the run directory and keeps one id per run directory, so a resumed training
 continues the same W&B run.
@@ -17,8 +17,6 @@ Resuming (``conf/logger/csv.yaml``, ``tensorboard.yaml``; :class:`ContinueLogs`,
   step as a purge point (what ``SummaryWriter(purge_step=...)`` writes), so TensorBoard hides the earlier
   files' events at and after that step instead of drawing them twice.
 * W&B continues the same run (:func:`wandb_logger`); W&B itself ignores steps below the run's last one.
-
-:func:`log_evaluation` sends an evaluation's scores and per-image rows to W&B (``unsup3d-eval wandb=true``).
 """
 
 from __future__ import annotations
@@ -27,12 +25,11 @@ import csv
 import io
 import itertools
 import logging
-import netrc
 import os
 import secrets
 import shutil
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,45 +39,22 @@ from lightning_fabric.loggers.logger import rank_zero_experiment
 from pytorch_lightning.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 
-from unsup3d.io import atomic_save_text
+from unsup3d.files.atomic import atomic_save_text
+from unsup3d.tracking import WANDB_MODES, wandb_mode
 
 __all__ = [
-    "WANDB_MODES",
+    "RUN_ID_FILE",
     "ContinueLogs",
     "ContinuingCSVLogger",
     "ContinuingTensorBoardLogger",
     "finish_loggers",
-    "log_evaluation",
     "wandb_logger",
-    "wandb_mode",
 ]
 
 log = logging.getLogger(__name__)
 
-WANDB_MODES = ("auto", "online", "offline", "disabled")
 #: The file, in the run directory, holding the W&B run id of that directory.
 RUN_ID_FILE = "wandb_run_id.txt"
-
-
-def wandb_mode(requested: str = "auto") -> str:
-    """Resolve ``auto`` to ``online`` when a W&B API key is configured, else ``offline``.
-
-    An explicit ``WANDB_MODE`` (``online``, ``offline``, ``disabled``; ``dryrun`` means offline) wins;
-    a key is ``WANDB_API_KEY`` or an ``api.wandb.ai`` entry in ``~/.netrc`` (``wandb login``).
-    """
-    if requested != "auto":
-        return requested
-    if os.environ.get("WANDB_MODE") in ("offline", "online", "disabled", "dryrun"):
-        return "offline" if os.environ["WANDB_MODE"] == "dryrun" else os.environ["WANDB_MODE"]
-    if os.environ.get("WANDB_API_KEY"):
-        return "online"
-    try:
-        auth = netrc.netrc(os.path.expanduser("~/.netrc")).authenticators("api.wandb.ai")
-        if auth and auth[2]:
-            return "online"
-    except (FileNotFoundError, netrc.NetrcParseError, OSError):
-        pass
-    return "offline"
 
 
 def _run_id(save_dir: Path) -> str:
@@ -109,7 +83,7 @@ def wandb_logger(
     Args:
         save_dir: the run directory (``paths.output_dir``); W&B writes under ``<save_dir>/wandb``.
         name, project, entity, group, tags, log_model: as W&B's.
-        mode: ``auto`` (:func:`wandb_mode`), ``online``, ``offline`` or ``disabled``.
+        mode: ``auto`` (:func:`unsup3d.tracking.wandb_mode`), ``online``, ``offline`` or ``disabled``.
 
     Raises:
         ValueError: an unknown ``mode``.
@@ -125,56 +99,6 @@ def wandb_logger(
     if resolved == "offline":
         log.info("W&B is offline (no API key): sync later with `wandb sync %s/wandb/offline-run-*`", save_dir)
     return logger
-
-
-def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            out.update(_flatten(value, f"{name}/"))
-        else:
-            out[name] = value
-    return out
-
-
-def log_evaluation(
-    summary: Mapping[str, Any],
-    rows: Sequence[Mapping[str, Any]],
-    columns: Sequence[str],
-    save_dir: str | os.PathLike,
-    config: Mapping[str, Any] | None = None,
-    project: str = "unsup3d-eval",
-    name: str | None = None,
-    mode: str = "auto",
-) -> str:
-    """Log an evaluation to a new W&B run: the per-image scores as a ``wandb.Table`` (``eval/per_image``)
-    and the summary (nested keys joined with ``/``, e.g. ``scores/model/side/mean``) as the run's summary.
-
-    Args:
-        summary: the scores (``EvalReport.to_json()`` and what else the report records).
-        rows: one mapping per table row (``per_image.csv``'s rows).
-        columns: the table's columns, keys of every row.
-        save_dir: W&B writes under ``<save_dir>/wandb`` (``$WANDB_DIR`` wins when set).
-        config: the run's config (the evaluation's settings).
-        project, name: as W&B's.
-        mode: ``auto`` (:func:`wandb_mode`: online with an API key, else offline), ``online``, ``offline``.
-
-    Returns:
-        The run's local files folder (``<save_dir>/wandb/<run>/files``).
-    """
-    if mode not in WANDB_MODES:
-        raise ValueError(f"mode must be one of {', '.join(WANDB_MODES)}; got {mode!r}")
-    run = wandb.init(project=project, name=name, mode=wandb_mode(mode), job_type="eval", config=dict(config or {}),
-                     dir=os.environ.get("WANDB_DIR") or str(save_dir))
-    try:
-        table = wandb.Table(columns=list(columns), data=[[row.get(c) for c in columns] for row in rows])
-        run.log({"eval/per_image": table})
-        run.summary.update(_flatten(summary))
-        folder = run.dir
-    finally:
-        run.finish()
-    return str(folder)
 
 
 def finish_loggers(loggers: Iterable[Logger]) -> None:
@@ -204,7 +128,8 @@ class _ContinuingWriter(ExperimentWriter):
 
     def _check_log_dir_exists(self) -> None:
         # Lightning deletes metrics.csv here (with a warning). Keep it: its header is the starting key set,
-        # so new rows are appended under it (and a new key rewrites the file with a wider header).
+        # so new rows are appended under it (and a new key rewrites the file with a wider header). This
+        # overrides a private hook of Lightning's writer: no public option keeps the file.
         if os.path.isfile(self.metrics_file_path):
             with open(self.metrics_file_path, newline="") as fh:
                 self.metrics_keys = list(next(csv.reader(fh), []))
@@ -260,6 +185,9 @@ class ContinuingCSVLogger(CSVLogger):
     @property
     @rank_zero_experiment
     def experiment(self) -> _ContinuingWriter:
+        """Rank 0's writer, made on first use. Lightning's ``CSVLogger.experiment`` builds its own writer class
+        here and keeps it in ``_experiment``; there is no public way to give it another class, so this
+        property is its copy with :class:`_ContinuingWriter`."""
         if self._experiment is None:
             os.makedirs(self.root_dir, exist_ok=True)
             self._experiment = _ContinuingWriter(log_dir=self.log_dir)
@@ -295,7 +223,11 @@ class ContinuingTensorBoardLogger(TensorBoardLogger):
             from tensorboardX.proto.event_pb2 import Event, SessionLog
         else:  # torch.utils.tensorboard (with the tensorboard package)
             from tensorboard.compat.proto.event_pb2 import Event, SessionLog
-        file_writer = writer._get_file_writer()  # as Lightning's own log_hyperparams does
+        # No public API writes a purge marker into an open writer (SummaryWriter's purge_step is a constructor
+        # argument, and Lightning opened the writer before the resumed step was known): write the events
+        # through its event-file writer, which torch and tensorboardX expose only as _get_file_writer(), as
+        # Lightning's own log_hyperparams does.
+        file_writer = writer._get_file_writer()
         file_writer.add_event(Event(step=int(step), file_version="brain.Event:2"))
         file_writer.add_event(Event(step=int(step), session_log=SessionLog(status=SessionLog.START)))
         writer.flush()
@@ -304,7 +236,7 @@ class ContinuingTensorBoardLogger(TensorBoardLogger):
 class ContinueLogs(pl.Callback):
     """When training starts (after a resumed checkpoint is restored), tell every logger with a
     ``continue_at(step)`` method the step it starts from (global rank 0): see :class:`ContinuingCSVLogger`
-    and :class:`ContinuingTensorBoardLogger`. :func:`unsup3d.training.train` adds it to every run."""
+    and :class:`ContinuingTensorBoardLogger`. :func:`unsup3d.training.run.train` adds it to every run."""
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero:

@@ -5,7 +5,7 @@ SIGTERM is handled by Lightning: its handler sets ``trainer.received_sigterm`` (
 to DDP worker processes). While training runs, SIGINT gets a handler of :class:`GracefulShutdown` that
 does the same for the first Ctrl-C; a second Ctrl-C stops at once, without saving (as Lightning does).
 Data-loader workers ignore both, except SIGTERM once the main process is exiting or gone
-(:func:`unsup3d.data.datamodule.worker_init`). A stop is acted on at the end of a
+(:func:`unsup3d.data.workers.worker_init`). A stop is acted on at the end of a
 training step (all ranks agree on it), so the checkpoint holds a finished optimizer step: the trainer
 writes ``last.ckpt`` (weights, optimizer, step count, loops) and :class:`TrainingInterrupted` ends
 ``trainer.fit``. A SIGTERM that arrives during validation stops there (Lightning's
@@ -24,7 +24,7 @@ from typing import Any
 import pytorch_lightning as pl
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from unsup3d.checkpoint import last_checkpoint_path
+from unsup3d.training.checkpoint_io import last_checkpoint_path
 
 __all__ = ["GracefulShutdown", "TrainingInterrupted"]
 

@@ -13,16 +13,16 @@ import pytest
 import torch
 from PIL import Image
 
-from unsup3d.io import (
+from unsup3d.files.atomic import (
     atomic_dir,
     atomic_save_bytes,
-    atomic_save_image,
     atomic_save_json,
     atomic_save_npy,
     atomic_torch_save,
     atomic_write,
-    write_video,
 )
+from unsup3d.files.images import atomic_save_image
+from unsup3d.files.video import write_video
 
 
 def _leftovers(folder):
@@ -163,7 +163,7 @@ def test_atomic_dir_success_and_failure(tmp_path):
 
 
 def _count_fsyncs(monkeypatch):
-    import unsup3d.io as io_mod
+    import unsup3d.files.atomic as io_mod
 
     calls = []
     real = io_mod.os.fsync
@@ -282,7 +282,7 @@ class DiskFullAfter:
 
 def fill_disk(monkeypatch, limit: int = 0, armed: bool = True) -> None:
     """Every file the atomic writers open becomes a :class:`DiskFullAfter` (toggle ``DiskFullAfter.armed``)."""
-    import unsup3d.io as io_mod
+    import unsup3d.files.atomic as io_mod
 
     real_fdopen = os.fdopen
     monkeypatch.setattr(io_mod.os, "fdopen", lambda *a, **k: DiskFullAfter(real_fdopen(*a, **k), limit))
@@ -291,7 +291,7 @@ def fill_disk(monkeypatch, limit: int = 0, armed: bool = True) -> None:
 
 def test_disk_full_names_the_file_and_keeps_the_old_one(tmp_path, monkeypatch):
     """torch.save reports a failed write as a RuntimeError; atomic_torch_save raises the OSError itself."""
-    from unsup3d.io import is_disk_full
+    from unsup3d.files.atomic import is_disk_full
 
     target = tmp_path / "last.ckpt"
     atomic_torch_save({"step": 1}, target)
@@ -305,7 +305,7 @@ def test_disk_full_names_the_file_and_keeps_the_old_one(tmp_path, monkeypatch):
 
 
 def test_remove_stale_temp_files_only_removes_temporary_files(tmp_path):
-    from unsup3d.io import remove_stale_temp_files
+    from unsup3d.files.atomic import remove_stale_temp_files
 
     (tmp_path / ".last.ckpt.tmp-abc123").write_bytes(b"half a checkpoint")
     (tmp_path / "last.ckpt").write_bytes(b"a checkpoint")

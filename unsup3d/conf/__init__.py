@@ -1,1 +1,0 @@
-"""The Hydra configs of unsup3d (packaged so that the installed commands find them from any folder)."""
