@@ -221,3 +221,40 @@ def test_depth_smoothness_mask() -> None:
     assert torch.isfinite(depth.grad).all()
     with pytest.raises(ValueError):
         depth_smoothness_loss(torch.zeros(2, 3, 4, 4))
+
+
+def test_structural_error_is_blind_to_smooth_shifts_and_sees_edges():
+    from unsup3d.losses import structural_error, structural_loss
+
+    ramp = torch.linspace(-1, 1, 32).expand(2, 3, 32, 32).clone()
+    for kind, share in (("gradient", 1e-3), ("ssim", 0.25)):
+        # a colour offset of a smooth image: no gradient error, a small SSIM one (its luminance term), against
+        # an L1 error of 0.2
+        err, _ = structural_error(ramp, ramp + 0.2, kind)
+        assert float(err.mean()) < share * 0.2, kind
+        # an edge moved by two pixels: a clear error
+        edge = torch.zeros(2, 3, 32, 32)
+        edge[..., 14:] = 1.0
+        moved = torch.zeros_like(edge)
+        moved[..., 16:] = 1.0
+        err, radius = structural_error(edge, moved, kind)
+        assert float(err.max()) > 0.2 and radius >= 1, kind
+    # gradient kind by hand: |d(dx)| + |d(dy)| averaged over channels, zero-padded at the far edge
+    a, b = torch.rand(1, 3, 5, 5), torch.rand(1, 3, 5, 5)
+    err, _ = structural_error(a, b, "gradient")
+    d = a - b
+    expect = torch.zeros(1, 3, 5, 5)
+    expect[..., :, :-1] += (d[..., :, 1:] - d[..., :, :-1]).abs()
+    expect[..., :-1, :] += (d[..., 1:, :] - d[..., :-1, :]).abs()
+    assert torch.allclose(err, expect.mean(1, keepdim=True), atol=1e-6)
+    # confidence-weighted at quarter resolution: Laplacian NLL of the pooled error; sigma = 1 and no mask
+    sigma = torch.ones(1, 1, 1, 1)
+    assert torch.isclose(structural_loss(a, b), err.mean())
+    assert torch.isclose(structural_loss(a, b, None, sigma.expand(1, 1, 5, 5)), (err * 2**0.5 / (1 + EPS)).mean())
+    a4, b4 = torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8)
+    e4, _ = structural_error(a4, b4, "gradient")
+    s = torch.full((1, 1, 2, 2), 0.5)
+    expect = (torch.nn.functional.avg_pool2d(e4, 4) * 2**0.5 / (0.5 + EPS) + math.log(0.5 + EPS)).mean()
+    assert torch.isclose(structural_loss(a4, b4, None, s), expect, atol=1e-6)
+    with pytest.raises(ValueError, match="structural loss kind"):
+        structural_error(a, b, "nope")

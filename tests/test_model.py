@@ -340,3 +340,29 @@ def test_canonical_only_forward_equals_the_full_ones_canonical_factors():
         assert torch.equal(getattr(full, name), getattr(canon, name)), name
     assert canon.recon_image is None and canon.recon_depth is None and canon.conf_sigma_l1 is None
     assert canon.canon_depth_flip is None
+
+
+def test_structural_loss_terms_use_the_quarter_resolution_confidence():
+    torch.manual_seed(0)
+    model = Unsup3D(image_size=32, width=0.125, lam_perc=0.0, lam_struct=0.5)
+    assert all(p.requires_grad for p in model.netC.out_net2.parameters())  # the head is trained now
+    f = model(torch.rand(2, 3, 32, 32))
+    losses = model.compute_losses(f, epoch=0)
+    assert {"struct", "struct_flip"} <= set(losses)
+    expect = losses["l1"] + 0.5 * losses["l1_flip"] + 0.5 * (losses["struct"] + 0.5 * losses["struct_flip"])
+    assert torch.isclose(losses["total"], expect)
+    with pytest.raises(ValueError, match="struct_loss"):
+        Unsup3D(image_size=32, width=0.125, lam_perc=0.0, struct_loss="nope")
+
+
+def test_symmetric_warmup_makes_the_canonical_factors_symmetric_while_training():
+    torch.manual_seed(0)
+    model = Unsup3D(image_size=32, width=0.125, lam_perc=0.0, symmetric_warmup_steps=4)
+    assert [model.symmetry_weight(s) for s in (0, 3, 4, 6, 8, 20)] == [1.0, 1.0, 1.0, 0.5, 0.0, 0.0]
+    x = torch.rand(2, 3, 32, 32)
+    f = model.train()(x)
+    assert torch.equal(f.canon_albedo, f.canon_albedo.flip(-1)) and torch.equal(f.canon_depth, f.canon_depth.flip(-1))
+    # the two reconstructions are then the same image
+    assert torch.allclose(f.recon_image, f.recon_image_flip, atol=1e-5)
+    g = model.eval()(x)  # evaluation and export never symmetrize
+    assert not torch.equal(g.canon_albedo, g.canon_albedo.flip(-1))

@@ -131,7 +131,8 @@ def structural_error(im1: Tensor, im2: Tensor, kind: str = "gradient") -> tuple[
       constant offset or a linear ramp shifted by a few pixels (a smooth background that does not move
       with the object) costs nothing, an edge in the wrong place costs its contrast;
     * ``"ssim"``: ``(1 - SSIM) / 2`` (kornia's SSIM, Gaussian window of :data:`SSIM_WINDOW` taps, images
-      mapped to ``[0, 1]``), averaged over the channels.
+      mapped to ``[0, 1]``), averaged over the channels; its luminance term still sees colour offsets, most
+      in dark regions.
 
     Args:
         im1, im2: ``B x C x H x W`` images in ``[-1, 1]``.

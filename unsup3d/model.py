@@ -102,6 +102,12 @@ class Unsup3D(pl.LightningModule):
             shapes from an ellipsoid). 0 (the original) is off.
         depth_prior_height: height of that bulge's tip above the border depth, as a fraction of the
             depth range (0.5: from 1.04 to 0.94 with the default range).
+        symmetric_warmup_steps: a curriculum of our own (0, the original, is off): for this many training
+            steps the canonical depth and albedo are made exactly symmetric (averaged with their mirror
+            images; :meth:`symmetry_weight`), then released linearly over as many steps again. While they
+            are symmetric, the only ways to render a face that is not left-right symmetric are the view
+            and the light: the pose must be learned before the albedo can copy the image's asymmetries.
+            Evaluation and export are never symmetrized.
         supervised_depth: train netD on the ground-truth depth of the batches instead of the
             photometric losses (the paper's supervised upper bound, Table 2): the L1 difference of the
             log depths after removing their per-image means (scale invariant, as SIDE and MAD are), and
@@ -158,6 +164,7 @@ class Unsup3D(pl.LightningModule):
         lam_depth_prior: float = 0.0,
         depth_prior_steps: int = 0,
         depth_prior_height: float = 0.5,
+        symmetric_warmup_steps: int = 0,
         supervised_depth: bool = False,
         encoder_init: str = "pytorch",
         lr: float = 1e-4,
@@ -188,6 +195,7 @@ class Unsup3D(pl.LightningModule):
                           ("lam_view_equivariance", lam_view_equivariance), ("lam_view_mean", lam_view_mean),
                           ("lam_depth_prior", lam_depth_prior), ("depth_prior_steps", depth_prior_steps),
                           ("depth_prior_height", depth_prior_height),
+                          ("symmetric_warmup_steps", symmetric_warmup_steps),
                           ("lr", lr), ("weight_decay", weight_decay), ("lr_warmup_steps", lr_warmup_steps)):
             if not math.isfinite(float(val)) or float(val) < 0:
                 raise ValueError(f"model.{name} must be a finite non-negative number, got {val}")
@@ -368,6 +376,10 @@ class Unsup3D(pl.LightningModule):
         border[..., :2] = 1
         border[..., -2:] = 1
         depth = depth * (1 - border) + border * self.border_depth
+        sym = self.symmetry_weight(self.global_step) if self.training else 0.0
+        if sym > 0:  # the symmetric warm-up: canonical depth and albedo blended with their mirror images
+            depth = depth * (1 - sym) + (depth + depth.flip(-1)) / 2 * sym
+            albedo = albedo * (1 - sym) + (albedo + albedo.flip(-1)) / 2 * sym
 
         light_a = _rescale(light[:, 0], *hp.amb_light_range)
         light_b = _rescale(light[:, 1], *hp.diff_light_range)
@@ -464,6 +476,15 @@ class Unsup3D(pl.LightningModule):
         if not hp.use_flip:
             return 0.0
         return float(hp.lam_flip_before_start if epoch < hp.lam_flip_start_epoch else hp.lam_flip)
+
+    def symmetry_weight(self, step: int) -> float:
+        """How much of the canonical depth and albedo is made exactly symmetric at global ``step`` (the
+        symmetric warm-up): 1 for ``symmetric_warmup_steps`` steps, then falling linearly to 0 over as many
+        again; 0 when the warm-up is off."""
+        n = int(self.hparams.symmetric_warmup_steps)
+        if n <= 0:
+            return 0.0
+        return float(min(1.0, max(0.0, 2.0 - step / n)))
 
     def depth_prior_weight(self, step: int) -> float:
         """Weight of the ellipsoid depth prior at global ``step``: ``lam_depth_prior`` falling
