@@ -366,3 +366,31 @@ def test_symmetric_warmup_makes_the_canonical_factors_symmetric_while_training()
     assert torch.allclose(f.recon_image, f.recon_image_flip, atol=1e-5)
     g = model.eval()(x)  # evaluation and export never symmetrize
     assert not torch.equal(g.canon_albedo, g.canon_albedo.flip(-1))
+
+
+def test_background_layer_composites_a_static_background_under_the_warped_canonical():
+    torch.manual_seed(0)
+    model = Unsup3D(image_size=32, width=0.125, lam_perc=0.0, background_size=4)
+    assert model.netA.cout == 4 and "netB" in model.network_names
+    x = torch.rand(2, 3, 32, 32)
+    x_ = x * 2 - 1
+    raw = model.predict(x_)
+    assert raw["background"].shape == (2, 3 * 16)
+    # alpha = 0 everywhere: the reconstruction is the background layer (where the surface is valid)
+    raw["albedo"] = torch.cat([raw["albedo"][:, :3], -torch.ones_like(raw["albedo"][:, :1])], 1)
+    f = model.render_factors(x_, raw)
+    bg = torch.nn.functional.interpolate(raw["background"].view(2, 3, 4, 4), size=(32, 32), mode="bilinear",
+                                         align_corners=False)
+    assert torch.allclose(f.background, bg)
+    assert torch.allclose(f.recon_image, bg * f.recon_mask, atol=1e-6)
+    assert torch.allclose(f.recon_image_flip, bg * f.recon_mask, atol=1e-6)
+    # alpha = 1: the original model's reconstruction
+    raw["albedo"][:, 3:] = 1.0
+    g = model.render_factors(x_, raw)
+    plain = Unsup3D(image_size=32, width=0.125, lam_perc=0.0)
+    h = plain.render_factors(x_, {**raw, "albedo": raw["albedo"][:, :3], "background": None})
+    assert torch.allclose(g.recon_image, h.recon_image, atol=1e-6) and h.canon_alpha is None
+    assert torch.equal(g.canon_alpha, torch.ones(2, 1, 32, 32))
+    # export's canonical-only pass has no background, and the albedo is RGB
+    e = model.eval()(x, reconstruct=False)
+    assert e.canon_albedo.shape == (2, 3, 32, 32) and e.background is None

@@ -43,6 +43,8 @@ class Factors:
     conf_sigma_l1: torch.Tensor | None  # B x 2 x H x W (channel 0: original, 1: flip), None if off
     conf_sigma_percl: torch.Tensor | None  # B x 2 x H/4 x W/4, None if confidence is off
     view_mirrored: torch.Tensor | None = None  # B x 6, netV's view of the mirrored input (flip equivariance)
+    canon_alpha: torch.Tensor | None = None  # B x 1 x H x W in [0, 1], canonical foreground (background layer)
+    background: torch.Tensor | None = None  # B x 3 x H x W, static background layer in the image frame
 
     @property
     def batch_size(self) -> int:

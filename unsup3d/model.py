@@ -38,7 +38,7 @@ from unsup3d.renderer import Renderer, full_precision, shading, to_full
 
 __all__ = ["Unsup3D", "Factors", "LOSS_TERMS"]
 
-NETWORK_NAMES = ("netD", "netA", "netL", "netV", "netC")
+NETWORK_NAMES = ("netD", "netA", "netL", "netV", "netC", "netB")
 LOSS_TERMS = ("l1", "l1_flip", "perc", "perc_flip", "struct", "struct_flip", "depth_sm", "view_equivariance", "view_mean", "depth_prior",
               "depth_supervised")
 LR_DECAYS = ("none", "cosine")
@@ -102,6 +102,14 @@ class Unsup3D(pl.LightningModule):
             shapes from an ellipsoid). 0 (the original) is off.
         depth_prior_height: height of that bulge's tip above the border depth, as a fraction of the
             depth range (0.5: from 1.04 to 0.94 with the default range).
+        background_size: a static background layer of our own (0, the original, is off): ``netB`` predicts
+            an ``r x r`` RGB image (``r = background_size``), upsampled bilinearly to the image size, that
+            stays in the image frame, and ``netA`` a fourth channel, the canonical foreground alpha, that
+            is warped with the canonical image; the reconstruction is ``alpha * warped + (1 - alpha) *
+            background``. The method's rigid model moves the whole image with the view, so a background
+            that does not turn with the object (any photo's) costs photometric error at every rotation and
+            holds the pose near frontal; a low-resolution layer that does not move explains smooth
+            backgrounds for free, and is too coarse to explain the object. Changes netA's architecture.
         symmetric_warmup_steps: a curriculum of our own (0, the original, is off): for this many training
             steps the canonical depth and albedo are made exactly symmetric (averaged with their mirror
             images; :meth:`symmetry_weight`), then released linearly over as many steps again. While they
@@ -164,6 +172,7 @@ class Unsup3D(pl.LightningModule):
         lam_depth_prior: float = 0.0,
         depth_prior_steps: int = 0,
         depth_prior_height: float = 0.5,
+        background_size: int = 0,
         symmetric_warmup_steps: int = 0,
         supervised_depth: bool = False,
         encoder_init: str = "pytorch",
@@ -196,6 +205,7 @@ class Unsup3D(pl.LightningModule):
                           ("lam_depth_prior", lam_depth_prior), ("depth_prior_steps", depth_prior_steps),
                           ("depth_prior_height", depth_prior_height),
                           ("symmetric_warmup_steps", symmetric_warmup_steps),
+                          ("background_size", background_size),
                           ("lr", lr), ("weight_decay", weight_decay), ("lr_warmup_steps", lr_warmup_steps)):
             if not math.isfinite(float(val)) or float(val) < 0:
                 raise ValueError(f"model.{name} must be a finite non-negative number, got {val}")
@@ -211,11 +221,14 @@ class Unsup3D(pl.LightningModule):
         self.border_depth = 0.7 * max_depth + 0.3 * min_depth if border_depth is None else float(border_depth)
         self.renderer = Renderer(image_size, fov, min_depth, max_depth, rot_center_depth, renderer_backend)
         nets = build_networks(image_size=image_size, width=width, with_confidence=use_conf_map,
-                              depth_size=depth_size)
+                              depth_size=depth_size, background_size=int(background_size))
         self.netD, self.netA, self.netL, self.netV = nets["netD"], nets["netA"], nets["netL"], nets["netV"]
         init_encoder(self.netV, encoder_init)
         init_encoder(self.netL, encoder_init)
         self.netC = nets.get("netC")
+        self.netB = nets.get("netB")
+        if self.netB is not None:
+            init_encoder(self.netB, encoder_init)
         if self.netC is not None and lam_perc == 0 and lam_struct == 0:
             # The quarter-resolution confidence map only weights the perceptual (and structural) loss:
             # without them that head is unused, so freeze it (DDP requires every trainable parameter to be used).
@@ -288,6 +301,7 @@ class Unsup3D(pl.LightningModule):
             "view": views[: x.shape[0]],
             "conf": self.netC(x) if self.netC is not None and confidence else None,
             "view_mirrored": views[x.shape[0]:] if mirrored else None,
+            "background": self.netB(x) if self.netB is not None and confidence else None,
         }
 
     def render_factors(self, x: torch.Tensor, raw: dict[str, Any], reconstruct: bool = True) -> Factors:
@@ -305,8 +319,10 @@ class Unsup3D(pl.LightningModule):
             x = to_full(x)
             conf = raw.get("conf")
             conf_l1, conf_perc = (None, None) if conf is None else (to_full(conf[0]), to_full(conf[1]))
+            background = raw.get("background")
             factors = self._render(x, to_full(raw["depth"]), to_full(raw["albedo"]), to_full(raw["light"]),
-                                   to_full(raw["view"]), conf_l1, conf_perc, reconstruct)
+                                   to_full(raw["view"]), conf_l1, conf_perc, reconstruct,
+                                   None if background is None else to_full(background))
             if raw.get("view_mirrored") is not None:
                 factors.view_mirrored = to_full(raw["view_mirrored"]) * self._view_ranges(x)
             return factors
@@ -365,9 +381,13 @@ class Unsup3D(pl.LightningModule):
         depth = depth_raw - depth_raw.view(b, -1).mean(1).view(b, 1, 1)
         return _rescale(depth.tanh(), hp.min_depth, hp.max_depth)
 
-    def _render(self, x, depth_raw, albedo, light, view_raw, conf_l1, conf_perc, reconstruct: bool = True) -> Factors:
+    def _render(self, x, depth_raw, albedo, light, view_raw, conf_l1, conf_perc, reconstruct: bool = True,
+                background=None) -> Factors:
         hp = self.hparams
         b, _, h, w = x.shape
+        alpha = None
+        if albedo.shape[1] == 4:  # the background layer's canonical foreground alpha
+            albedo, alpha = albedo[:, :3], albedo[:, 3:] / 2 + 0.5
 
         # Canonical depth: zero-mean, tanh, rescaled, fixed 2-px left/right border.
         depth_raw = depth_raw.squeeze(1)
@@ -380,6 +400,8 @@ class Unsup3D(pl.LightningModule):
         if sym > 0:  # the symmetric warm-up: canonical depth and albedo blended with their mirror images
             depth = depth * (1 - sym) + (depth + depth.flip(-1)) / 2 * sym
             albedo = albedo * (1 - sym) + (albedo + albedo.flip(-1)) / 2 * sym
+            if alpha is not None:
+                alpha = alpha * (1 - sym) + (alpha + alpha.flip(-1)) / 2 * sym
 
         light_a = _rescale(light[:, 0], *hp.amb_light_range)
         light_b = _rescale(light[:, 1], *hp.diff_light_range)
@@ -408,12 +430,21 @@ class Unsup3D(pl.LightningModule):
                 canon_image=canon_im, light_ambient=light_a, light_diffuse=light_b, light_direction=light_d,
                 view=view, recon_depth=None, recon_normal=None, recon_image=None, recon_mask=None,
                 canon_depth_flip=None, canon_albedo_flip=None, canon_image_flip=None, recon_depth_flip=None,
-                recon_image_flip=None, conf_sigma_l1=None, conf_sigma_percl=None)
+                recon_image_flip=None, conf_sigma_l1=None, conf_sigma_percl=None, canon_alpha=alpha)
 
         recon_depth = self.renderer.warp_canon_depth(depth_all, view_all)
         recon_normal = self.renderer.normals(recon_depth)
         grid = self.renderer.inverse_warp_grid(recon_depth, view_all)
-        recon_im = F.grid_sample(canon_im, grid, mode="bilinear", align_corners=True)
+        bg = None
+        if alpha is None or background is None:
+            recon_im = F.grid_sample(canon_im, grid, mode="bilinear", align_corners=True)
+        else:  # the warped canonical image over the static background layer
+            alpha_all = torch.cat([alpha, alpha.flip(3)], 0) if use_flip else alpha
+            warped = F.grid_sample(torch.cat([canon_im, alpha_all], 1), grid, mode="bilinear", align_corners=True)
+            r = hp.background_size
+            bg = F.interpolate(background.view(b, 3, r, r), size=(h, w), mode="bilinear", align_corners=False)
+            a = warped[:, 3:]
+            recon_im = warped[:, :3] * a + bg.repeat(n, 1, 1, 1) * (1 - a)
         valid = self.renderer.visible_mask(recon_depth).to(x.dtype)
         valid = valid[:b] * valid[b:] if use_flip else valid
         mask = valid.unsqueeze(1).detach()  # B x 1 x H x W, valid for both reconstructions
@@ -444,6 +475,8 @@ class Unsup3D(pl.LightningModule):
             recon_image_flip=recon_im[flip] if flip else None,
             conf_sigma_l1=conf_l1,
             conf_sigma_percl=conf_perc,
+            canon_alpha=alpha,
+            background=bg,
         )
 
     def _view_ranges(self, like: torch.Tensor) -> torch.Tensor:

@@ -395,6 +395,7 @@ def build_networks(
     conf_zdim: int | None = None,
     with_confidence: bool = True,
     depth_size: int | None = None,
+    background_size: int = 0,
 ) -> dict[str, nn.Module]:
     """Build the five networks of the original release.
 
@@ -406,6 +407,9 @@ def build_networks(
         with_confidence: build ``netC`` (the synthetic-car setting has no confidence maps).
         depth_size: output resolution of ``netD`` (default ``image_size``; see :class:`EDDeconv`'s
             ``out_size``).
+        background_size: ``r > 0`` adds the static background layer (an option of our own): ``netA``
+            predicts a fourth channel (the canonical foreground alpha) and ``netB``, an :class:`Encoder`
+            like ``netV``, an ``r x r`` RGB background (``B x 3 r^2``, tanh).
 
     Returns:
         ``{"netD": EDDeconv (B x 3 x S x S -> B x 1 x S x S, linear),
@@ -420,10 +424,13 @@ def build_networks(
     conf_zdim = conf_zdim if conf_zdim is not None else scaled_width(128, width)
     nets: dict[str, nn.Module] = {
         "netD": EDDeconv(3, 1, zdim=zdim, nf=nf, activation=None, image_size=image_size, out_size=depth_size),
-        "netA": EDDeconv(3, 3, zdim=zdim, nf=nf, activation=nn.Tanh, image_size=image_size),
+        "netA": EDDeconv(3, 4 if background_size else 3, zdim=zdim, nf=nf, activation=nn.Tanh, image_size=image_size),
         "netL": Encoder(3, 4, nf=encoder_nf, activation=nn.Tanh, image_size=image_size),
         "netV": Encoder(3, 6, nf=encoder_nf, activation=nn.Tanh, image_size=image_size),
     }
     if with_confidence:
         nets["netC"] = ConfNet(3, 2, zdim=conf_zdim, nf=nf, image_size=image_size)
+    if background_size:
+        nets["netB"] = Encoder(3, 3 * int(background_size) ** 2, nf=encoder_nf, activation=nn.Tanh,
+                               image_size=image_size)
     return nets
