@@ -24,6 +24,7 @@ WITH_EXAMPLES = FUNCTIONAL_API + (
     "unsup3d.inference",
     "unsup3d.files.atomic",
     "unsup3d.evaluation",
+    "unsup3d.training.threads",
 )
 
 

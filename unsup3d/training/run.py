@@ -43,6 +43,7 @@ from unsup3d.training.resume import (
     run_record,
 )
 from unsup3d.training.shutdown import GracefulShutdown, TrainingInterrupted
+from unsup3d.training.threads import AdaptiveThreads
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +76,10 @@ def validate_config(cfg: DictConfig) -> None:
         if int(cfg.dataset[key]) <= 0:
             raise ConfigError(f"bad value for 'dataset.{key}': {cfg.dataset[key]} (must be positive)")
     threads = cfg.get("threads")
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        raise ConfigError(f"bad value for 'threads': {threads!r} (a positive number of CPU threads, or null)")
+    if threads is not None and threads != "auto" and (
+            isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ConfigError(f"bad value for 'threads': {threads!r} (a positive number of CPU threads, 'auto' "
+                          "or null)")
     if cfg.dataset.get("num_workers", 0) < 0:
         raise ConfigError(f"bad value for 'dataset.num_workers': {cfg.dataset.num_workers} (must be >= 0)")
     allow = cfg.get("resume_allow_changes") or []
@@ -207,7 +210,9 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
     aside = _fresh_start(cfg, callbacks)
     if aside is not None:
         callbacks.append(aside)
-    if cfg.get("threads"):
+    if cfg.get("threads") == "auto":
+        callbacks.append(AdaptiveThreads())
+    elif cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
     pl.seed_everything(int(cfg.seed), workers=True)
     datamodule = build_datamodule(cfg)
