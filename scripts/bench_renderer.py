@@ -104,12 +104,20 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--precision", choices=["32-true", "bf16-mixed"], default="32-true",
+                    help="bf16-mixed: both workloads under bf16 autocast (the conv runs in bf16, the "
+                         "renderer's geometry stays fp32 as in training)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}")
+    print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, "
+          f"precision {args.precision}")
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16-mixed"):
+        run(args, device)
 
+
+def run(args: argparse.Namespace, device: torch.device) -> None:
     ref_fn, ref_flops = reference_workload(device, args.size)
     t_ref = statistics.median(time_runs(ref_fn, args.repeats, device))
     print(f"reference: conv3x3 64->64, B=16, {args.size}x{args.size}, fwd+bwd: {t_ref * 1e3:8.1f} ms "

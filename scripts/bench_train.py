@@ -20,7 +20,13 @@ against a large fp32 GEMM (and bf16 where the CPU has it) timed in the same run 
 width, batch 64); ``--compare-bf16``: the full step under bf16 autocast (``trainer.precision=bf16-mixed``:
 networks in bf16, geometry in fp32) and the renderer's largest difference to fp32; ``--contend loop``
 (a single-threaded busy loop) or ``--contend torch`` (a multi-threaded torch matmul job): the full step
-with that process beside it, and the slowdown ratio (targets: <= 2.5 and <= 4 on a 2-core machine).
+with that process beside it at torch's default thread count and with ``threads=auto`` (the training
+default: :class:`unsup3d.training.threads.ThreadTuner` picks the count by timing the steps), and the
+slowdown ratios against the idle step (targets for the default: <= 2.5 and <= 4 on a 2-core machine).
+For the precision the synthetic_cpu recipe trains in on this machine (``--precision auto``: bf16-mixed
+where the CPU computes bf16 natively, else 32-true), ``step_to_limit=`` is that step's time over the
+networks' fwd+bwd FLOPs at that precision's GEMM peak measured in the same run (target <= 4), and
+``overhead_ratio_bf16=`` everything beyond the networks as a share of the bf16 step (target <= 0.15).
 VGG weights are random when no ImageNet weights are available (timing does not depend on them).
 """
 
@@ -36,7 +42,9 @@ import warnings
 import torch
 
 from unsup3d.benchmark import time_runs
+from unsup3d.config import native_cpu_precision
 from unsup3d.model import Unsup3D
+from unsup3d.training.threads import ThreadTuner
 
 
 def _busy_loop(stop) -> None:  # a single-threaded CPU-bound process
@@ -69,14 +77,6 @@ def count_flops(fn) -> int:
     return counter.get_total_flops()
 
 
-def cpu_has_bf16() -> bool:
-    try:
-        flags = open("/proc/cpuinfo").read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batch", type=int, default=64)
@@ -91,6 +91,9 @@ def main() -> None:
                     help="also time the step beside a busy process")
     ap.add_argument("--channels-last", action="store_true", help="networks and input in channels_last")
     ap.add_argument("--compile", action="store_true", help="torch.compile the five networks")
+    ap.add_argument("--precision", choices=["auto", "32-true", "bf16-mixed"], default="auto",
+                    help="precision of step_to_limit (auto: the synthetic_cpu recipe's on this machine, "
+                         "bf16-mixed where the CPU computes bf16 natively, else 32-true)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -170,6 +173,10 @@ def main() -> None:
         losses["total"].backward()
         opt.step()
 
+    def bf16_rest_step():  # everything beyond the networks, in the bf16 step (geometry stays fp32 inside)
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            rest_step()
+
     t_full = time_runs(full_step, args.repeats, device)
     t_nets = time_runs(networks_step, args.repeats, device)
     t_rest = time_runs(rest_step, args.repeats, device)
@@ -185,12 +192,17 @@ def main() -> None:
     peak32 = gemm_peak(torch.float32, device)
     line = (f"networks: {flops / 1e9:.1f} GFLOP fwd+bwd, {achieved:.0f} GFLOP/s; fp32 GEMM peak {peak32:.0f} GFLOP/s "
             f"-> {100 * achieved / peak32:.0f} % of peak")
-    if device.type == "cuda" or cpu_has_bf16():
+    if device.type == "cuda" or native_cpu_precision() == "bf16-mixed":
         line += f"; bf16 GEMM {gemm_peak(torch.bfloat16, device):.0f} GFLOP/s"
     print(line)
     print(f"overhead_ratio={overhead:.3f} networks_gflops={achieved:.0f} peak_fraction={achieved / peak32:.2f}")
-    if args.compare_bf16:
+    precision = args.precision
+    if precision == "auto":
+        precision = "bf16-mixed" if device.type == "cuda" else native_cpu_precision()
+    run_bf16 = args.compare_bf16 or precision == "bf16-mixed"
+    if run_bf16:
         t_bf16 = statistics.median(time_runs(bf16_step, args.repeats, device))
+        t_rest16 = statistics.median(time_runs(bf16_rest_step, args.repeats, device))
         with torch.no_grad():
             xi = x * 2 - 1
             with torch.autocast(device.type, dtype=torch.bfloat16):
@@ -199,23 +211,47 @@ def main() -> None:
             f_fp32 = model.render_factors(xi, raw)  # the same network outputs, geometry outside autocast
         diff = max((getattr(f_auto, k) - getattr(f_fp32, k)).abs().max().item()
                    for k in ("recon_depth", "recon_image", "recon_image_flip", "canon_normal"))
-        print(f"full step under bf16 autocast:   {t_bf16:8.3f} s  (fp32 / bf16 = {full / t_bf16:.2f}x)")
-        print(f"bf16_speedup={full / t_bf16:.2f} max_renderer_diff_bf16_vs_fp32={diff:.2e}")
+        print(f"full step under bf16 autocast:   {t_bf16:8.3f} s  (fp32 / bf16 = {full / t_bf16:.2f}x); "
+              f"everything else {t_rest16:.3f} s")
+        print(f"bf16_speedup={full / t_bf16:.2f} max_renderer_diff_bf16_vs_fp32={diff:.2e} "
+              f"overhead_ratio_bf16={t_rest16 / t_bf16:.3f} (target <= 0.15)")
+    # step_to_limit: the step of the recipe's precision against the networks' FLOPs at that precision's
+    # GEMM peak, both measured in this run (the networks' FLOPs are the whole step's but for a few %).
+    if precision == "bf16-mixed":
+        step, peak = t_bf16, gemm_peak(torch.bfloat16, device)
+    else:
+        step, peak = full, peak32
+    limit = flops / (peak * 1e9)
+    print(f"precision {precision}: step {step:.3f} s, limit {limit * 1e3:.1f} ms "
+          f"({flops / 1e9:.1f} GFLOP at {peak:.0f} GFLOP/s)")
+    print(f"step_to_limit={step / limit:.2f} (target <= 4) precision={precision}")
     if args.contend != "none":
         ctx = mp.get_context("spawn")
         stop = ctx.Event()
         proc = ctx.Process(target=_busy_loop if args.contend == "loop" else _torch_job, args=(stop,), daemon=True)
         proc.start()
         time.sleep(2.0)
+        threads = torch.get_num_threads()
         try:
+            t_fixed = statistics.median(time_runs(full_step, args.repeats, device))
+            # The default command (threads=auto): the tuner times the candidate thread counts on these
+            # steps, then the step is timed at the count it chose.
+            tuner = ThreadTuner()
+            while tuner.probing:
+                t0 = time.perf_counter()
+                full_step()
+                tuner.step_done(time.perf_counter() - t0)
             t_busy = statistics.median(time_runs(full_step, args.repeats, device))
         finally:
             stop.set()
             proc.join(10)
-        print(f"full step beside a {'busy loop' if args.contend == 'loop' else 'multi-threaded torch job'}: "
-              f"{t_busy:8.3f} s")
-        print(f"contention_slowdown={t_busy / full:.2f} (target <= {2.5 if args.contend == 'loop' else 4.0})")
-
+            torch.set_num_threads(threads)
+        what = "busy loop" if args.contend == "loop" else "multi-threaded torch job"
+        print(f"full step beside a {what}: {t_fixed:8.3f} s at {threads} threads, {t_busy:8.3f} s with "
+              f"threads=auto (chose {tuner.threads}; probed "
+              + ", ".join(f"{n}: {t:.3f} s" for n, t in tuner.history) + ")")
+        print(f"contention_slowdown={t_busy / full:.2f} (target <= {2.5 if args.contend == 'loop' else 4.0}) "
+              f"contention_slowdown_fixed_threads={t_fixed / full:.2f}")
 
 if __name__ == "__main__":
     main()
