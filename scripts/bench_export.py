@@ -27,11 +27,6 @@ from pathlib import Path
 
 import numpy as np
 
-try:
-    import unsup3d  # noqa: F401
-except ImportError:  # running from a checkout without the package installed
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 TARGET_MS = 100.0
 PHOTOS = Path(__file__).resolve().parents[1].parent / "shared" / "photos"
 

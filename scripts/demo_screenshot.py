@@ -17,15 +17,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-try:
-    import unsup3d  # noqa: F401
-except ImportError:  # running from a checkout without the package installed
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from PIL import Image
 
-from PIL import Image  # noqa: E402
-
-from unsup3d.checkpoint import load_model  # noqa: E402
-from unsup3d.files.atomic import atomic_save_bytes  # noqa: E402
+from unsup3d.checkpoint import load_model
+from unsup3d.files.atomic import atomic_save_bytes
 
 
 def _free_port() -> int:

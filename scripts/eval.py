@@ -10,14 +10,7 @@ baselines, and the model/baseline ratios) and per_image.csv into the run directo
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-try:
-    from unsup3d.cli import eval_command
-except ImportError:  # running from a checkout without the package installed
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from unsup3d.cli import eval_command
+from unsup3d.cli import eval_command
 
 if __name__ == "__main__":
     eval_command()

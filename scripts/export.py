@@ -8,13 +8,8 @@ See `python scripts/export.py --help` and :mod:`unsup3d.export`.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-try:
-    from unsup3d.export import main
-except ImportError:  # running from a checkout without the package installed
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from unsup3d.export import main
+from unsup3d.export import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -9,13 +9,8 @@ See `python scripts/make_synthetic.py --help` and :mod:`unsup3d.data.synthetic.c
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-try:
-    from unsup3d.data.synthetic.cli import main
-except ImportError:  # running from a checkout without the package installed
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from unsup3d.data.synthetic.cli import main
+from unsup3d.data.synthetic.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

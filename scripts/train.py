@@ -8,14 +8,7 @@ Hydra's (`hydra.run.dir=DIR`, default outputs/<name>); multi-GPU and multi-node 
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-try:
-    from unsup3d.cli import train_command
-except ImportError:  # running from a checkout without the package installed
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from unsup3d.cli import train_command
+from unsup3d.cli import train_command
 
 if __name__ == "__main__":
     train_command()

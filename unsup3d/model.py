@@ -708,8 +708,12 @@ class Unsup3D(pl.LightningModule):
         if hp.lr_warmup_steps <= 0 and hp.lr_decay == "none":
             return opt
         total = None
-        if hp.lr_decay == "cosine" and not hp.lr_decay_steps and self._trainer is not None:
-            total = int(self.trainer.estimated_stepping_batches)
+        try:
+            trainer = self.trainer
+        except RuntimeError:  # not attached to a Trainer (Lightning's public property says so by raising)
+            trainer = None
+        if hp.lr_decay == "cosine" and not hp.lr_decay_steps and trainer is not None:
+            total = int(trainer.estimated_stepping_batches)
             if total <= 0 or total > 10**9:
                 raise ValueError("model.lr_decay=cosine needs model.lr_decay_steps or a finite trainer.max_steps / "
                                  "max_epochs")
