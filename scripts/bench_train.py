@@ -84,6 +84,8 @@ def main() -> None:
     ap.add_argument("--width", type=float, default=1.0)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--no-perceptual", action="store_true", help="lam_perc=0 (no VGG)")
+    ap.add_argument("--background-size", type=int, default=0,
+                    help="model.background_size (synthetic_cpu: 8, its static background layer)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--compare-bf16", action="store_true", help="also time the step under bf16 autocast")
@@ -102,7 +104,7 @@ def main() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = Unsup3D(image_size=args.size, width=args.width, lam_perc=0.0 if args.no_perceptual else 1.0,
-                        allow_random_vgg=True).to(device)
+                        background_size=args.background_size, allow_random_vgg=True).to(device)
         if not args.no_perceptual:
             model._perceptual_loss()
     fmt = torch.channels_last if args.channels_last else torch.contiguous_format
@@ -131,6 +133,8 @@ def main() -> None:
         outs = [model.netD(xi), model.netA(xi), model.netL(xi), model.netV(xi)]
         if model.netC is not None:
             outs.extend(model.netC(xi))
+        if model.netB is not None:
+            outs.append(model.netB(xi))
         total = sum(o.float().mean() for o in outs)
         if vgg is not None:
             # The perceptual loss runs VGG on cat([reconstruction, input]) for the original and the
