@@ -193,16 +193,16 @@ def main() -> None:
     flops = count_flops(networks_forward_backward)
     opt.zero_grad(set_to_none=True)
     achieved = flops / nets / 1e9
+    native = "bf16-mixed" if device.type == "cuda" else native_cpu_precision()
+    precision = native if args.precision == "auto" else args.precision
     peak32 = gemm_peak(torch.float32, device)
+    peak16 = gemm_peak(torch.bfloat16, device) if "bf16-mixed" in (native, precision) else None
     line = (f"networks: {flops / 1e9:.1f} GFLOP fwd+bwd, {achieved:.0f} GFLOP/s; fp32 GEMM peak {peak32:.0f} GFLOP/s "
             f"-> {100 * achieved / peak32:.0f} % of peak")
-    if device.type == "cuda" or native_cpu_precision() == "bf16-mixed":
-        line += f"; bf16 GEMM {gemm_peak(torch.bfloat16, device):.0f} GFLOP/s"
+    if peak16 is not None:
+        line += f"; bf16 GEMM {peak16:.0f} GFLOP/s"
     print(line)
     print(f"overhead_ratio={overhead:.3f} networks_gflops={achieved:.0f} peak_fraction={achieved / peak32:.2f}")
-    precision = args.precision
-    if precision == "auto":
-        precision = "bf16-mixed" if device.type == "cuda" else native_cpu_precision()
     run_bf16 = args.compare_bf16 or precision == "bf16-mixed"
     if run_bf16:
         t_bf16 = statistics.median(time_runs(bf16_step, args.repeats, device))
@@ -221,10 +221,7 @@ def main() -> None:
               f"overhead_ratio_bf16={t_rest16 / t_bf16:.3f} (target <= 0.15)")
     # step_to_limit: the step of the recipe's precision against the networks' FLOPs at that precision's
     # GEMM peak, both measured in this run (the networks' FLOPs are the whole step's but for a few %).
-    if precision == "bf16-mixed":
-        step, peak = t_bf16, gemm_peak(torch.bfloat16, device)
-    else:
-        step, peak = full, peak32
+    step, peak = (t_bf16, peak16) if precision == "bf16-mixed" else (full, peak32)
     limit = flops / (peak * 1e9)
     print(f"precision {precision}: step {step:.3f} s, limit {limit * 1e3:.1f} ms "
           f"({flops / 1e9:.1f} GFLOP at {peak:.0f} GFLOP/s)")

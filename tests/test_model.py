@@ -366,6 +366,11 @@ def test_symmetric_warmup_makes_the_canonical_factors_symmetric_while_training()
     assert torch.allclose(f.recon_image, f.recon_image_flip, atol=1e-5)
     g = model.eval()(x)  # evaluation and export never symmetrize
     assert not torch.equal(g.canon_albedo, g.canon_albedo.flip(-1))
+    # with the background layer, its canonical alpha is symmetrized with the albedo
+    model = Unsup3D(image_size=32, width=0.125, lam_perc=0.0, symmetric_warmup_steps=4, background_size=4)
+    f = model.train()(x)
+    assert torch.equal(f.canon_alpha, f.canon_alpha.flip(-1)) and torch.equal(f.canon_albedo, f.canon_albedo.flip(-1))
+    assert not torch.equal(model.eval()(x).canon_alpha, model.eval()(x).canon_alpha.flip(-1))
 
 
 def test_background_layer_composites_a_static_background_under_the_warped_canonical():

@@ -287,10 +287,12 @@ class Unsup3D(pl.LightningModule):
 
         Returns:
             ``{"depth": B x 1 x S' x S' (netD, linear; S' = depth_size), "albedo": B x 3 x S x S
-            (netA, tanh), "light": B x 4 (netL, tanh), "view": B x 6 (netV, tanh), "conf": None or
-            the pair (B x 2 x S x S, B x 2 x S/4 x S/4) of netC, "view_mirrored": B x 6 netV of the
-            mirrored input (only when training with the flip equivariance, else None)}``, in the
-            autocast context's precision.
+            (netA, tanh; B x 4 with the background layer, the 4th channel its alpha), "light": B x 4
+            (netL, tanh), "view": B x 6 (netV, tanh), "conf": None or the pair (B x 2 x S x S,
+            B x 2 x S/4 x S/4) of netC, "view_mirrored": B x 6 netV of the mirrored input (only when
+            training with the flip equivariance, else None), "background": B x 3 r^2 (netB, tanh; None
+            without the background layer or with ``confidence=False``)}``, in the autocast context's
+            precision. ``confidence=False`` (no reconstruction) leaves out netC and netB.
         """
         mirrored = self.training and self.hparams.lam_view_equivariance > 0
         views = self.netV(torch.cat([x, x.flip(3)], 0) if mirrored else x)
@@ -385,9 +387,6 @@ class Unsup3D(pl.LightningModule):
                 background=None) -> Factors:
         hp = self.hparams
         b, _, h, w = x.shape
-        alpha = None
-        if albedo.shape[1] == 4:  # the background layer's canonical foreground alpha
-            albedo, alpha = albedo[:, :3], albedo[:, 3:] / 2 + 0.5
 
         # Canonical depth: zero-mean, tanh, rescaled, fixed 2-px left/right border.
         depth_raw = depth_raw.squeeze(1)
@@ -397,11 +396,12 @@ class Unsup3D(pl.LightningModule):
         border[..., -2:] = 1
         depth = depth * (1 - border) + border * self.border_depth
         sym = self.symmetry_weight(self.global_step) if self.training else 0.0
-        if sym > 0:  # the symmetric warm-up: canonical depth and albedo blended with their mirror images
+        if sym > 0:  # the symmetric warm-up: canonical depth and albedo (and alpha) blended with their mirrors
             depth = depth * (1 - sym) + (depth + depth.flip(-1)) / 2 * sym
             albedo = albedo * (1 - sym) + (albedo + albedo.flip(-1)) / 2 * sym
-            if alpha is not None:
-                alpha = alpha * (1 - sym) + (alpha + alpha.flip(-1)) / 2 * sym
+        alpha = None
+        if albedo.shape[1] == 4:  # the background layer's canonical foreground alpha
+            albedo, alpha = albedo[:, :3], albedo[:, 3:] / 2 + 0.5
 
         light_a = _rescale(light[:, 0], *hp.amb_light_range)
         light_b = _rescale(light[:, 1], *hp.diff_light_range)

@@ -87,6 +87,7 @@ class ThreadTuner:
             self._order.insert(0, self.threads)
         self._results: dict[int, float] = {}
         self._times: list[float] = []
+        self._since = 0  # steps run at the chosen count (the run phase)
         self._apply(self._order[0])
 
     def step_done(self, seconds: float) -> None:
@@ -111,7 +112,6 @@ class ThreadTuner:
             self.probing, self.chosen_time, self._times = False, self._results[best], []
             if best != self.threads:
                 self._apply(best)
-            self._since = 0
             return
         self._since += 1
         self._times = recent = self._times[-self.probe_steps:]
