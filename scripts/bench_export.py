@@ -75,7 +75,7 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = Unsup3D(width=args.width, lam_perc=0.0).eval()
-    size = int(model.hparams.image_size)
+    size = model.core.image_size
     precisions = ["fp32", "bf16"] if args.precision == "both" else [args.precision]
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"export benchmark: {size}x{size}, width {args.width}, torch threads {torch.get_num_threads()}, "

@@ -108,10 +108,11 @@ def main() -> None:
         if not args.no_perceptual:
             model._perceptual_loss()
     fmt = torch.channels_last if args.channels_last else torch.contiguous_format
-    for name in model.network_names:
-        getattr(model, name).to(memory_format=fmt)
+    core = model.core
+    for name in core.network_names:
+        getattr(core, name).to(memory_format=fmt)
         if args.compile:
-            setattr(model, name, torch.compile(getattr(model, name)))
+            setattr(core, name, torch.compile(getattr(core, name)))
     model.train()
     opt = model.configure_optimizers()
     x = torch.rand(args.batch, 3, args.size, args.size, device=device).contiguous(memory_format=fmt)
@@ -130,11 +131,11 @@ def main() -> None:
 
     def networks_forward_backward():
         xi = x * 2 - 1
-        outs = [model.netD(xi), model.netA(xi), model.netL(xi), model.netV(xi)]
-        if model.netC is not None:
-            outs.extend(model.netC(xi))
-        if model.netB is not None:
-            outs.append(model.netB(xi))
+        outs = [core.netD(xi), core.netA(xi), core.netL(xi), core.netV(xi)]
+        if core.netC is not None:
+            outs.extend(core.netC(xi))
+        if core.netB is not None:
+            outs.append(core.netB(xi))
         total = sum(o.float().mean() for o in outs)
         if vgg is not None:
             # The perceptual loss runs VGG on cat([reconstruction, input]) for the original and the
@@ -153,7 +154,7 @@ def main() -> None:
     # decoding, shading, warps, rasterization, grid_sample and the losses (the perceptual term's VGG is a
     # network and is left out), and their backward pass down to those outputs.
     with torch.no_grad():
-        raw_ref = model.predict(x * 2 - 1)
+        raw_ref = core.predict(x * 2 - 1)
 
     def leaf(t):
         return t.detach().clone().requires_grad_(True)
@@ -161,7 +162,7 @@ def main() -> None:
     def rest_step():
         raw = {k: (None if v is None else tuple(leaf(t) for t in v) if isinstance(v, tuple) else leaf(v))
                for k, v in raw_ref.items()}
-        f = model.render_factors(x * 2 - 1, raw)
+        f = core.render_factors(x * 2 - 1, raw)
         lam_perc = model.hparams.lam_perc
         model.hparams.lam_perc = 0.0
         try:
@@ -210,9 +211,9 @@ def main() -> None:
         with torch.no_grad():
             xi = x * 2 - 1
             with torch.autocast(device.type, dtype=torch.bfloat16):
-                raw = model.predict(xi)
-                f_auto = model.render_factors(xi, raw)
-            f_fp32 = model.render_factors(xi, raw)  # the same network outputs, geometry outside autocast
+                raw = core.predict(xi)
+                f_auto = core.render_factors(xi, raw)
+            f_fp32 = core.render_factors(xi, raw)  # the same network outputs, geometry outside autocast
         diff = max((getattr(f_auto, k) - getattr(f_fp32, k)).abs().max().item()
                    for k in ("recon_depth", "recon_image", "recon_image_flip", "canon_normal"))
         print(f"full step under bf16 autocast:   {t_bf16:8.3f} s  (fp32 / bf16 = {full / t_bf16:.2f}x); "

@@ -69,7 +69,7 @@ def test_image_logger_csv(tmp_path):
     model.eval()
     with torch.no_grad():
         depth = model(cb.fixed_images[:1]).canon_depth
-    expected = grid_vertices(model.renderer, depth, center=True)[0].numpy()
+    expected = grid_vertices(model.core.renderer, depth, center=True)[0].numpy()
     assert mesh.vertices.shape == (S * S, 3) and len(mesh.faces) == 2 * (S - 1) ** 2
     assert abs(mesh.vertices - expected).max() < 1e-5
     assert mesh.visual.material.baseColorTexture.size == (S, S)

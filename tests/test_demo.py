@@ -123,7 +123,7 @@ def test_reconstruct_shared_photos(tiny, tmp_path, photo, detect_face):
 
 def test_relit_and_posed_views_start_from_the_prediction(tiny):
     model, _ = tiny
-    r = model.renderer
+    r = model.core.renderer
     torch.manual_seed(3)
     with torch.no_grad():
         factors = model(torch.rand(1, 3, S, S))

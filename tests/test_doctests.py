@@ -17,6 +17,7 @@ FUNCTIONAL_API = (
     "unsup3d.renderer.grid",
     "unsup3d.metrics",
     "unsup3d.losses",
+    "unsup3d.core",
 )
 #: Other modules whose examples run too.
 WITH_EXAMPLES = FUNCTIONAL_API + (
@@ -24,6 +25,7 @@ WITH_EXAMPLES = FUNCTIONAL_API + (
     "unsup3d.inference",
     "unsup3d.files.atomic",
     "unsup3d.evaluation",
+    "unsup3d.evaluator",
     "unsup3d.training.threads",
 )
 

@@ -83,11 +83,11 @@ def test_prior_yardsticks_on_constructed_depth():
     true = torch.tensor([[0.1, 0.3, 0.05, 0.0, 0.0, 0.0], [-0.1, -0.2, 0.0, 0.01, 0.0, 0.0],
                          [0.0, 0.5, -0.1, 0.0, -0.01, 0.0]])
     prior = model.shape_prior()
-    assert prior.shape == (32, 32) and abs(float(prior.min()) - (model.border_depth - 0.3 * 0.2)) < 1e-3
-    assert torch.all(prior[:, :2] == model.border_depth) and torch.all(prior[:, -2:] == model.border_depth)
+    assert prior.shape == (32, 32) and abs(float(prior.min()) - (model.core.border_depth - 0.3 * 0.2)) < 1e-3
+    assert torch.all(prior[:, :2] == model.core.border_depth) and torch.all(prior[:, -2:] == model.core.border_depth)
     with torch.no_grad():
-        gt = model.renderer.warp_canon_depth(prior.expand(3, -1, -1), true)
-    gt = torch.where(model.renderer.visible_mask(gt), gt, torch.full_like(gt, 1.1)).clamp(0.9, 1.1)
+        gt = model.core.renderer.warp_canon_depth(prior.expand(3, -1, -1), true)
+    gt = torch.where(model.core.renderer.visible_mask(gt), gt, torch.full_like(gt, 1.1)).clamp(0.9, 1.1)
     views = {str(Path(f"/data/im{i}.png").resolve()): true[i].tolist() for i in range(3)}
     loader = [{"image": torch.rand(3, 3, 32, 32), "depth": gt, "path": [f"/data/im{i}.png" for i in range(3)]}]
     report = evaluate(model, loader, progress=False, true_views=views)
@@ -96,9 +96,9 @@ def test_prior_yardsticks_on_constructed_depth():
     # prior_at_view: the same prior at the model's own view, scored by the same metric
     with torch.no_grad():
         f = model(loader[0]["image"])
-        at_view = model.renderer.warp_canon_depth(prior.expand(3, -1, -1), f.view)
+        at_view = model.core.renderer.warp_canon_depth(prior.expand(3, -1, -1), f.view)
     metric = DepthMetrics(fov=model.hparams.fov, background_depth=1.1)
-    metric.update(at_view, gt, model.renderer.visible_mask(at_view))
+    metric.update(at_view, gt, model.core.renderer.visible_mask(at_view))
     assert abs(report.scores["prior_at_view"]["side"][0] - float(metric.compute()["side"]) * SIDE_SCALE) < 1e-6
     assert report.scores["prior_at_view"]["side"][0] > 0.1  # the untrained model's view is not the true one
     # pose statistics against the true views are in the report and the text table
@@ -176,3 +176,38 @@ def test_eval_command_logs_scores_and_a_per_image_table_to_wandb(tiny, tmp_path)
                        ("ratios/avg_gt/mad", scores["ratios"]["avg_gt"]["mad"]), ("num_images", 3)):
         at = data.find(key.encode())
         assert at >= 0 and json.dumps(value).encode() in data[at : at + len(key) + 40], key
+
+
+def test_trainer_test_path_gives_the_same_report_as_evaluate(tmp_path):
+    """unsup3d-eval's path (trainer.test -> Unsup3D.test_step -> DepthEvaluator) and evaluate() (the learning
+    curve's) are one computation: the same scores, rows and pose statistics, and max_images is respected."""
+    from unsup3d.evaluation import trainer_evaluate
+
+    torch.manual_seed(0)
+    model = Unsup3D(image_size=32, width=0.125, lam_perc=0.0, depth_prior_height=0.3)
+    depth = _dome(7, seed=2)
+    images = torch.rand(7, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    paths = [f"/data/im{i}.png" for i in range(7)]
+    views = {str(Path(p).resolve()): [0.02 * i, -0.05 * i, 0.0, 0.0, 0.0, 0.0] for i, p in enumerate(paths)}
+
+    class Items(torch.utils.data.Dataset):
+        def __len__(self):
+            return 7
+
+        def __getitem__(self, i):
+            return {"image": images[i], "depth": depth[i], "path": paths[i]}
+
+    loader = torch.utils.data.DataLoader(Items(), batch_size=3)
+    avg = depth.mean(0)
+    a = evaluate(model, loader, avg_gt_depth=avg, progress=False, true_views=views, max_images=5)
+    b = trainer_evaluate(model, loader, avg_gt_depth=avg, progress=False, true_views=views, max_images=5,
+                   image_dir=tmp_path / "images")
+    assert model.training and model.test_evaluator is None  # mode and state given back
+    assert a.num_images == b.num_images == 5 and list(a.scores) == list(b.scores)
+    assert list(a.scores) == ["model", "constant", "avg_gt", "prior_at_view", "prior_at_true_view"]
+    for m in a.scores:
+        for k in METRIC_KEYS:
+            assert a.scores[m][k][0] == pytest.approx(b.scores[m][k][0], rel=1e-5, abs=1e-7), (m, k)
+    assert a.pose == pytest.approx(b.pose, rel=1e-5, nan_ok=True)
+    assert [r["path"] for r in a.rows] == [r["path"] for r in b.rows]
+    assert len(list((tmp_path / "images").iterdir())) == 5

@@ -371,7 +371,7 @@ def test_posed_vertices_follow_the_view(tiny):
     from unsup3d.files.mesh import grid_mesh, grid_vertices
 
     model, _ = tiny
-    r = model.renderer
+    r = model.core.renderer
     depth = torch.from_numpy(np.random.default_rng(1).uniform(0.95, 1.05, (1, S, S)).astype(np.float32))
 
     def posed(view):

@@ -38,7 +38,7 @@ def test_factor_shapes():
         assert tuple(getattr(f, name).shape) == shape, name
     hp = m.hparams
     assert f.canon_depth.min() >= hp.min_depth - 1e-6 and f.canon_depth.max() <= hp.max_depth + 1e-6
-    assert torch.allclose(f.canon_depth[:, :, :2], torch.tensor(m.border_depth))
+    assert torch.allclose(f.canon_depth[:, :, :2], torch.tensor(m.core.border_depth))
     assert torch.allclose(f.light_direction.norm(dim=1), torch.ones(b))
     assert torch.all(f.view[:, :3].abs() <= math.radians(60) + 1e-6)
     assert torch.equal(f.canon_depth_flip, f.canon_depth.flip(2))
@@ -49,8 +49,8 @@ def test_default_model_is_the_original_configuration():
         pytest.skip(f"reference key file not found at {KEYS_FILE}")
     ref = json.loads(KEYS_FILE.read_text())
     m = Unsup3D()
-    assert m.hparams.image_size == 64 and m.renderer.fov == 10.0
-    ours = m.original_state_dicts()
+    assert m.hparams.image_size == 64 and m.core.renderer.fov == 10.0
+    ours = m.core.original_state_dicts()
     for net, keys in ref.items():
         assert {k: list(v.shape) for k, v in ours[net].items()} == keys, net
 
@@ -65,7 +65,7 @@ def test_original_format_checkpoint_loads_strictly_and_runs(tmp_path):
     path = tmp_path / "checkpoint030.pth"
     torch.save(ckpt, path)
     model = load_model(path)
-    assert torch.equal(model.netD.state_dict()["network.0.weight"], ckpt["netD"]["network.0.weight"])
+    assert torch.equal(model.core.netD.state_dict()["network.0.weight"], ckpt["netD"]["network.0.weight"])
     with torch.no_grad():
         f = model(torch.rand(1, 3, 64, 64))
     assert torch.isfinite(f.recon_image).all()
@@ -120,8 +120,8 @@ def test_symmetric_factors_give_identical_flip_reconstruction():
         a = torch.rand(x.shape[0], 3, s, s // 2)
         return torch.cat([a, a.flip(3)], 3) * 2 - 1
 
-    m.netD.forward = sym_depth
-    m.netA.forward = sym_albedo
+    m.core.netD.forward = sym_depth
+    m.core.netA.forward = sym_albedo
     with torch.no_grad():
         f = m(torch.rand(2, 3, s, s))
     assert torch.allclose(f.canon_depth, f.canon_depth_flip)
@@ -178,16 +178,16 @@ def test_view_equivariance_in_training_runs_netv_on_the_mirrored_batch():
     f = m(x)
     assert f.view_mirrored is not None and f.view_mirrored.shape == (3, 6)
     with torch.no_grad():
-        direct = m.netV(x.flip(3) * 2 - 1) * m._view_ranges(x)
+        direct = m.core.netV(x.flip(3) * 2 - 1) * m.core.view_ranges(x)
     assert torch.allclose(f.view_mirrored, direct, atol=1e-6)
     losses = m.compute_losses(f)
     from unsup3d.losses import view_equivariance_loss
 
-    expected = view_equivariance_loss(m.normalized_view(f.view), m.normalized_view(f.view_mirrored))
+    expected = view_equivariance_loss(m.core.normalized_view(f.view), m.core.normalized_view(f.view_mirrored))
     assert torch.allclose(losses["view_equivariance"], expected)
     assert torch.allclose(losses["total"], losses["l1"] + 0.5 * losses["l1_flip"] + 2.0 * expected)
     losses["total"].backward()
-    assert m.netV.network[0].weight.grad.abs().sum() > 0
+    assert m.core.netV.network[0].weight.grad.abs().sum() > 0
     m.eval()  # inference makes no extra pass
     assert m(x).view_mirrored is None
     # the default (0) is the original objective
@@ -216,7 +216,7 @@ def test_view_mean_prior_is_unbiased_and_leaves_the_spread():
     m = tiny(lam_view_mean=3.0)
     f = m(torch.rand(4, 3, 32, 32))
     losses = m.compute_losses(f)
-    assert torch.allclose(losses["view_mean"], view_mean_prior(m.normalized_view(f.view)))
+    assert torch.allclose(losses["view_mean"], view_mean_prior(m.core.normalized_view(f.view)))
     assert torch.allclose(losses["total"], losses["l1"] + 0.5 * losses["l1_flip"] + 3.0 * losses["view_mean"])
 
 
@@ -240,7 +240,7 @@ def test_depth_smoothness_is_the_originals_formula():
 
 def test_low_resolution_depth_and_ellipsoid_prior():
     m = tiny(depth_size=8, lam_depth_prior=1.0, depth_prior_steps=100)
-    assert m.netD.out_size == 8
+    assert m.core.netD.out_size == 8
     f = m(torch.rand(2, 3, 32, 32))
     assert f.canon_depth_raw.shape == (2, 8, 8) and f.canon_depth.shape == (2, 32, 32)
     # bilinear upsampling: no one-pixel pattern can be represented
@@ -250,9 +250,9 @@ def test_low_resolution_depth_and_ellipsoid_prior():
     losses = m.compute_losses(f, step=50)
     from unsup3d.losses import ellipsoid_depth
 
-    target = ellipsoid_depth(32, m.border_depth, 0.1)
-    assert target[16, 16] < target[0, 0] and target[0, 0] == pytest.approx(m.border_depth)
-    expected = ((m.depth_from_raw(f.canon_depth_raw) - target) / 0.2).pow(2).mean()
+    target = ellipsoid_depth(32, m.core.border_depth, 0.1)
+    assert target[16, 16] < target[0, 0] and target[0, 0] == pytest.approx(m.core.border_depth)
+    expected = ((m.core.depth_from_raw(f.canon_depth_raw) - target) / 0.2).pow(2).mean()
     assert torch.allclose(losses["depth_prior"], expected)
     assert "depth_prior" not in m.compute_losses(f, step=100)
     with pytest.raises(ValueError, match="out_size"):
@@ -276,7 +276,7 @@ def test_learning_rate_schedule_and_per_network_rates():
 
 def test_no_flip_ablation_and_no_confidence():
     m = tiny(use_flip=False, use_conf_map=False)
-    assert m.netC is None and m.network_names == ("netD", "netA", "netL", "netV")
+    assert m.core.netC is None and m.core.network_names == ("netD", "netA", "netL", "netV")
     f = m(torch.rand(2, 3, 32, 32))
     assert f.recon_image_flip is None and f.conf_sigma_l1 is None
     assert set(m.compute_losses(f)) == {"l1", "total"}
@@ -314,7 +314,7 @@ def test_nonfinite_loss_raises_naming_step_and_term():
 def test_nan_weights_are_never_checkpointed():
     m = tiny()
     state = m.state_dict()
-    state["netD.network.0.weight"] = state["netD.network.0.weight"].clone().fill_(float("nan"))
+    state["core.netD.network.0.weight"] = state["core.netD.network.0.weight"].clone().fill_(float("nan"))
     with pytest.raises(FloatingPointError, match="non-finite weights"):
         m.on_save_checkpoint({"state_dict": state})
 
@@ -345,7 +345,7 @@ def test_canonical_only_forward_equals_the_full_ones_canonical_factors():
 def test_structural_loss_terms_use_the_quarter_resolution_confidence():
     torch.manual_seed(0)
     model = Unsup3D(image_size=32, width=0.125, lam_perc=0.0, lam_struct=0.5)
-    assert all(p.requires_grad for p in model.netC.out_net2.parameters())  # the head is trained now
+    assert all(p.requires_grad for p in model.core.netC.out_net2.parameters())  # the head is trained now
     f = model(torch.rand(2, 3, 32, 32))
     losses = model.compute_losses(f, epoch=0)
     assert {"struct", "struct_flip"} <= set(losses)
@@ -376,14 +376,14 @@ def test_symmetric_warmup_makes_the_canonical_factors_symmetric_while_training()
 def test_background_layer_composites_a_static_background_under_the_warped_canonical():
     torch.manual_seed(0)
     model = Unsup3D(image_size=32, width=0.125, lam_perc=0.0, background_size=4)
-    assert model.netA.cout == 4 and "netB" in model.network_names
+    assert model.core.netA.cout == 4 and "netB" in model.core.network_names
     x = torch.rand(2, 3, 32, 32)
     x_ = x * 2 - 1
-    raw = model.predict(x_)
+    raw = model.core.predict(x_)
     assert raw["background"].shape == (2, 3 * 16)
     # alpha = 0 everywhere: the reconstruction is the background layer (where the surface is valid)
     raw["albedo"] = torch.cat([raw["albedo"][:, :3], -torch.ones_like(raw["albedo"][:, :1])], 1)
-    f = model.render_factors(x_, raw)
+    f = model.core.render_factors(x_, raw)
     bg = torch.nn.functional.interpolate(raw["background"].view(2, 3, 4, 4), size=(32, 32), mode="bilinear",
                                          align_corners=False)
     assert torch.allclose(f.background, bg)
@@ -391,11 +391,77 @@ def test_background_layer_composites_a_static_background_under_the_warped_canoni
     assert torch.allclose(f.recon_image_flip, bg * f.recon_mask, atol=1e-6)
     # alpha = 1: the original model's reconstruction
     raw["albedo"][:, 3:] = 1.0
-    g = model.render_factors(x_, raw)
+    g = model.core.render_factors(x_, raw)
     plain = Unsup3D(image_size=32, width=0.125, lam_perc=0.0)
-    h = plain.render_factors(x_, {**raw, "albedo": raw["albedo"][:, :3], "background": None})
+    h = plain.core.render_factors(x_, {**raw, "albedo": raw["albedo"][:, :3], "background": None})
     assert torch.allclose(g.recon_image, h.recon_image, atol=1e-6) and h.canon_alpha is None
     assert torch.equal(g.canon_alpha, torch.ones(2, 1, 32, 32))
     # export's canonical-only pass has no background, and the albedo is RGB
     e = model.eval()(x, reconstruct=False)
     assert e.canon_albedo.shape == (2, 3, 32, 32) and e.background is None
+
+
+def test_the_core_is_the_whole_model_for_inference():
+    """The training module adds nothing to the forward pass in eval mode: its core alone gives the same factors,
+    and export-side code takes either."""
+    from unsup3d.core import Unsup3DCore, core_of
+
+    m = tiny(lam_view_equivariance=1.0, symmetric_warmup_steps=10).eval()
+    assert isinstance(m.core, Unsup3DCore) and core_of(m) is m.core and core_of(m.core) is m.core
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        a, b = m(x), m.core(x)
+    for name in ("canon_depth", "canon_albedo", "view", "recon_image", "recon_image_flip", "conf_sigma_l1"):
+        assert torch.equal(getattr(a, name), getattr(b, name)), name
+    assert a.view_mirrored is None  # no mirrored netV pass outside training
+    with pytest.raises(TypeError, match="Unsup3DCore"):
+        core_of(torch.nn.Linear(2, 2))
+    # A bare core has only geometry and networks: no losses, no optimiser, no Lightning.
+    core = Unsup3DCore(image_size=32, width=0.125)
+    assert not any(isinstance(mod, type(m)) for mod in core.modules())
+    assert core.network_names == ("netD", "netA", "netL", "netV", "netC")
+
+
+def test_checkpoints_written_before_the_core_load_unchanged(tmp_path):
+    """Earlier versions saved the networks as ``netD.*`` ...; they load into ``core.netD.*`` (one pre-hook)."""
+    m = tiny()
+    old = {k.removeprefix("core."): v for k, v in m.state_dict().items()}
+    assert "netD.network.0.weight" in old and not any(k.startswith("core.") for k in old)
+    path = tmp_path / "old.ckpt"
+    torch.save({"state_dict": old, "hyper_parameters": dict(m.hparams)}, path)
+    m2 = load_model(path, trust=True)
+    for k, v in m.state_dict().items():
+        assert torch.equal(v, m2.state_dict()[k]), k
+    m3 = tiny()
+    torch.manual_seed(1)
+    m3.load_state_dict({k: torch.randn_like(v) if v.is_floating_point() else v for k, v in old.items()})
+    assert not torch.equal(m3.core.netD.network[0].weight, m.core.netD.network[0].weight)  # it was loaded
+
+
+def test_optimizer_is_built_from_a_partial_and_defaults_to_the_originals_adam():
+    import functools
+
+    m = tiny(lr=2e-4, beta1=0.5, weight_decay=0.0)
+    opt = m.configure_optimizers()
+    assert isinstance(opt, torch.optim.Adam) and opt.defaults["betas"] == (0.5, 0.999)
+    assert opt.param_groups[0]["lr"] == 2e-4 and opt.defaults["weight_decay"] == 0.0
+    sgd = tiny(optimizer=functools.partial(torch.optim.SGD, lr=0.1, momentum=0.9), lr_multipliers={"netV": 0.5})
+    opt = sgd.configure_optimizers()
+    assert isinstance(opt, torch.optim.SGD) and opt.defaults["momentum"] == 0.9
+    lrs = {g["name"]: g["lr"] for g in opt.param_groups}
+    assert lrs["netV"] == pytest.approx(0.5 * sgd.hparams.lr) and lrs["netD"] == pytest.approx(sgd.hparams.lr)
+    assert "optimizer" not in sgd.hparams  # a callable is not a hyper-parameter; checkpoints keep lr / betas
+
+
+def test_loss_weights_are_one_mapping_that_the_total_follows():
+    m = tiny(lam_flip=0.5, lam_depth_sm=0.1, lam_view_mean=2.0, lam_depth_prior=4.0, depth_prior_steps=100,
+             depth_prior_height=0.2)
+    w = m.loss_weights(epoch=0, step=50)
+    assert w["l1"] == 1.0 and w["l1_flip"] == 0.5 and w["depth_prior"] == pytest.approx(2.0)
+    assert w["perc"] == 0.0 and w["view_mean"] == 2.0 and w["depth_sm"] == 0.1
+    f = m(torch.rand(4, 3, 32, 32))
+    losses = m.compute_losses(f, epoch=0, step=50)
+    assert set(losses) == {"l1", "l1_flip", "depth_sm", "view_mean", "depth_prior", "total"}
+    expected = sum(w[k] * losses[k] for k in losses if k != "total")
+    assert torch.allclose(losses["total"], expected)
+    assert "depth_prior" not in m.compute_losses(f, epoch=0, step=100)  # weight 0: not computed

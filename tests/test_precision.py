@@ -116,7 +116,7 @@ def test_model_rendering_under_autocast_equals_fp32(device, monkeypatch):
     model = Unsup3D(image_size=S, width=0.125, lam_perc=0.0).to(device)
     raw = {k: (tuple(t.to(device) for t in v) if isinstance(v, tuple) else v.to(device))
            for k, v in _fixed_raw(model).items()}
-    monkeypatch.setattr(model, "predict", lambda x, reconstruct=True: raw)
+    monkeypatch.setattr(model.core, "predict", lambda x, reconstruct=True, mirrored_view=False: raw)
     images = torch.rand(2, 3, S, S, device=device)
     ref = model(images)
     with _autocast(device):
@@ -132,8 +132,8 @@ def test_networks_do_run_in_bf16_under_autocast():
     model = Unsup3D(image_size=S, width=0.125, lam_perc=0.0)
     x = torch.rand(2, 3, S, S) * 2 - 1
     with _autocast("cpu"):
-        raw = model.predict(x)
-        f = model.render_factors(x, raw)
+        raw = model.core.predict(x)
+        f = model.core.render_factors(x, raw)
     assert raw["depth"].dtype == torch.bfloat16  # networks in low precision
     assert f.recon_image.dtype == torch.float32 and f.canon_depth.dtype == torch.float32
     assert torch.isfinite(f.recon_image).all()

@@ -47,7 +47,7 @@ def release_archive(name: str, seed: int = 0) -> tuple[bytes, dict[str, dict[str
     model = Unsup3D(width=WIDTH, lam_perc=0.0, use_conf_map=name != "syncar")
     for p in model.parameters():
         p.data.normal_(0.0, 0.05)
-    state = {net: {k: v.clone() for k, v in sd.items()} for net, sd in model.original_state_dicts().items()}
+    state = {net: {k: v.clone() for k, v in sd.items()} for net, sd in model.core.original_state_dicts().items()}
     if KEYS.is_file():  # the original checkpoint's key names, network by network
         reference = json.loads(KEYS.read_text())
         for net, sd in state.items():
@@ -134,16 +134,16 @@ def test_downloaded_once_verified_then_loaded_from_the_cache_offline(name, serve
     monkeypatch.setenv(DOWNLOAD_URL_ENV, f"{url}/ok")
     model = unsup3d.load_pretrained(name)
     assert isinstance(model, Unsup3D) and not model.training
-    assert (model.netC is None) == (name == "syncar")
+    assert (model.core.netC is None) == (name == "syncar")
     for net, sd in state.items():
-        for key, value in getattr(model, net).state_dict().items():
+        for key, value in getattr(model.core, net).state_dict().items():
             assert torch.equal(value, sd[key]), f"{net}.{key}"
     assert requests == [f"/ok/pretrained_{name}.zip"]
     assert _cache_entries(cache) == [f"pretrained_{name}"]  # no archive, no temporary folder
     assert _cache_entries(cache / f"pretrained_{name}") == ["checkpoint030.pth"]
     stop()  # no server any more: the cached file is used without the network
     again = unsup3d.load_pretrained(name)
-    assert torch.equal(again.netD.state_dict()["network.0.weight"], state["netD"]["network.0.weight"])
+    assert torch.equal(again.core.netD.state_dict()["network.0.weight"], state["netD"]["network.0.weight"])
     assert pretrained_checkpoint(name) == cache / f"pretrained_{name}" / "checkpoint030.pth"
     assert len(requests) == 1
 

@@ -265,8 +265,8 @@ def test_supervised_depth_trains_netd_on_the_ground_truth(synth, tmp_path):
     assert torch.all(f.view == 0)
     model.train().zero_grad()
     model.supervised_depth_loss(batch["image"], batch["depth"]).backward()
-    assert all(p.grad is not None for p in model.netD.parameters())
-    assert all(p.grad is None for n in ("netA", "netL", "netV", "netC") for p in getattr(model, n).parameters())
+    assert all(p.grad is not None for p in model.core.netD.parameters())
+    assert all(p.grad is None for n in ("netA", "netL", "netV", "netC") for p in getattr(model.core, n).parameters())
     rows = (tmp_path / "run" / "csv" / "metrics.csv").read_text().splitlines()
     assert "train/loss_depth_supervised" in rows[0]
     bad = compose_cfg(["experiment=synthetic_cpu", *TINY, f"dataset.root={synth / 'plain'}", "dataset.has_depth=false",

@@ -121,13 +121,13 @@ def test_factor_panels_without_flip_and_confidence():
 def test_symmetry_line_identity_view(model):
     torch.manual_seed(2)
     x = torch.rand(2, 3, S, S)
-    original = model.netV.forward
-    model.netV.forward = lambda inp: torch.zeros(inp.shape[0], 6, dtype=inp.dtype, device=inp.device)
+    original = model.core.netV.forward
+    model.core.netV.forward = lambda inp: torch.zeros(inp.shape[0], 6, dtype=inp.dtype, device=inp.device)
     try:
         with torch.no_grad():
             f = model(x)
     finally:
-        model.netV.forward = original
+        model.core.netV.forward = original
     assert torch.all(f.view == 0)
     out = symmetry_line(model, f)
     assert out.shape == (2, 3, S, S)
@@ -152,20 +152,20 @@ def test_yaw_views():
 
 def test_turntable_frames(model, factors):
     tex = (factors.canon_image / 2 + 0.5).clamp(0, 1)
-    frames = turntable_frames(model.renderer, tex, factors.canon_depth, num_frames=5, pitch_deg=0.0,
+    frames = turntable_frames(model.core.renderer, tex, factors.canon_depth, num_frames=5, pitch_deg=0.0,
                               max_batch=4)
     assert frames.shape == (5, B, 3, S, S)
-    ref = model.renderer.render_view(tex, factors.canon_depth, torch.zeros(B, 6))
+    ref = model.core.renderer.render_view(tex, factors.canon_depth, torch.zeros(B, 6))
     assert torch.allclose(frames[2], ref, atol=1e-6)
     assert not torch.allclose(frames[0], ref)
-    big = turntable_frames(model.renderer, tex, factors.canon_depth, num_frames=3, image_size=48, background=1.0)
+    big = turntable_frames(model.core.renderer, tex, factors.canon_depth, num_frames=3, image_size=48, background=1.0)
     assert big.shape == (3, B, 3, 48, 48)
     grids = frames_to_grids(big)
     assert grids.shape == (3, 3, *_grid_size(B, 48, 48))
 
 
 def test_relight_and_shape_textures(model, factors):
-    r = model.renderer
+    r = model.core.renderer
     frames = relight_frames(r, factors.canon_albedo, factors.canon_depth, factors.light_ambient,
                             factors.light_diffuse, num_frames=6)
     assert frames.shape == (6, B, 3, S, S)
@@ -189,18 +189,18 @@ def test_render_views_per_item_and_shared(model, factors):
     shared = yaw_views(3, pitch_deg=0.0)  # T x 6, the same for every item
     per_item = shared.unsqueeze(1).repeat(1, B, 1)  # T x B x 6
     per_item[:, 1, 1] += 0.3  # item 1 turned further
-    a = render_views(model.renderer, tex, factors.canon_depth, shared, max_batch=2)
-    b = render_views(model.renderer, tex, factors.canon_depth, per_item, image_size=S)
+    a = render_views(model.core.renderer, tex, factors.canon_depth, shared, max_batch=2)
+    b = render_views(model.core.renderer, tex, factors.canon_depth, per_item, image_size=S)
     assert a.shape == b.shape == (3, B, 3, S, S)
     assert torch.allclose(a[:, 0], b[:, 0], atol=1e-6) and not torch.allclose(a[:, 1], b[:, 1])
-    ref = model.renderer.render_view(tex[1:2], factors.canon_depth[1:2], per_item[2, 1:2])
+    ref = model.core.renderer.render_view(tex[1:2], factors.canon_depth[1:2], per_item[2, 1:2])
     assert torch.allclose(b[2, 1:2], ref, atol=1e-6)
     with pytest.raises(ValueError, match="views"):
-        render_views(model.renderer, tex, factors.canon_depth, torch.zeros(3, 2, 6))
+        render_views(model.core.renderer, tex, factors.canon_depth, torch.zeros(3, 2, 6))
 
 
 def test_relight_images_with_the_models_light_is_its_canonical_image(model, factors):
-    r = model.renderer
+    r = model.core.renderer
     d = factors.light_direction
     own = d[:, :2] / d[:, 2:]  # (dx, dy) of the unit direction (dx, dy, 1) / norm
     frames = relight_images(r, factors.canon_albedo, factors.canon_depth, factors.light_ambient,

@@ -153,7 +153,7 @@ def load_weights(model: Unsup3D, ckpt: dict[str, Any], source: str = "checkpoint
     """
     if is_original_format(ckpt):
         try:
-            model.load_original_state_dicts(ckpt, strict=True)
+            model.core.load_original_state_dicts(ckpt, strict=True)
         except (RuntimeError, KeyError) as exc:
             raise CheckpointError(f"{source}: original-format weights do not fit the model: {exc}") from exc
         return model

@@ -23,124 +23,40 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 import time
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from unsup3d.checkpoint import load_model
 from unsup3d.config import check_node, instantiate_node, run_dir
+from unsup3d.core import core_of
 from unsup3d.data.synthetic import load_true_views
+from unsup3d.evaluator import (
+    METRIC_KEYS,
+    PER_IMAGE_COLUMNS,
+    POSE_ANGLES,
+    DepthEvaluator,
+    EvalReport,
+    average_train_depth,
+    pose_statistics,
+)
 from unsup3d.files.atomic import atomic_save_json, atomic_save_text
-from unsup3d.files.images import atomic_save_image
 from unsup3d.inference import eval_mode, resolve_device
-from unsup3d.metrics import SIDE_SCALE, DepthMetrics, average_depth_map, evaluation_mask
 from unsup3d.model import Unsup3D
 from unsup3d.tracking import log_evaluation
-from unsup3d.visualize import depth_to_image, factor_images, to_uint8
 
 __all__ = [
     "EvalReport", "evaluate", "average_train_depth", "METRIC_KEYS", "POSE_ANGLES", "PER_IMAGE_COLUMNS",
     "format_report", "write_report", "pose_statistics", "LearningCurve", "run_evaluation", "yardstick_verdict",
-    "curve_row",
+    "curve_row", "trainer_evaluate",
 ]
-
-METRIC_KEYS = ("side", "mad", "mad_original", "mae", "mse")
-#: The rotation components of a view, in order: ``(rx, ry, rz)`` = pitch, yaw, roll.
-POSE_ANGLES = ("pitch", "yaw", "roll")
-#: The columns of ``per_image.csv`` (and of the W&B table of ``unsup3d-eval wandb=true``).
-PER_IMAGE_COLUMNS = ["path", "method", *METRIC_KEYS, "num_pixels"]
-
-
-@dataclass
-class EvalReport:
-    """Scores of every method: ``scores[method][metric] = (mean, std)`` in report units (SIDE
-    x 10^-2, MAD in degrees), the per-image rows, and model/baseline ratios."""
-
-    scores: dict[str, dict[str, tuple[float, float]]]
-    ratios: dict[str, dict[str, float]]
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    num_images: int = 0
-    pose: dict[str, float] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "num_images": self.num_images,
-            "pose": self.pose,
-            "units": {"side": "x 10^-2 (scale-invariant log depth error)", "mad": "degrees",
-                      "mad_original": "degrees (the original code's normal normalisation)",
-                      "mae": "depth units", "mse": "depth units squared"},
-            "scores": {m: {k: {"mean": v[0], "std": v[1]} for k, v in s.items()} for m, s in self.scores.items()},
-            "ratios": self.ratios,
-        }
-
-
-@torch.no_grad()
-def average_train_depth(loader: Iterable[dict], max_images: int | None = None) -> torch.Tensor:
-    """Average ground-truth depth map (``H x W``) over a loader of ``{"depth": B x H x W}`` batches."""
-    def batches():
-        seen = 0
-        for batch in loader:
-            if "depth" not in batch:
-                raise ValueError("the training split has no ground-truth depth (dataset.has_depth=false)")
-            depth = batch["depth"]
-            if max_images is not None:
-                depth = depth[: max(0, max_images - seen)]
-            if depth.shape[0] == 0:
-                return
-            seen += depth.shape[0]
-            yield depth
-
-    return average_depth_map(batches())
-
-
-def _report_units(values: dict[str, torch.Tensor]) -> dict[str, tuple[float, float]]:
-    out = {}
-    for k in METRIC_KEYS:
-        scale = SIDE_SCALE if k == "side" else 1.0
-        out[k] = (float(values[k]) * scale, float(values[f"{k}_std"]) * scale)
-    return out
-
-
-def pose_statistics(pred: torch.Tensor, true: torch.Tensor) -> dict[str, float]:
-    """How well predicted rotations follow the true ones.
-
-    Args:
-        pred, true: ``N x 3`` ``(rx, ry, rz)`` in radians (pitch, yaw, roll), predicted and true.
-
-    Returns:
-        ``<angle>_slope`` (least-squares slope of predicted against true: 1 is right; well under 1 with a
-        high correlation is the bas-relief solution, too little rotation and too much relief),
-        ``<angle>_corr`` (Pearson correlation) and ``<angle>_mean_deg`` (the mean prediction: an offset
-        means the canonical frame drifted) for each of :data:`POSE_ANGLES`. NaN where undefined (a
-        constant prediction has no correlation).
-
-    Example:
-        >>> true = torch.tensor([[0.0, -0.2, 0.1], [0.1, 0.0, 0.0], [0.2, 0.4, -0.1]])
-        >>> stats = pose_statistics(0.5 * true, true)
-        >>> round(stats["yaw_slope"], 6), round(stats["yaw_corr"], 6)
-        (0.5, 1.0)
-    """
-    if pred.shape != true.shape or pred.ndim != 2 or pred.shape[1] != 3:
-        raise ValueError(f"pose_statistics expects two N x 3 rotations; got {tuple(pred.shape)} and {tuple(true.shape)}")
-    pred, true = pred.double().cpu(), true.double().cpu()
-    out = {}
-    for j, name in enumerate(POSE_ANGLES):
-        x, y = true[:, j] - true[:, j].mean(), pred[:, j] - pred[:, j].mean()
-        sxx, syy, sxy = (x * x).sum(), (y * y).sum(), (x * y).sum()
-        out[f"{name}_slope"] = float(sxy / sxx) if sxx > 0 else math.nan
-        out[f"{name}_corr"] = float(sxy / (sxx * syy).sqrt()) if sxx > 0 and syy > 0 else math.nan
-        out[f"{name}_mean_deg"] = float(pred[:, j].mean() * 180 / math.pi)
-    return out
-
 
 @torch.no_grad()
 def evaluate(
@@ -152,12 +68,14 @@ def evaluate(
     image_dir: Path | None = None,
     progress: bool = True,
     true_views: Mapping[str, Sequence[float]] | None = None,
+    prior_height: float | None = None,
 ) -> EvalReport:
     """Evaluate ``model``, the baselines and the prior yardsticks on a loader of ``{"image", "depth",
     "path"}`` batches, by the same metrics in one pass.
 
     Args:
-        model: the model (evaluated in eval mode; its mode is restored).
+        model: the model: an :class:`~unsup3d.core.Unsup3DCore` or the training module holding one (evaluated
+            in eval mode; its mode is restored).
         loader: test batches: ``image`` B x 3 x S x S in [0, 1], ``depth`` B x S x S, ``path``.
         avg_gt_depth: ``S x S`` average training depth for the ``avg_gt`` baseline (skipped if None).
         device: "auto", "cpu", "cuda", ...
@@ -168,6 +86,8 @@ def evaluate(
         true_views: ``resolved image path -> (rx, ry, rz, tx, ty, tz)`` true view of each image (radians),
             e.g. :func:`unsup3d.data.synthetic.load_true_views`: adds ``prior_at_true_view`` and the pose
             statistics (:func:`pose_statistics`) and relief ratio to the report.
+        prior_height: height of the ``prior_at_view`` ellipsoid (a fraction of the depth range); default the
+            training module's ``depth_prior_height`` (the recipe's prior), 0.5 (the model's default) for a core.
 
     Returns:
         :class:`EvalReport`: scores of ``model``, ``constant``, ``avg_gt`` (with ``avg_gt_depth``),
@@ -178,117 +98,72 @@ def evaluate(
     dev = resolve_device(device)
     mode = eval_mode(model)  # given back as it was at the end
     model = model.to(dev)
-    hp = model.hparams
-    names = ["model", "constant"] + (["avg_gt"] if avg_gt_depth is not None else []) + ["prior_at_view"]
-    names += ["prior_at_true_view"] if true_views is not None else []
-    methods = {m: DepthMetrics(fov=hp.fov, background_depth=hp.max_depth).to(dev) for m in names}
-    if avg_gt_depth is not None:
-        avg_gt_depth = avg_gt_depth.to(dev)
-    prior = model.shape_prior().to(dev)
-    warp = model.renderer.warp_canon_depth
-    paths: list[str] = []
-    pred_rot, true_rot, relief = [], [], []
+    core = core_of(model)
+    if prior_height is None:
+        prior_height = float(model.hparams.depth_prior_height) if isinstance(model, Unsup3D) else 0.5
+    evaluator = DepthEvaluator(core, avg_gt_depth, true_views, prior_height, image_dir=image_dir).to(dev)
     total = len(loader.dataset) if hasattr(loader, "dataset") else None
     if max_images is not None and total is not None:
         total = min(total, max_images)
     bar = tqdm(total=total, desc="evaluating", unit="img") if progress else None
     try:
         for batch in loader:
-            if "depth" not in batch:
-                raise ValueError("evaluation needs ground-truth depth: use a dataset with has_depth=true "
-                                 "(<split>/image and <split>/depth folders)")
-            images, gt = batch["image"], batch["depth"]
+            images, gt, paths = _eval_batch(batch)
             if max_images is not None:
-                keep = max_images - len(paths)
+                keep = max_images - evaluator.num_images
                 if keep <= 0:
                     break
                 images, gt = images[:keep], gt[:keep]
-            images, gt = images.to(dev), gt.to(dev).to(images.dtype)
-            batch_paths = [str(p) for p in batch.get("path", [f"#{len(paths) + i}" for i in range(len(gt))])]
-            batch_paths = batch_paths[: len(gt)]
-            f = model(images)
-            valid = model.renderer.visible_mask(f.recon_depth)
-            methods["model"].update(f.recon_depth, gt, valid)
-            methods["constant"].update(torch.ones_like(gt), gt, None)
-            if avg_gt_depth is not None:
-                methods["avg_gt"].update(avg_gt_depth.expand_as(gt), gt, None)
-            priors = prior.expand_as(gt)
-            at_view = warp(priors, f.view)
-            methods["prior_at_view"].update(at_view, gt, model.renderer.visible_mask(at_view))
-            if true_views is not None:
-                true = torch.tensor([list(_true_view(true_views, p)) for p in batch_paths], device=dev,
-                                    dtype=f.view.dtype)
-                at_true = warp(priors, true)
-                methods["prior_at_true_view"].update(at_true, gt, model.renderer.visible_mask(at_true))
-                pred_rot.append(f.view[:, :3].cpu())
-                true_rot.append(true[:, :3].cpu())
-                mask = evaluation_mask(gt, valid, hp.max_depth)
-                for i in range(len(mask)):
-                    if mask[i].sum() > 10:
-                        relief.append(float(f.recon_depth[i][mask[i]].std() / gt[i][mask[i]].std()))
-            if image_dir is not None:
-                _save_outputs(model, f, gt, batch_paths, image_dir, start=len(paths))
-            paths.extend(batch_paths)
+            evaluator.update(core, core(images.to(dev)), gt.to(dev), paths)
             if bar is not None:
                 bar.update(len(gt))
     finally:
         if bar is not None:
             bar.close()
         mode.restore()
-    if not paths:
-        raise ValueError("the evaluation split is empty")
-
-    scores = {m: _report_units(metric.compute()) for m, metric in methods.items()}
-    ratios = {b: {k: scores["model"][k][0] / scores[b][k][0] if scores[b][k][0] else math.nan
-                  for k in METRIC_KEYS} for b in methods if b != "model"}
-    pose = {}
-    if pred_rot:
-        pose = pose_statistics(torch.cat(pred_rot), torch.cat(true_rot))
-        pose["relief_ratio"] = float(torch.tensor(relief).median()) if relief else math.nan
-    rows = []
-    per_image = {m: metric.per_image() for m, metric in methods.items()}
-    for i, path in enumerate(paths):
-        for m, values in per_image.items():
-            row = {"path": path, "method": m}
-            for k in METRIC_KEYS:
-                v = float(values[k][i]) * (SIDE_SCALE if k == "side" else 1.0)
-                row[k] = v
-            row["num_pixels"] = int(values["num_pixels"][i])
-            rows.append(row)
-    return EvalReport(scores=scores, ratios=ratios, rows=rows, num_images=len(paths), pose=pose)
+    return evaluator.report()
 
 
-def _true_view(true_views: Mapping[str, Sequence[float]], path: str) -> Sequence[float]:
-    key = str(Path(path).resolve())
-    if key not in true_views:
-        raise KeyError(f"no true view recorded for {path}: the views (params.json) belong to another split or "
-                       "dataset")
-    return true_views[key]
+def trainer_evaluate(
+    model: Unsup3D,
+    loader: DataLoader,
+    avg_gt_depth: torch.Tensor | None = None,
+    device: str = "auto",
+    max_images: int | None = None,
+    image_dir: Path | None = None,
+    progress: bool = True,
+    true_views: Mapping[str, Sequence[float]] | None = None,
+) -> EvalReport:
+    """:func:`evaluate` run by Lightning: ``trainer.test`` with the model's :meth:`~unsup3d.model.Unsup3D.test_step`,
+    which scores every batch into a :class:`~unsup3d.evaluator.DepthEvaluator` with the same yardsticks (what
+    ``unsup3d-eval`` does). Same arguments and report as :func:`evaluate`; the model must be the training module.
+    """
+    dev = resolve_device(device)
+    accelerator = {"cuda": "gpu"}.get(dev.type, dev.type)
+    if max_images is not None and hasattr(loader, "dataset") and len(loader.dataset) > max_images:
+        loader = DataLoader(Subset(loader.dataset, range(max(0, int(max_images)))), batch_size=loader.batch_size,
+                            num_workers=loader.num_workers, collate_fn=loader.collate_fn)
+    mode = eval_mode(model)  # given back as it was at the end
+    model.test_evaluator = DepthEvaluator(model.core, avg_gt_depth, true_views, model.hparams.depth_prior_height,
+                                          image_dir=image_dir)
+    trainer = pl.Trainer(accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False,
+                         enable_model_summary=False, enable_progress_bar=progress, precision="32-true",
+                         inference_mode=True)
+    try:
+        trainer.test(model, dataloaders=loader, verbose=False)
+        return model.test_evaluator.report()
+    finally:
+        model.test_evaluator = None
+        mode.restore()
 
 
-def _save_outputs(model: Unsup3D, f, gt: torch.Tensor, paths: list[str], out: Path, start: int) -> None:
-    """Per-image maps as PNGs under ``out/<index>_<stem>/``."""
-    hp = model.hparams
-    rng = hp.max_depth - hp.min_depth
-    images = factor_images(f, hp.min_depth, hp.max_depth)
-    err = (f.recon_depth - gt).abs() / rng
-    maps = {
-        "input": images["input"],
-        "canonical_depth": images["canon_depth"],
-        "canonical_albedo": images["canon_albedo"],
-        "canonical_normal": images["canon_normal"],
-        "canonical_shading": images["canon_shading"],
-        "canonical_image": images["canon_image"],
-        "reconstruction": images["recon_image"],
-        "recon_depth": images["recon_depth"],
-        "gt_depth": depth_to_image(gt, hp.min_depth, hp.max_depth),
-        "depth_error": (err * 4).clamp(0, 1).unsqueeze(1),
-    }
-    for i, path in enumerate(paths):
-        folder = out / f"{start + i:05d}_{Path(path).stem}"
-        for name, tensor in maps.items():
-            arr = to_uint8(tensor[i].float())
-            atomic_save_image(folder / f"{name}.png", arr[..., 0] if arr.shape[-1] == 1 else arr)
+def _eval_batch(batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor, list[str] | None]:
+    """``(images, depth, paths)`` of an evaluation batch, or a clear error when it has no depth."""
+    if not isinstance(batch, Mapping) or "depth" not in batch:
+        raise ValueError("evaluation needs ground-truth depth: use a dataset with has_depth=true "
+                         "(<split>/image and <split>/depth folders)")
+    paths = batch.get("path")
+    return batch["image"], batch["depth"], None if paths is None else [str(p) for p in paths]
 
 
 class LearningCurve(pl.Callback):
@@ -389,6 +264,11 @@ def yardstick_verdict(scores: Mapping[str, Mapping[str, Any]]) -> str:
 
     Args:
         scores: ``scores.json``'s ``"scores"``: ``method -> metric -> {"mean": ...}`` (or ``(mean, std)``).
+
+    Example:
+        >>> yardstick_verdict({"model": {"side": (0.7, 0.1), "mad_original": (18.0, 2.0)},
+        ...                    "constant": {"side": (1.2, 0.2), "mad_original": (40.0, 3.0)}})
+        'result: the model beats both baselines on SIDE and MAD (SIDE 0.70, MAD 18.0 deg; constant 1.20 / 40.0)'
     """
     def mean(method: str, metric: str) -> float:
         v = scores[method][metric]
@@ -450,8 +330,8 @@ def run_evaluation(cfg: DictConfig) -> EvalReport:
     with ``wandb=true``, also logs it to W&B (:func:`unsup3d.tracking.log_evaluation`).
     """
     model = load_model(cfg.checkpoint, trust=bool(cfg.trust_checkpoint))
-    hp = model.hparams
-    cfg.renderer.min_depth, cfg.renderer.max_depth = float(hp.min_depth), float(hp.max_depth)
+    core = model.core
+    cfg.renderer.min_depth, cfg.renderer.max_depth = core.min_depth, core.max_depth
     check_node(cfg.dataset, "dataset")
     if not cfg.dataset.get("has_depth", False):
         raise ValueError(f"dataset '{cfg.dataset.get('name')}' has no ground-truth depth (dataset.has_depth=false); "
@@ -460,7 +340,7 @@ def run_evaluation(cfg: DictConfig) -> EvalReport:
     if split not in ("test", "val"):
         raise ValueError(f"split must be 'test' or 'val', got {split!r}")
     out_dir = run_dir(cfg)
-    fixed = {"image_size": int(hp.image_size), "train_flip": False}  # the model decides the input size
+    fixed = {"image_size": core.image_size, "train_flip": False}  # the model decides the input size
     dm = instantiate_node(cfg.dataset, "dataset", **fixed)
     dm.setup("test" if split == "test" else "validate")
     loader = dm.test_dataloader() if split == "test" else dm.val_dataloader()
@@ -469,8 +349,8 @@ def run_evaluation(cfg: DictConfig) -> EvalReport:
         dm.setup("fit")
         avg = average_train_depth(dm.dataloader("train"), cfg.baseline_train_images)
     true_views = load_true_views(Path(str(cfg.dataset.root)) / str(cfg.dataset.get(f"{split}_split", split)))
-    report = evaluate(model, loader, avg_gt_depth=avg, device=cfg.device, max_images=cfg.max_images,
-                      image_dir=out_dir / "images" if cfg.save_images else None, true_views=true_views)
+    report = trainer_evaluate(model, loader, avg_gt_depth=avg, device=cfg.device, max_images=cfg.max_images,
+                        image_dir=out_dir / "images" if cfg.save_images else None, true_views=true_views)
     data_cfg = {**OmegaConf.to_container(cfg.dataset, resolve=True), **fixed}
     data_cfg.pop("_target_", None)
     extra = {"checkpoint": str(cfg.checkpoint), "split": split, "dataset": data_cfg}

@@ -1,13 +1,13 @@
-"""The Unsup3D LightningModule: photo -> depth, albedo, light, view (+ confidence) -> reconstruction.
+"""The Unsup3D LightningModule: the model core (:mod:`unsup3d.core`) and how it is trained.
 
 One training step (Wu, Rupprecht, Vedaldi, CVPR 2020):
 
-    images -> netD, netA, netL, netV, netC -> Factors (canonical depth and albedo, each also
-    mirrored, light, view, confidence) -> normals and shading -> canonical image
-    -> Renderer.warp_canon_depth -> Renderer.inverse_warp_grid -> grid_sample
-    -> reconstructions and masks -> confidence-weighted L1 + perceptual losses.
+    images -> Unsup3DCore (the networks, decoding, the renderer) -> Factors (canonical depth and albedo,
+    each also mirrored, light, view, confidence, reconstructions and masks)
+    -> confidence-weighted L1 + perceptual losses (+ the options of our own), weighted by one
+    :meth:`Unsup3D.loss_weights` mapping -> the optimiser built from config (``model.optimizer``).
 
-Evaluation, logging and export call :meth:`Unsup3D.forward` and read the returned
+Evaluation, logging and export take the core (:func:`unsup3d.core.core_of`) and read the returned
 :class:`~unsup3d.factors.Factors`; nothing re-implements a piece of it.
 """
 
@@ -15,42 +15,47 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 
+from unsup3d.core import NETWORK_NAMES, Unsup3DCore
+from unsup3d.evaluator import DepthEvaluator
 from unsup3d.factors import Factors
 from unsup3d.losses import (
     STRUCTURAL_LOSSES,
     PerceptualLoss,
     depth_smoothness_loss,
-    ellipsoid_depth,
     photometric_loss,
     structural_loss,
     view_equivariance_loss,
     view_mean_prior,
 )
-from unsup3d.metrics import SIDE_SCALE, DepthMetrics
-from unsup3d.networks import ENCODER_INITS, build_networks, init_encoder
-from unsup3d.renderer import Renderer, full_precision, shading, to_full
+from unsup3d.metrics import SIDE_SCALE
+from unsup3d.renderer import full_precision, to_full
 
 __all__ = ["Unsup3D", "Factors", "LOSS_TERMS"]
 
-NETWORK_NAMES = ("netD", "netA", "netL", "netV", "netC", "netB")
 LOSS_TERMS = ("l1", "l1_flip", "perc", "perc_flip", "struct", "struct_flip", "depth_sm", "view_equivariance", "view_mean", "depth_prior",
               "depth_supervised")
 LR_DECAYS = ("none", "cosine")
 
 
-def _rescale(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
-    """Map ``x`` in ``[-1, 1]`` linearly to ``[lo, hi]`` (the original's rescalers)."""
-    return (1 + x) / 2 * hi + (1 - x) / 2 * lo
+def _prefix_old_state_dict_keys(module, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                error_msgs) -> None:
+    """Load-state-dict pre-hook of :class:`Unsup3D`: checkpoints written before the model core existed name
+    the networks ``netD.*`` ...; they are ``core.netD.*`` now. Renames them in place (the one translation
+    of old weights; old hyper-parameters are translated in :mod:`unsup3d.checkpoint`)."""
+    for key in [k for k in state_dict if k.startswith(prefix) and k[len(prefix):].split(".", 1)[0] in NETWORK_NAMES]:
+        state_dict[prefix + "core." + key[len(prefix):]] = state_dict.pop(key)
 
 
 class Unsup3D(pl.LightningModule):
-    """The method as a LightningModule. ``Unsup3D()`` is the original 64x64 configuration.
+    """The method as a LightningModule around one :class:`~unsup3d.core.Unsup3DCore` (``self.core``): the
+    losses, logging and optimisation. ``Unsup3D()`` is the original 64x64 configuration. The geometry and
+    architecture arguments go to the core; the rest is training.
 
     Args:
         image_size: input size (32, 64 or 128; 64 is the original).
@@ -141,6 +146,9 @@ class Unsup3D(pl.LightningModule):
         renderer_backend: ``"torch"`` (built-in) or ``"pytorch3d"``.
         on_nonfinite: ``"raise"`` stops with an error naming the step and the loss terms; ``"skip"``
             skips the batch with a warning.
+        optimizer: a partial optimiser, called with the parameter groups (the config's ``model.optimizer``,
+            ``_partial_: true``); ``None``: Adam with ``lr``, ``beta1``, ``beta2`` and ``weight_decay``
+            (the original). Not saved as a hyper-parameter.
     """
 
     def __init__(
@@ -188,15 +196,11 @@ class Unsup3D(pl.LightningModule):
         allow_random_vgg: bool = False,
         renderer_backend: str = "torch",
         on_nonfinite: str = "raise",
+        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
     ) -> None:
         super().__init__()
         if on_nonfinite not in ("raise", "skip"):
             raise ValueError(f"model.on_nonfinite must be 'raise' or 'skip', got {on_nonfinite!r}")
-        if encoder_init not in ENCODER_INITS:
-            raise ValueError(f"model.encoder_init must be one of {ENCODER_INITS}, got {encoder_init!r}")
-        for name, rng in (("amb_light_range", amb_light_range), ("diff_light_range", diff_light_range)):
-            if len(rng) != 2 or float(rng[0]) > float(rng[1]):
-                raise ValueError(f"model.{name} must be [low, high] with low <= high, got {list(rng)}")
         if struct_loss not in STRUCTURAL_LOSSES:
             raise ValueError(f"model.struct_loss must be one of {STRUCTURAL_LOSSES}, got {struct_loss!r}")
         for name, val in (("lam_perc", lam_perc), ("lam_flip", lam_flip), ("lam_depth_sm", lam_depth_sm),
@@ -217,135 +221,60 @@ class Unsup3D(pl.LightningModule):
         if bad or any(not float(v) >= 0 for v in (lr_multipliers or {}).values()):
             raise ValueError(f"model.lr_multipliers must map network names {NETWORK_NAMES} to factors >= 0, "
                              f"got {dict(lr_multipliers or {})}")
-        self.save_hyperparameters()
-        self.border_depth = 0.7 * max_depth + 0.3 * min_depth if border_depth is None else float(border_depth)
-        self.renderer = Renderer(image_size, fov, min_depth, max_depth, rot_center_depth, renderer_backend)
-        nets = build_networks(image_size=image_size, width=width, with_confidence=use_conf_map,
-                              depth_size=depth_size, background_size=int(background_size))
-        self.netD, self.netA, self.netL, self.netV = nets["netD"], nets["netA"], nets["netL"], nets["netV"]
-        init_encoder(self.netV, encoder_init)
-        init_encoder(self.netL, encoder_init)
-        self.netC = nets.get("netC")
-        self.netB = nets.get("netB")
-        if self.netB is not None:
-            init_encoder(self.netB, encoder_init)
-        if self.netC is not None and lam_perc == 0 and lam_struct == 0:
+        # The optimiser factory is a callable, not a hyper-parameter: checkpoints keep the flat Adam
+        # settings (lr, beta1, beta2, weight_decay) that it was built from.
+        self.save_hyperparameters(ignore=["optimizer"])
+        self.optimizer_factory = optimizer
+        self.core = Unsup3DCore(
+            image_size=image_size, width=width, min_depth=min_depth, max_depth=max_depth, border_depth=border_depth,
+            fov=fov, rot_center_depth=rot_center_depth, xyz_rotation_range=xyz_rotation_range,
+            xy_translation_range=xy_translation_range, z_translation_range=z_translation_range,
+            amb_light_range=amb_light_range, diff_light_range=diff_light_range, use_conf_map=use_conf_map,
+            use_flip=use_flip, depth_size=depth_size, background_size=int(background_size),
+            encoder_init=encoder_init, identity_view=supervised_depth, renderer_backend=renderer_backend)
+        # Checkpoints written before the core existed name the networks without the "core." prefix.
+        self.register_load_state_dict_pre_hook(_prefix_old_state_dict_keys)
+        if self.core.netC is not None and lam_perc == 0 and lam_struct == 0:
             # The quarter-resolution confidence map only weights the perceptual (and structural) loss:
             # without them that head is unused, so freeze it (DDP requires every trainable parameter to be used).
-            self.netC.out_net2.requires_grad_(False)
+            self.core.netC.out_net2.requires_grad_(False)
         # The perceptual loss (frozen VGG16) is built on first use, so that inference, export and
         # evaluation never need the ImageNet weights; it keeps no weights in the state dict.
         self.perceptual: PerceptualLoss | None = None
-        # SIDE / MAD on validation data with ground-truth depth (states are not saved in checkpoints).
-        self.val_depth_metrics = DepthMetrics(fov=fov, background_depth=max_depth)
+        # SIDE / MAD on validation data with ground-truth depth, by the code every evaluation uses (states are
+        # not saved in checkpoints): the model alone, plus the average-depth baseline once
+        # DepthBaselineRatios hands it the average map.
+        self.val_evaluator = DepthEvaluator(self.core, yardsticks=False)
+        # trainer.test (unsup3d-eval) scores into this evaluator; run_evaluation sets it with the baselines.
+        self.test_evaluator: DepthEvaluator | None = None
         self.skipped_batches = 0
-
-    # ------------------------------------------------------------------------------- networks
-    @property
-    def network_names(self) -> tuple[str, ...]:
-        return tuple(n for n in NETWORK_NAMES if getattr(self, n) is not None)
-
-    def load_original_state_dicts(self, state: dict[str, Any], strict: bool = True) -> None:
-        """Load the authors' checkpoint format: a dict ``{"netD": state_dict, ..., "netC": ...}``."""
-        missing = [n for n in self.network_names if n not in state]
-        if missing:
-            raise KeyError(f"original-format checkpoint lacks networks {missing}; has {sorted(state)}")
-        for name in self.network_names:
-            getattr(self, name).load_state_dict(state[name], strict=strict)
-
-    def original_state_dicts(self) -> dict[str, dict[str, torch.Tensor]]:
-        """The five networks' state dicts in the authors' checkpoint format."""
-        return {n: getattr(self, n).state_dict() for n in self.network_names}
 
     # -------------------------------------------------------------------------------- forward
     def forward(self, images: torch.Tensor, reconstruct: bool = True) -> Factors:
-        """Factor images into depth, albedo, light and view, and re-render them.
-
-        The five networks run in whatever precision the caller's autocast context gives them
-        (bf16 under ``trainer.precision=bf16-mixed``); their outputs are then cast to float32 and
-        everything after them (depth normalisation, normals, shading, warping, rasterization,
-        inverse warp and ``grid_sample``) runs with autocast off (:meth:`render_factors`).
+        """The core's factors of ``images`` (:meth:`unsup3d.core.Unsup3DCore.forward`), with what the
+        training step adds in training mode: the mirrored netV pass of the flip equivariance and the
+        symmetric warm-up's blend at the current step.
 
         Args:
-            images: ``B x 3 x S x S`` in ``[0, 1]``, ``S = image_size``.
-            reconstruct: ``False`` computes the canonical factors only (depth, albedo, normals,
-                shading, canonical image, light, view), as exporting needs: no confidence maps, no
-                mirrored branch, no warp; the ``recon_*``, ``*_flip`` and ``conf_*`` fields are None.
-
-        Returns:
-            :class:`~unsup3d.factors.Factors` (every field documents its shape), all float32
-            for half-precision networks.
-        """
-        s = self.hparams.image_size
-        if images.ndim != 4 or images.shape[1] != 3 or tuple(images.shape[-2:]) != (s, s):
-            raise ValueError(f"expected images of shape B x 3 x {s} x {s} in [0, 1], got {tuple(images.shape)}")
-        x = images * 2 - 1
-        return self.render_factors(x, self.predict(x, reconstruct), reconstruct)
-
-    def predict(self, x: torch.Tensor, confidence: bool = True) -> dict[str, torch.Tensor | None]:
-        """The five networks' raw outputs for ``x`` (``B x 3 x S x S`` in ``[-1, 1]``).
-
-        Returns:
-            ``{"depth": B x 1 x S' x S' (netD, linear; S' = depth_size), "albedo": B x 3 x S x S
-            (netA, tanh; B x 4 with the background layer, the 4th channel its alpha), "light": B x 4
-            (netL, tanh), "view": B x 6 (netV, tanh), "conf": None or the pair (B x 2 x S x S,
-            B x 2 x S/4 x S/4) of netC, "view_mirrored": B x 6 netV of the mirrored input (only when
-            training with the flip equivariance, else None), "background": B x 3 r^2 (netB, tanh; None
-            without the background layer or with ``confidence=False``)}``, in the autocast context's
-            precision. ``confidence=False`` (no reconstruction) leaves out netC and netB.
-        """
-        mirrored = self.training and self.hparams.lam_view_equivariance > 0
-        views = self.netV(torch.cat([x, x.flip(3)], 0) if mirrored else x)
-        return {
-            "depth": self.netD(x),
-            "albedo": self.netA(x),
-            "light": self.netL(x),
-            "view": views[: x.shape[0]],
-            "conf": self.netC(x) if self.netC is not None and confidence else None,
-            "view_mirrored": views[x.shape[0]:] if mirrored else None,
-            "background": self.netB(x) if self.netB is not None and confidence else None,
-        }
-
-    def render_factors(self, x: torch.Tensor, raw: dict[str, Any], reconstruct: bool = True) -> Factors:
-        """Decode the networks' raw outputs and re-render the input, in full precision.
-
-        Args:
-            x: ``B x 3 x S x S`` input in ``[-1, 1]``.
-            raw: the output of :meth:`predict` (any float dtype; cast to float32 if half).
-            reconstruct: as in :meth:`forward`.
+            images: ``B x 3 x S x S`` in ``[0, 1]``.
+            reconstruct: as in the core.
 
         Returns:
             :class:`~unsup3d.factors.Factors`.
         """
-        with full_precision(x.device):
-            x = to_full(x)
-            conf = raw.get("conf")
-            conf_l1, conf_perc = (None, None) if conf is None else (to_full(conf[0]), to_full(conf[1]))
-            background = raw.get("background")
-            factors = self._render(x, to_full(raw["depth"]), to_full(raw["albedo"]), to_full(raw["light"]),
-                                   to_full(raw["view"]), conf_l1, conf_perc, reconstruct,
-                                   None if background is None else to_full(background))
-            if raw.get("view_mirrored") is not None:
-                factors.view_mirrored = to_full(raw["view_mirrored"]) * self._view_ranges(x)
-            return factors
+        training = self.training
+        return self.core(images, reconstruct,
+                         mirrored_view=training and self.hparams.lam_view_equivariance > 0,
+                         symmetry=self.symmetry_weight(self.global_step) if training else 0.0)
 
     def shape_prior(self, border: bool = True) -> torch.Tensor:
-        """The canonical shape the depth prior pulls toward: a centred ellipsoidal bulge of
-        ``depth_prior_height`` (a fraction of the depth range) on the border depth
-        (:func:`~unsup3d.losses.ellipsoid_depth`), with the 2-px left/right border of the canonical depth
-        (``border=True``) or without it (what the loss compares :meth:`depth_from_raw` with).
+        """The canonical shape the depth prior pulls toward: the core's ellipsoidal bulge
+        (:meth:`unsup3d.core.Unsup3DCore.shape_prior`) of ``depth_prior_height``.
 
         Returns:
             ``S x S`` float32 on the model's device.
         """
-        hp = self.hparams
-        s = hp.image_size
-        prior = ellipsoid_depth(s, self.border_depth, hp.depth_prior_height * (hp.max_depth - hp.min_depth),
-                                like=torch.empty(0, device=self.device))
-        if border:
-            prior[:, :2] = self.border_depth
-            prior[:, -2:] = self.border_depth
-        return prior
+        return self.core.shape_prior(self.hparams.depth_prior_height, border)
 
     def supervised_depth_loss(self, images: torch.Tensor, gt_depth: torch.Tensor) -> torch.Tensor:
         """The loss of ``supervised_depth``: mean absolute difference of the log depths of netD's depth and
@@ -358,142 +287,11 @@ class Unsup3D(pl.LightningModule):
         Returns:
             Scalar.
         """
-        raw = self.netD(images * 2 - 1)
+        raw = self.core.netD(images * 2 - 1)
         with full_precision(images.device):
-            depth = self.depth_from_raw(to_full(raw).squeeze(1))
+            depth = self.core.depth_from_raw(to_full(raw).squeeze(1))
             err = depth.log() - to_full(gt_depth).clamp(min=1e-3).log()
             return (err - err.mean((1, 2), keepdim=True)).abs().mean()
-
-    def depth_from_raw(self, depth_raw: torch.Tensor) -> torch.Tensor:
-        """The canonical depth parametrisation, before the border: netD's raw output, upsampled to
-        the image size if predicted smaller (bilinear), made zero-mean per image, ``tanh``, rescaled
-        to ``[min_depth, max_depth]``.
-
-        Args:
-            depth_raw: ``B x S' x S'`` netD output.
-
-        Returns:
-            ``B x S x S``.
-        """
-        hp = self.hparams
-        b, s = depth_raw.shape[0], hp.image_size
-        if depth_raw.shape[-1] != s:
-            depth_raw = F.interpolate(depth_raw.unsqueeze(1), size=(s, s), mode="bilinear",
-                                      align_corners=False).squeeze(1)
-        depth = depth_raw - depth_raw.view(b, -1).mean(1).view(b, 1, 1)
-        return _rescale(depth.tanh(), hp.min_depth, hp.max_depth)
-
-    def _render(self, x, depth_raw, albedo, light, view_raw, conf_l1, conf_perc, reconstruct: bool = True,
-                background=None) -> Factors:
-        hp = self.hparams
-        b, _, h, w = x.shape
-
-        # Canonical depth: zero-mean, tanh, rescaled, fixed 2-px left/right border.
-        depth_raw = depth_raw.squeeze(1)
-        depth = self.depth_from_raw(depth_raw)
-        border = torch.zeros(1, h, w, device=x.device, dtype=x.dtype)
-        border[..., :2] = 1
-        border[..., -2:] = 1
-        depth = depth * (1 - border) + border * self.border_depth
-        sym = self.symmetry_weight(self.global_step) if self.training else 0.0
-        if sym > 0:  # the symmetric warm-up: canonical depth and albedo (and alpha) blended with their mirrors
-            depth = depth * (1 - sym) + (depth + depth.flip(-1)) / 2 * sym
-            albedo = albedo * (1 - sym) + (albedo + albedo.flip(-1)) / 2 * sym
-        alpha = None
-        if albedo.shape[1] == 4:  # the background layer's canonical foreground alpha
-            albedo, alpha = albedo[:, :3], albedo[:, 3:] / 2 + 0.5
-
-        light_a = _rescale(light[:, 0], *hp.amb_light_range)
-        light_b = _rescale(light[:, 1], *hp.diff_light_range)
-        light_d = shading.light_direction(light[:, 2:])
-        view = view_raw * self._view_ranges(x)
-        if hp.supervised_depth:  # netD predicts the depth in the input view
-            view = torch.zeros_like(view)
-
-        # The symmetry branch renders the mirrored canonical factors with the same light and view.
-        use_flip = hp.use_flip and reconstruct
-        n = 2 if use_flip else 1
-        depth_all = torch.cat([depth, depth.flip(2)], 0) if use_flip else depth
-        albedo_all = torch.cat([albedo, albedo.flip(3)], 0) if use_flip else albedo
-        light_a_all, light_b_all = light_a.repeat(n), light_b.repeat(n)
-        light_d_all, view_all = light_d.repeat(n, 1), view.repeat(n, 1)
-
-        normal = self.renderer.normals(depth_all)
-        diffuse = shading.lambertian(normal, light_d_all)  # 2B x H x W
-        shade_map = shading.shading_map(light_a_all, light_b_all, diffuse)
-        canon_im = shading.shade(albedo_all / 2 + 0.5, shade_map) * 2 - 1
-
-        if not reconstruct:
-            return Factors(
-                input=x, canon_depth_raw=depth_raw, canon_depth=depth, canon_albedo=albedo, canon_normal=normal,
-                canon_diffuse_shading=diffuse.unsqueeze(1), canon_shading=shade_map.unsqueeze(1),
-                canon_image=canon_im, light_ambient=light_a, light_diffuse=light_b, light_direction=light_d,
-                view=view, recon_depth=None, recon_normal=None, recon_image=None, recon_mask=None,
-                canon_depth_flip=None, canon_albedo_flip=None, canon_image_flip=None, recon_depth_flip=None,
-                recon_image_flip=None, conf_sigma_l1=None, conf_sigma_percl=None, canon_alpha=alpha)
-
-        recon_depth = self.renderer.warp_canon_depth(depth_all, view_all)
-        recon_normal = self.renderer.normals(recon_depth)
-        grid = self.renderer.inverse_warp_grid(recon_depth, view_all)
-        bg = None
-        if alpha is None or background is None:
-            recon_im = F.grid_sample(canon_im, grid, mode="bilinear", align_corners=True)
-        else:  # the warped canonical image over the static background layer
-            alpha_all = torch.cat([alpha, alpha.flip(3)], 0) if use_flip else alpha
-            warped = F.grid_sample(torch.cat([canon_im, alpha_all], 1), grid, mode="bilinear", align_corners=True)
-            r = hp.background_size
-            bg = F.interpolate(background.view(b, 3, r, r), size=(h, w), mode="bilinear", align_corners=False)
-            a = warped[:, 3:]
-            recon_im = warped[:, :3] * a + bg.repeat(n, 1, 1, 1) * (1 - a)
-        valid = self.renderer.visible_mask(recon_depth).to(x.dtype)
-        valid = valid[:b] * valid[b:] if use_flip else valid
-        mask = valid.unsqueeze(1).detach()  # B x 1 x H x W, valid for both reconstructions
-        recon_im = recon_im * mask.repeat(n, 1, 1, 1)
-
-        flip = slice(b, 2 * b) if use_flip else None
-        return Factors(
-            input=x,
-            canon_depth_raw=depth_raw,
-            canon_depth=depth_all[:b],
-            canon_albedo=albedo,
-            canon_normal=normal[:b],
-            canon_diffuse_shading=diffuse[:b].unsqueeze(1),
-            canon_shading=shade_map[:b].unsqueeze(1),
-            canon_image=canon_im[:b],
-            light_ambient=light_a,
-            light_diffuse=light_b,
-            light_direction=light_d,
-            view=view,
-            recon_depth=recon_depth[:b],
-            recon_normal=recon_normal[:b],
-            recon_image=recon_im[:b],
-            recon_mask=mask,
-            canon_depth_flip=depth_all[flip] if flip else None,
-            canon_albedo_flip=albedo_all[flip] if flip else None,
-            canon_image_flip=canon_im[flip] if flip else None,
-            recon_depth_flip=recon_depth[flip] if flip else None,
-            recon_image_flip=recon_im[flip] if flip else None,
-            conf_sigma_l1=conf_l1,
-            conf_sigma_percl=conf_perc,
-            canon_alpha=alpha,
-            background=bg,
-        )
-
-    def _view_ranges(self, like: torch.Tensor) -> torch.Tensor:
-        """``6``: what netV's ``[-1, 1]`` outputs are multiplied by (rotations in radians, then
-        translations), on ``like``'s device and dtype."""
-        hp = self.hparams
-        rot = hp.xyz_rotation_range * math.pi / 180
-        ranges = [rot, rot, rot, hp.xy_translation_range, hp.xy_translation_range, hp.z_translation_range]
-        return torch.tensor(ranges, device=like.device, dtype=like.dtype)
-
-    def normalized_view(self, view: torch.Tensor) -> torch.Tensor:
-        """Viewpoint in netV's units: ``B x 6`` radians and translations -> ``B x 6`` in ``[-1, 1]``.
-
-        Components whose range is 0 (``tz`` for faces) are returned as 0.
-        """
-        ranges = self._view_ranges(view)
-        return torch.where(ranges > 0, view / ranges.clamp(min=1e-12), torch.zeros_like(view))
 
     # --------------------------------------------------------------------------------- losses
     def _perceptual_loss(self) -> PerceptualLoss:
@@ -527,6 +325,20 @@ class Unsup3D(pl.LightningModule):
             return 0.0
         return float(hp.lam_depth_prior) * max(0.0, 1.0 - step / float(hp.depth_prior_steps))
 
+    def loss_weights(self, epoch: int, step: int) -> dict[str, float]:
+        """The weight of every loss term at ``epoch`` and global ``step``, in one mapping (the total loss is
+        ``sum(weights[k] * losses[k])``): ``l1`` 1; the flip terms the flip weight (:meth:`lam_flip_at`)
+        times their term's weight; ``perc``, ``struct``, ``depth_sm``, ``view_equivariance``, ``view_mean``
+        their ``lam_*``; ``depth_prior`` its annealed weight (:meth:`depth_prior_weight`). A term of weight 0
+        is not computed."""
+        hp = self.hparams
+        lam_flip = self.lam_flip_at(epoch)
+        return {"l1": 1.0, "l1_flip": lam_flip,
+                "perc": float(hp.lam_perc), "perc_flip": float(hp.lam_perc) * lam_flip,
+                "struct": float(hp.lam_struct), "struct_flip": float(hp.lam_struct) * lam_flip,
+                "depth_sm": float(hp.lam_depth_sm), "view_equivariance": float(hp.lam_view_equivariance),
+                "view_mean": float(hp.lam_view_mean), "depth_prior": self.depth_prior_weight(step)}
+
     def compute_losses(self, f: Factors, epoch: int = 0, step: int | None = None) -> dict[str, torch.Tensor]:
         """All loss terms and their weighted total.
 
@@ -544,6 +356,8 @@ class Unsup3D(pl.LightningModule):
         if step is None:
             step = self.global_step
         hp = self.hparams
+        core = self.core
+        weights = self.loss_weights(epoch, step)
         target = f.input
         c1 = f.conf_sigma_l1
         cp = f.conf_sigma_percl
@@ -566,29 +380,21 @@ class Unsup3D(pl.LightningModule):
                                                         None if cp is None else cp[:, 1:], hp.struct_loss)
         if hp.lam_depth_sm > 0:
             # As the original: on the rescaled depth (before the border), in units of the depth range.
-            depth = self.depth_from_raw(f.canon_depth_raw)
+            depth = core.depth_from_raw(f.canon_depth_raw)
             losses["depth_sm"] = depth_smoothness_loss(depth) / (hp.max_depth - hp.min_depth)
         if hp.lam_view_equivariance > 0 and f.view_mirrored is not None:
             losses["view_equivariance"] = view_equivariance_loss(
-                self.normalized_view(f.view), self.normalized_view(f.view_mirrored))
+                core.normalized_view(f.view), core.normalized_view(f.view_mirrored))
         if hp.lam_view_mean > 0 and f.view.shape[0] >= 2:
-            losses["view_mean"] = view_mean_prior(self.normalized_view(f.view))
-        lam_prior = self.depth_prior_weight(step)
-        if lam_prior > 0:
+            losses["view_mean"] = view_mean_prior(core.normalized_view(f.view))
+        if weights["depth_prior"] > 0:
             target = self.shape_prior(border=False).to(f.canon_depth)
             rng = hp.max_depth - hp.min_depth
-            losses["depth_prior"] = ((self.depth_from_raw(f.canon_depth_raw) - target) / rng).pow(2).mean()
-        lam_flip = self.lam_flip_at(epoch)
-        total = losses["l1"] + lam_flip * losses.get("l1_flip", 0.0)
-        if "perc" in losses:
-            total = total + hp.lam_perc * (losses["perc"] + lam_flip * losses.get("perc_flip", 0.0))
-        if "struct" in losses:
-            total = total + hp.lam_struct * (losses["struct"] + lam_flip * losses.get("struct_flip", 0.0))
-        weights = {"depth_sm": hp.lam_depth_sm, "view_equivariance": hp.lam_view_equivariance,
-                   "view_mean": hp.lam_view_mean, "depth_prior": lam_prior}
-        for name, weight in weights.items():
-            if name in losses:
-                total = total + weight * losses[name]
+            losses["depth_prior"] = ((core.depth_from_raw(f.canon_depth_raw) - target) / rng).pow(2).mean()
+        total = losses["l1"] * weights["l1"]
+        for name, loss in losses.items():
+            if name != "l1":
+                total = total + weights[name] * loss
         losses["total"] = total
         return losses
 
@@ -655,23 +461,39 @@ class Unsup3D(pl.LightningModule):
         self.log_dict({f"val/loss_{k}": v for k, v in losses.items()}, batch_size=bs, sync_dist=True)
         self.log("val/loss", losses["total"], prog_bar=True, batch_size=bs, sync_dist=True)
         if isinstance(batch, dict) and "depth" in batch:
-            self._update_depth_metrics(f, batch["depth"])
+            self.val_evaluator.update(self.core, f, batch["depth"], batch.get("path"))
         return losses["total"]
 
-    # Depth metrics on validation data with ground truth (SIDE, MAD).
-    def _update_depth_metrics(self, f: Factors, gt_depth: torch.Tensor) -> None:
-        self.val_depth_metrics.update(f.recon_depth.detach(), gt_depth, self.renderer.visible_mask(f.recon_depth))
-
     def on_validation_epoch_end(self) -> None:
-        metrics = self.val_depth_metrics
-        if not metrics.update_called:
+        ev = self.val_evaluator
+        values = ev.compute()
+        ev.reset()
+        if "model" not in values:
             return
-        values = metrics.compute()
         # SIDE in the paper's units (x 10^-2), MAD in degrees (exact and the original's operator).
-        for k in ("side", "mad", "mad_original", "mae", "mse"):
-            if k in values:
-                self.log(f"val/{k}", values[k] * (SIDE_SCALE if k == "side" else 1.0), sync_dist=False)
-        metrics.reset()
+        for method, prefix in (("model", "val/"), ("avg_gt", "val/avg_gt_")):
+            for k in ("side", "mad", "mad_original", "mae", "mse"):
+                if k in values.get(method, {}):
+                    self.log(f"{prefix}{k}", values[method][k] * (SIDE_SCALE if k == "side" else 1.0), sync_dist=False)
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        """Score a test batch into :attr:`test_evaluator` (the model and every yardstick; ``unsup3d-eval`` runs
+        ``trainer.test``). A module without one scores the model, the constant and the prior at the view."""
+        if not isinstance(batch, dict) or "depth" not in batch:
+            raise ValueError("evaluation needs ground-truth depth: use a dataset with has_depth=true "
+                             "(<split>/image and <split>/depth folders)")
+        if self.test_evaluator is None:
+            self.test_evaluator = DepthEvaluator(self.core, prior_height=self.hparams.depth_prior_height).to(self.device)
+        images = self._images(batch)
+        paths = batch.get("path")
+        self.test_evaluator.update(self.core, self.core(images), batch["depth"],
+                                   None if paths is None else [str(p) for p in paths])
+
+    def on_test_epoch_end(self) -> None:
+        values = self.test_evaluator.compute() if self.test_evaluator is not None else {}
+        for method, metrics in values.items():
+            for k in ("side", "mad", "mad_original"):
+                self.log(f"test/{method}_{k}", metrics[k] * (SIDE_SCALE if k == "side" else 1.0), sync_dist=False)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         bad = [k for k, v in checkpoint.get("state_dict", {}).items()
@@ -698,13 +520,17 @@ class Unsup3D(pl.LightningModule):
     def configure_optimizers(self):
         hp = self.hparams
         mult = dict(hp.lr_multipliers or {})
+        core = self.core
         if mult:  # one parameter group per network
-            groups = [{"params": [p for p in getattr(self, n).parameters() if p.requires_grad],
-                       "lr": hp.lr * float(mult.get(n, 1.0)), "name": n} for n in self.network_names]
+            groups = [{"params": [p for p in getattr(core, n).parameters() if p.requires_grad],
+                       "lr": hp.lr * float(mult.get(n, 1.0)), "name": n} for n in core.network_names]
         else:  # one group, as the original (and as checkpoints written before per-network rates)
-            groups = [{"params": [p for n in self.network_names for p in getattr(self, n).parameters()
+            groups = [{"params": [p for n in core.network_names for p in getattr(core, n).parameters()
                                   if p.requires_grad]}]
-        opt = torch.optim.Adam(groups, lr=hp.lr, betas=(hp.beta1, hp.beta2), weight_decay=hp.weight_decay)
+        if self.optimizer_factory is not None:
+            opt = self.optimizer_factory(groups)
+        else:
+            opt = torch.optim.Adam(groups, lr=hp.lr, betas=(hp.beta1, hp.beta2), weight_decay=hp.weight_decay)
         if hp.lr_warmup_steps <= 0 and hp.lr_decay == "none":
             return opt
         total = None

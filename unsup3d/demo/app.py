@@ -27,6 +27,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is i
 
 import gradio as gr  # noqa: E402
 
+from unsup3d.core import core_of  # noqa: E402
 from unsup3d.data.crops import FaceNotFoundError  # noqa: E402
 from unsup3d.files.images import IMAGE_EXTENSIONS, ImageLoadError  # noqa: E402
 
@@ -128,7 +129,7 @@ def build_app(
         concurrency: reconstructions run at once (more requests wait in the queue).
     """
     options = options or demo_export_options()
-    renderer = model.renderer
+    renderer = core_of(model).renderer
     work_dir = Path(work_dir)
     log_lock = threading.Lock()
     prune_lock = threading.Lock()

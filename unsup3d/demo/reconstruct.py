@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from unsup3d.core import core_of
 from unsup3d.data.crops import model_batch, prepare_input
 from unsup3d.export import ExportOptions, export_factors
 from unsup3d.files.atomic import atomic_dir, atomic_save_bytes
@@ -190,11 +191,12 @@ def reconstruct(
     """
     options = options or demo_export_options()
     photo = Path(photo)
-    size = int(model.hparams.image_size)
+    core = core_of(model)
+    size = core.image_size
     prep = prepare_input(photo, size, detect_face, options.background, max_pixels=max_pixels)
-    device = next(model.parameters()).device
+    device = next(core.parameters()).device
     with torch.inference_mode():
-        factors = model(model_batch([prep.image], device), reconstruct=False)
+        factors = core(model_batch([prep.image], device), reconstruct=False)
     name = _result_name(photo)
     target = Path(work_dir) / name
     info = {"input": {**prep.record(photo, name), "original_name": photo.name}, "checkpoint": checkpoint}

@@ -169,7 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         model = load_model(checkpoint, trust=args.trust_checkpoint, map_location="cpu")
     except CheckpointError as exc:
         return fail(str(exc))
-    size = int(model.hparams.image_size)
+    size = model.core.image_size
     if options.crop_border and size - 2 * options.crop_border < 2:
         return fail(f"--crop-border {options.crop_border} leaves no mesh of a {size}x{size} depth map")
     model = model.to(device)  # in eval mode (load_model)

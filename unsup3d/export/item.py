@@ -44,6 +44,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from unsup3d.core import core_of
 from unsup3d.files.atomic import atomic_save_json, atomic_save_npy
 from unsup3d.files.depth_encoding import DEPTH_PNG_MAPPING, depth_to_uint16
 from unsup3d.files.images import atomic_save_image
@@ -73,7 +74,7 @@ class FactorArrays:
 
     def __init__(self, factors, model, options: ExportOptions) -> None:
         f = factors
-        r = model.renderer
+        r = core_of(model).renderer
         depth = f.canon_depth.detach().float()
         with torch.no_grad():
             self.vertices = grid_vertices(r, depth, crop_border=options.crop_border, center=True).cpu().numpy()
@@ -131,14 +132,15 @@ def _write_meshes(
 def _write_videos(model, factors, index: int, out_dir: Path, options: ExportOptions) -> list[str]:
     """The turntable (textured and shape-only) and relighting videos of item ``index`` (those in
     ``options.videos``). Returns the file names."""
-    r = model.renderer
+    core = core_of(model)
+    r = core.renderer
     i = slice(index, index + 1)
     depth = factors.canon_depth[i].detach().float()
     tex = (factors.canon_image[i].detach().float().clamp(-1, 1) / 2 + 0.5)
     if options.texture == "albedo":
         tex = factors.canon_albedo[i].detach().float().clamp(-1, 1) / 2 + 0.5
     ext, n, size = options.video_ext, int(options.num_frames), int(options.output_size)
-    render = int(options.render_size or min(size, 2 * int(model.hparams.image_size)))
+    render = int(options.render_size or min(size, 2 * core.image_size))
 
     def resized(frames: torch.Tensor) -> torch.Tensor:  # T x 3 x R x R -> T x 3 x S x S
         if frames.shape[-1] == size:
@@ -186,7 +188,7 @@ def export_factors(
             fsynced (``durable=False``): :func:`export_images` passes the temporary folder of
             :func:`unsup3d.files.atomic.atomic_dir`, which makes the whole folder appear at once.
         options: what to write.
-        model: the :class:`~unsup3d.model.Unsup3D` that produced ``factors`` (camera, depth range and
+        model: the :class:`~unsup3d.core.Unsup3DCore` (or training module) that produced ``factors`` (camera, depth range and
             renderer; it is not run again).
         info: extra entries for ``params.json`` (``input``, ``checkpoint``...).
         batch: the factors already converted to numpy (an internal speed-up for whole batches).
@@ -197,8 +199,7 @@ def export_factors(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     b = batch if batch is not None else FactorArrays(factors, model, options)
-    hp = model.hparams
-    r = model.renderer
+    core = core_of(model)
     depth = b.depth[index]
     texture = b.albedo[index] if options.texture == "albedo" else b.canonical[index]
     files: list[str] = []
@@ -227,7 +228,7 @@ def export_factors(
             **_mesh_stats(pverts, faces),
         }
 
-    min_d, max_d = float(hp.min_depth), float(hp.max_depth)
+    min_d, max_d = core.min_depth, core.max_depth
     atomic_save_npy(out_dir / "depth.npy", np.ascontiguousarray(depth, dtype=np.float32), durable=False)
     atomic_save_image(out_dir / "depth.png", depth_to_uint16(depth, min_d, max_d), format="PNG", durable=False)
     files += ["depth.npy", "depth.png"]
@@ -254,12 +255,12 @@ def export_factors(
             "shading": "ambient + diffuse * max(0, n . direction)",
         },
         "camera": {
-            "image_size": int(hp.image_size),
-            "fov_deg": float(hp.fov),
+            "image_size": core.image_size,
+            "fov_deg": core.fov,
             "min_depth": min_d,
             "max_depth": max_d,
-            "rot_center_depth": float(r.rot_center_depth),
-            "border_depth": float(getattr(model, "border_depth", float("nan"))),
+            "rot_center_depth": core.rot_center_depth,
+            "border_depth": core.border_depth,
         },
         "depth": {
             "npy": "canonical depth, float32 H x W, as the model produced it",

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from unsup3d.core import core_of
 from unsup3d.data.crops import FaceNotFoundError, model_batch, prepare_input
 from unsup3d.files.atomic import atomic_dir, is_disk_full
 from unsup3d.files.images import ImageLoadError
@@ -82,7 +83,7 @@ def export_images(
     (the remaining images are recorded as failed; the folders written before are complete).
 
     Args:
-        model: an :class:`~unsup3d.model.Unsup3D` (run in eval mode on its current device; its mode is
+        model: an :class:`~unsup3d.core.Unsup3DCore` or the training module holding one (run in eval mode on its current device; its mode is
             given back at the end).
         paths: image files (see :func:`collect_inputs`).
         out_dir: output folder (created).
@@ -101,8 +102,9 @@ def export_images(
     summary = ExportSummary([ImageResult(arg, "failed", msg) for arg, msg in input_errors])
     paths = [Path(p) for p in paths]
     names = assign_output_names(paths)
-    size = int(model.hparams.image_size)
-    device = next(model.parameters()).device
+    core = core_of(model)
+    size = core.image_size
+    device = next(core.parameters()).device
     mode = eval_mode(model)  # given back as it was at the end
     bar = _progress(len(paths), options.progress)
 
@@ -131,7 +133,7 @@ def export_images(
             try:
                 with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16,
                                                             enabled=options.precision == "bf16"):
-                    factors = model(batch, reconstruct=False)  # the canonical factors are all it writes
+                    factors = core(batch, reconstruct=False)  # the canonical factors are all it writes
                 arrays = FactorArrays(factors, model, options)
             except Exception as exc:  # noqa: BLE001 - e.g. out of memory: fail this batch only
                 for path, _, _ in items:

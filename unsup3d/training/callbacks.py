@@ -22,7 +22,6 @@ from unsup3d.files.images import atomic_save_image
 from unsup3d.files.mesh import grid_faces, grid_uvs, grid_vertices, write_glb
 from unsup3d.files.video import write_video
 from unsup3d.inference import eval_mode
-from unsup3d.metrics import SIDE_SCALE, DepthMetrics
 from unsup3d.visualize import factor_panels, frames_to_grids, normal_shaded, to_uint8, turntable_frames
 
 __all__ = ["ImageLogger", "DepthBaselineRatios", "SpeedCheck"]
@@ -244,14 +243,14 @@ class ImageLogger(pl.Callback):
         depth = factors.canon_depth[index : index + 1].detach().float()  # 1 x H x W
         h, w = depth.shape[-2:]
         with torch.no_grad():
-            vertices = grid_vertices(pl_module.renderer, depth, center=True)[0].cpu().numpy()
+            vertices = grid_vertices(pl_module.core.renderer, depth, center=True)[0].cpu().numpy()
         texture = to_uint8(factors.canon_image[index].detach().float().clamp(-1, 1) / 2 + 0.5)  # H x W x 3
         return write_glb(path, vertices, grid_faces(h, w), grid_uvs(h, w), texture)
 
     def log_videos(self, trainer: pl.Trainer, pl_module: pl.LightningModule, epoch: int) -> dict[str, Path]:
         """Write and log the turntable videos of the fixed batch. Returns kind -> video path."""
         factors = self._run_model(pl_module)
-        renderer = pl_module.renderer
+        renderer = pl_module.core.renderer
         depth = factors.canon_depth
         textures = {
             "textured": (factors.canon_image / 2 + 0.5).clamp(0, 1),
@@ -296,21 +295,23 @@ class DepthBaselineRatios(pl.Callback):
     """Validation SIDE and MAD as ratios to the average-depth baseline: a learning curve in W&B.
 
     On data with ground-truth depth (batches with a ``"depth"`` entry), the first validation run
-    (sanity check included) computes the average-ground-truth-depth baseline once, over exactly the
+    (sanity check included) computes the average-ground-truth-depth map once, over exactly the
     validation batches the trainer evaluates (``limit_val_batches`` respected; under DDP the average
-    map is reduced over all ranks): the mean ground-truth depth map of those batches, scored by the same
-    :class:`~unsup3d.metrics.DepthMetrics` as the model. After every validation epoch it logs
-    ``val/side_ratio`` (model SIDE / baseline SIDE) and ``val/mad_ratio`` (MAD with the original's normal
-    operator, as in the paper's table), and once the baseline's own ``val/baseline_side`` and
-    ``val/baseline_mad``. Without ground-truth depth it does nothing.
+    map is reduced over all ranks), and hands it to the model's validation evaluator
+    (:class:`~unsup3d.evaluator.DepthEvaluator`, the code every evaluation uses), which scores it beside the
+    model in every validation pass (``val/avg_gt_side``, ``val/avg_gt_mad_original``...). After every
+    validation epoch it logs ``val/side_ratio`` (model SIDE / baseline SIDE) and ``val/mad_ratio`` (MAD with
+    the original's normal operator, as in the paper's table), and once the baseline's own
+    ``val/baseline_side`` and ``val/baseline_mad``. Without ground-truth depth it does nothing.
     """
 
     def __init__(self) -> None:
-        self.baseline: dict[str, float] | None = None
+        self.average: torch.Tensor | None = None
+        self._computed = False
         self._logged_baseline = False
 
     @torch.no_grad()
-    def _compute_baseline(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float] | None:
+    def _average_depth(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> torch.Tensor | None:
         loaders = trainer.val_dataloaders
         loader = loaders[0] if isinstance(loaders, (list, tuple)) else loaders
         if loader is None:
@@ -330,29 +331,28 @@ class DepthBaselineRatios(pl.Callback):
         count = torch.tensor(float(sum(len(d) for d in depths)), device=pl_module.device)
         total = trainer.strategy.reduce(total, reduce_op="sum")
         count = trainer.strategy.reduce(count, reduce_op="sum")
-        avg = (total / count).cpu()
-        hp = pl_module.hparams
-        metric = DepthMetrics(fov=hp.fov, background_depth=hp.max_depth)
-        for d in depths:
-            metric.update(avg.expand_as(d), d, None)
-        values = metric.compute()
-        return {"side": float(values["side"]) * SIDE_SCALE, "mad": float(values["mad"]),
-                "mad_original": float(values["mad_original"])}
+        return (total / count).cpu()
 
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.baseline is None:
-            self.baseline = self._compute_baseline(trainer, pl_module) or {}
+        if not self._computed:
+            self._computed = True
+            self.average = self._average_depth(trainer, pl_module)
+            evaluator = getattr(pl_module, "val_evaluator", None)
+            if self.average is not None and evaluator is not None:
+                evaluator.set_average_depth(self.average)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not self.baseline or trainer.sanity_checking:
+        if self.average is None or trainer.sanity_checking:
             return
         metrics = trainer.callback_metrics
-        if "val/side" not in metrics or "val/mad_original" not in metrics:
+        keys = ("val/side", "val/mad_original", "val/avg_gt_side", "val/avg_gt_mad_original")
+        if any(k not in metrics for k in keys):
             return
-        out = {"val/side_ratio": float(metrics["val/side"]) / self.baseline["side"],
-               "val/mad_ratio": float(metrics["val/mad_original"]) / self.baseline["mad_original"]}
+        base_side, base_mad = float(metrics["val/avg_gt_side"]), float(metrics["val/avg_gt_mad_original"])
+        out = {"val/side_ratio": float(metrics["val/side"]) / base_side,
+               "val/mad_ratio": float(metrics["val/mad_original"]) / base_mad}
         if not self._logged_baseline:
-            out.update({"val/baseline_side": self.baseline["side"], "val/baseline_mad": self.baseline["mad_original"]})
+            out.update({"val/baseline_side": base_side, "val/baseline_mad": base_mad})
             self._logged_baseline = True
         for key, value in out.items():
             trainer.callback_metrics[key] = torch.tensor(value)

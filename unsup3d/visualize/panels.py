@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from unsup3d.core import core_of
 from unsup3d.factors import Factors
 from unsup3d.files.depth_encoding import depth_to_unit
 from unsup3d.renderer import Renderer
@@ -102,10 +103,11 @@ def to_uint8(image: torch.Tensor) -> np.ndarray:
 def _renderer_of(model_or_renderer) -> Renderer:
     if isinstance(model_or_renderer, Renderer):
         return model_or_renderer
-    renderer = getattr(model_or_renderer, "renderer", None)
-    if renderer is None:
-        raise TypeError(f"expected a Renderer or a model with a .renderer, got {type(model_or_renderer).__name__}")
-    return renderer
+    try:
+        return core_of(model_or_renderer).renderer
+    except TypeError:
+        raise TypeError(f"expected a Renderer, an Unsup3DCore or the training module holding one, got "
+                        f"{type(model_or_renderer).__name__}") from None
 
 
 def symmetry_line(model_or_renderer, factors: Factors) -> torch.Tensor:
@@ -116,7 +118,7 @@ def symmetry_line(model_or_renderer, factors: Factors) -> torch.Tensor:
     ``recon_mask`` and blended: ``0.5 axis green + (1 - 0.5 axis) input`` with ``green = (-1, 1, -1)``.
 
     Args:
-        model_or_renderer: :class:`~unsup3d.renderer.Renderer` or a model with ``.renderer``.
+        model_or_renderer: :class:`~unsup3d.renderer.Renderer`, or the model (core or training module).
         factors: the model's output for ``B`` images of size ``H x W``.
 
     Returns:
@@ -224,7 +226,7 @@ def factor_panels(model, factors: Factors, max_items: int = 16, nrow: int | None
     """Grids of every factor of the first ``max_items`` images, for logging.
 
     Args:
-        model: the :class:`~unsup3d.model.Unsup3D` model (or its renderer) that produced ``factors``.
+        model: the model (:class:`~unsup3d.core.Unsup3DCore` or the training module) or its renderer that produced ``factors``.
         factors: forward output for ``B`` images.
         max_items: at most this many images per grid.
         nrow: images per grid row (default ``ceil(sqrt(n))``).

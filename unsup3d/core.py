@@ -1,0 +1,392 @@
+"""The model core: photo -> depth, albedo, light, view (+ confidence) -> re-rendered photo.
+
+:class:`Unsup3DCore` is a plain :class:`torch.nn.Module` that holds what a trained model *is*: the
+five networks of Wu, Rupprecht and Vedaldi (CVPR 2020), the decoding of their outputs, and the
+renderer. It knows nothing of losses, optimisers or Lightning; export, the demo, evaluation and
+the visualisations take it (:func:`core_of` gives it for a training module or a core)::
+
+    images -> netD, netA, netL, netV, netC (netB) -> decode (depth normalisation, light, view)
+    -> normals and shading -> canonical image -> Renderer.warp_canon_depth
+    -> Renderer.inverse_warp_grid -> grid_sample -> Factors
+
+The training module (:class:`unsup3d.model.Unsup3D`) wraps one core and adds the losses, logging and
+the optimiser. What depends on the training step is an argument here, never state: the mirrored netV
+pass of the flip equivariance (``mirrored_view``) and the symmetric warm-up's blend (``symmetry``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from unsup3d.factors import Factors
+from unsup3d.networks import ENCODER_INITS, build_networks, init_encoder
+from unsup3d.renderer import Renderer, ellipsoid_depth, full_precision, shading, to_full
+
+__all__ = ["Unsup3DCore", "NETWORK_NAMES", "core_of"]
+
+NETWORK_NAMES = ("netD", "netA", "netL", "netV", "netC", "netB")
+
+
+def _rescale(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
+    """Map ``x`` in ``[-1, 1]`` linearly to ``[lo, hi]`` (the original's rescalers)."""
+    return (1 + x) / 2 * hi + (1 - x) / 2 * lo
+
+
+class Unsup3DCore(nn.Module):
+    """The networks, their decoding and the renderer. ``Unsup3DCore()`` is the original 64x64 model.
+
+    Args:
+        image_size: input size (32, 64 or 128; 64 is the original).
+        width: channel multiplier of all five networks (1.0 is the original).
+        min_depth, max_depth: canonical depth range.
+        border_depth: depth of the 2-px left/right border; default ``0.7 max + 0.3 min``.
+        fov, rot_center_depth: camera field of view (degrees) and rotation centre depth.
+        xyz_rotation_range: rotation range in degrees (netV's tanh output is scaled by it).
+        xy_translation_range, z_translation_range: translation ranges.
+        amb_light_range, diff_light_range: ranges of ambient and diffuse strengths.
+        use_conf_map: predict confidence maps (netC).
+        use_flip: render the symmetry branch (mirrored depth and albedo) when reconstructing.
+        depth_size: resolution at which netD predicts the canonical depth (upsampled bilinearly;
+            default ``image_size``, the original).
+        background_size: ``r > 0``: the static background layer (netB: an ``r x r`` RGB image that stays
+            in the image frame; netA's fourth channel: the canonical foreground alpha).
+        encoder_init: initialisation of netV, netL (and netB): ``"pytorch"`` or ``"kaiming"``
+            (:func:`unsup3d.networks.init_encoder`).
+        identity_view: the view is fixed to the identity, so netD's depth is the depth in the input
+            view (the supervised upper bound's model).
+        renderer_backend: ``"torch"`` (built-in) or ``"pytorch3d"``.
+
+    Example:
+        >>> core = Unsup3DCore(image_size=32, width=0.125).eval()
+        >>> f = core(torch.rand(2, 3, 32, 32))
+        >>> tuple(f.canon_depth.shape), tuple(f.recon_image.shape), tuple(f.view.shape)
+        ((2, 32, 32), (2, 3, 32, 32), (2, 6))
+    """
+
+    def __init__(
+        self,
+        image_size: int = 64,
+        width: float = 1.0,
+        min_depth: float = 0.9,
+        max_depth: float = 1.1,
+        border_depth: float | None = None,
+        fov: float = 10.0,
+        rot_center_depth: float = 1.0,
+        xyz_rotation_range: float = 60.0,
+        xy_translation_range: float = 0.1,
+        z_translation_range: float = 0.0,
+        amb_light_range: tuple[float, float] = (0.0, 1.0),
+        diff_light_range: tuple[float, float] = (0.0, 1.0),
+        use_conf_map: bool = True,
+        use_flip: bool = True,
+        depth_size: int | None = None,
+        background_size: int = 0,
+        encoder_init: str = "pytorch",
+        identity_view: bool = False,
+        renderer_backend: str = "torch",
+    ) -> None:
+        super().__init__()
+        if encoder_init not in ENCODER_INITS:
+            raise ValueError(f"model.encoder_init must be one of {ENCODER_INITS}, got {encoder_init!r}")
+        for name, rng in (("amb_light_range", amb_light_range), ("diff_light_range", diff_light_range)):
+            if len(rng) != 2 or float(rng[0]) > float(rng[1]):
+                raise ValueError(f"model.{name} must be [low, high] with low <= high, got {list(rng)}")
+        if not math.isfinite(float(background_size)) or int(background_size) < 0:
+            raise ValueError(f"model.background_size must be a finite non-negative number, got {background_size}")
+        self.image_size = int(image_size)
+        self.min_depth, self.max_depth = float(min_depth), float(max_depth)
+        self.border_depth = 0.7 * max_depth + 0.3 * min_depth if border_depth is None else float(border_depth)
+        self.fov, self.rot_center_depth = float(fov), float(rot_center_depth)
+        self.xyz_rotation_range = float(xyz_rotation_range)
+        self.xy_translation_range, self.z_translation_range = float(xy_translation_range), float(z_translation_range)
+        self.amb_light_range = tuple(float(v) for v in amb_light_range)
+        self.diff_light_range = tuple(float(v) for v in diff_light_range)
+        self.use_flip = bool(use_flip)
+        self.background_size = int(background_size)
+        self.identity_view = bool(identity_view)
+        self.renderer = Renderer(image_size, fov, min_depth, max_depth, rot_center_depth, renderer_backend)
+        nets = build_networks(image_size=image_size, width=width, with_confidence=use_conf_map,
+                              depth_size=depth_size, background_size=self.background_size)
+        self.netD, self.netA, self.netL, self.netV = nets["netD"], nets["netA"], nets["netL"], nets["netV"]
+        init_encoder(self.netV, encoder_init)
+        init_encoder(self.netL, encoder_init)
+        self.netC = nets.get("netC")
+        self.netB = nets.get("netB")
+        if self.netB is not None:
+            init_encoder(self.netB, encoder_init)
+
+    # ------------------------------------------------------------------------------- networks
+    @property
+    def network_names(self) -> tuple[str, ...]:
+        """The networks this core has, in the authors' order (netC without confidence maps and netB
+        without the background layer are absent)."""
+        return tuple(n for n in NETWORK_NAMES if getattr(self, n) is not None)
+
+    @property
+    def device(self) -> torch.device:
+        """The device of the networks' parameters."""
+        return next(self.parameters()).device
+
+    def load_original_state_dicts(self, state: dict[str, Any], strict: bool = True) -> None:
+        """Load the authors' checkpoint format: a dict ``{"netD": state_dict, ..., "netC": ...}``."""
+        missing = [n for n in self.network_names if n not in state]
+        if missing:
+            raise KeyError(f"original-format checkpoint lacks networks {missing}; has {sorted(state)}")
+        for name in self.network_names:
+            getattr(self, name).load_state_dict(state[name], strict=strict)
+
+    def original_state_dicts(self) -> dict[str, dict[str, torch.Tensor]]:
+        """The five networks' state dicts in the authors' checkpoint format."""
+        return {n: getattr(self, n).state_dict() for n in self.network_names}
+
+    # -------------------------------------------------------------------------------- forward
+    def forward(self, images: torch.Tensor, reconstruct: bool = True, mirrored_view: bool = False,
+                symmetry: float = 0.0) -> Factors:
+        """Factor images into depth, albedo, light and view, and re-render them.
+
+        The networks run in whatever precision the caller's autocast context gives them (bf16 under
+        ``trainer.precision=bf16-mixed``); their outputs are then cast to float32 and everything after
+        them (depth normalisation, normals, shading, warping, rasterization, inverse warp and
+        ``grid_sample``) runs with autocast off (:meth:`render_factors`).
+
+        Args:
+            images: ``B x 3 x S x S`` in ``[0, 1]``, ``S = image_size``.
+            reconstruct: ``False`` computes the canonical factors only (depth, albedo, normals,
+                shading, canonical image, light, view), as exporting needs: no confidence maps, no
+                mirrored branch, no warp; the ``recon_*``, ``*_flip`` and ``conf_*`` fields are None.
+            mirrored_view: also run netV on the mirrored images (``Factors.view_mirrored``; the flip
+                equivariance loss needs it).
+            symmetry: in ``[0, 1]``, how much the canonical depth and albedo are blended with their mirror
+                images (the symmetric warm-up; 0 outside it, and always 0 in evaluation and export).
+
+        Returns:
+            :class:`~unsup3d.factors.Factors` (every field documents its shape), all float32
+            for half-precision networks.
+        """
+        s = self.image_size
+        if images.ndim != 4 or images.shape[1] != 3 or tuple(images.shape[-2:]) != (s, s):
+            raise ValueError(f"expected images of shape B x 3 x {s} x {s} in [0, 1], got {tuple(images.shape)}")
+        x = images * 2 - 1
+        return self.render_factors(x, self.predict(x, reconstruct, mirrored_view), reconstruct, symmetry)
+
+    def predict(self, x: torch.Tensor, reconstruct: bool = True,
+                mirrored_view: bool = False) -> dict[str, torch.Tensor | None]:
+        """The networks' raw outputs for ``x`` (``B x 3 x S x S`` in ``[-1, 1]``).
+
+        Args:
+            x: the input in ``[-1, 1]``.
+            reconstruct: ``False`` (canonical factors only) leaves out netC and netB, which only serve
+                the reconstruction.
+            mirrored_view: also run netV on ``x`` mirrored (one batched pass).
+
+        Returns:
+            ``{"depth": B x 1 x S' x S' (netD, linear; S' = depth_size), "albedo": B x 3 x S x S
+            (netA, tanh; B x 4 with the background layer, the 4th channel its alpha), "light": B x 4
+            (netL, tanh), "view": B x 6 (netV, tanh), "conf": None or the pair (B x 2 x S x S,
+            B x 2 x S/4 x S/4) of netC, "view_mirrored": B x 6 netV of the mirrored input (None unless
+            ``mirrored_view``), "background": B x 3 r^2 (netB, tanh; None without the background layer
+            or with ``reconstruct=False``)}``, in the autocast context's precision.
+        """
+        views = self.netV(torch.cat([x, x.flip(3)], 0) if mirrored_view else x)
+        return {
+            "depth": self.netD(x),
+            "albedo": self.netA(x),
+            "light": self.netL(x),
+            "view": views[: x.shape[0]],
+            "conf": self.netC(x) if self.netC is not None and reconstruct else None,
+            "view_mirrored": views[x.shape[0]:] if mirrored_view else None,
+            "background": self.netB(x) if self.netB is not None and reconstruct else None,
+        }
+
+    def render_factors(self, x: torch.Tensor, raw: dict[str, Any], reconstruct: bool = True,
+                       symmetry: float = 0.0) -> Factors:
+        """Decode the networks' raw outputs and re-render the input, in full precision.
+
+        Args:
+            x: ``B x 3 x S x S`` input in ``[-1, 1]``.
+            raw: the output of :meth:`predict` (any float dtype; cast to float32 if half).
+            reconstruct, symmetry: as in :meth:`forward`.
+
+        Returns:
+            :class:`~unsup3d.factors.Factors`.
+        """
+        with full_precision(x.device):
+            x = to_full(x)
+            conf = raw.get("conf")
+            conf_l1, conf_perc = (None, None) if conf is None else (to_full(conf[0]), to_full(conf[1]))
+            background = raw.get("background")
+            factors = self._render(x, to_full(raw["depth"]), to_full(raw["albedo"]), to_full(raw["light"]),
+                                   to_full(raw["view"]), conf_l1, conf_perc, reconstruct,
+                                   None if background is None else to_full(background), symmetry)
+            if raw.get("view_mirrored") is not None:
+                factors.view_mirrored = to_full(raw["view_mirrored"]) * self.view_ranges(x)
+            return factors
+
+    def shape_prior(self, height: float, border: bool = True) -> torch.Tensor:
+        """A centred ellipsoidal bulge of ``height`` (a fraction of the depth range) on the border depth
+        (:func:`~unsup3d.renderer.ellipsoid_depth`; the depth prior's target), with the 2-px left/right border
+        of the canonical depth (``border=True``) or without it (what the prior compares
+        :meth:`depth_from_raw` with).
+
+        Returns:
+            ``S x S`` float32 on the core's device.
+        """
+        s = self.image_size
+        prior = ellipsoid_depth(s, self.border_depth, float(height) * (self.max_depth - self.min_depth),
+                                like=torch.empty(0, device=self.device))
+        if border:
+            prior[:, :2] = self.border_depth
+            prior[:, -2:] = self.border_depth
+        return prior
+
+    def depth_from_raw(self, depth_raw: torch.Tensor) -> torch.Tensor:
+        """The canonical depth parametrisation, before the border: netD's raw output, upsampled to
+        the image size if predicted smaller (bilinear), made zero-mean per image, ``tanh``, rescaled
+        to ``[min_depth, max_depth]``.
+
+        Args:
+            depth_raw: ``B x S' x S'`` netD output.
+
+        Returns:
+            ``B x S x S``.
+        """
+        b, s = depth_raw.shape[0], self.image_size
+        if depth_raw.shape[-1] != s:
+            depth_raw = F.interpolate(depth_raw.unsqueeze(1), size=(s, s), mode="bilinear",
+                                      align_corners=False).squeeze(1)
+        depth = depth_raw - depth_raw.view(b, -1).mean(1).view(b, 1, 1)
+        return _rescale(depth.tanh(), self.min_depth, self.max_depth)
+
+    def _render(self, x, depth_raw, albedo, light, view_raw, conf_l1, conf_perc, reconstruct: bool = True,
+                background=None, symmetry: float = 0.0) -> Factors:
+        b, _, h, w = x.shape
+
+        # Canonical depth: zero-mean, tanh, rescaled, fixed 2-px left/right border.
+        depth_raw = depth_raw.squeeze(1)
+        depth = self.depth_from_raw(depth_raw)
+        border = torch.zeros(1, h, w, device=x.device, dtype=x.dtype)
+        border[..., :2] = 1
+        border[..., -2:] = 1
+        depth = depth * (1 - border) + border * self.border_depth
+        sym = float(symmetry)
+        if sym > 0:  # the symmetric warm-up: canonical depth and albedo (and alpha) blended with their mirrors
+            depth = depth * (1 - sym) + (depth + depth.flip(-1)) / 2 * sym
+            albedo = albedo * (1 - sym) + (albedo + albedo.flip(-1)) / 2 * sym
+        alpha = None
+        if albedo.shape[1] == 4:  # the background layer's canonical foreground alpha
+            albedo, alpha = albedo[:, :3], albedo[:, 3:] / 2 + 0.5
+
+        light_a = _rescale(light[:, 0], *self.amb_light_range)
+        light_b = _rescale(light[:, 1], *self.diff_light_range)
+        light_d = shading.light_direction(light[:, 2:])
+        view = view_raw * self.view_ranges(x)
+        if self.identity_view:  # netD predicts the depth in the input view
+            view = torch.zeros_like(view)
+
+        # The symmetry branch renders the mirrored canonical factors with the same light and view.
+        use_flip = self.use_flip and reconstruct
+        n = 2 if use_flip else 1
+        depth_all = torch.cat([depth, depth.flip(2)], 0) if use_flip else depth
+        albedo_all = torch.cat([albedo, albedo.flip(3)], 0) if use_flip else albedo
+        light_a_all, light_b_all = light_a.repeat(n), light_b.repeat(n)
+        light_d_all, view_all = light_d.repeat(n, 1), view.repeat(n, 1)
+
+        normal = self.renderer.normals(depth_all)
+        diffuse = shading.lambertian(normal, light_d_all)  # 2B x H x W
+        shade_map = shading.shading_map(light_a_all, light_b_all, diffuse)
+        canon_im = shading.shade(albedo_all / 2 + 0.5, shade_map) * 2 - 1
+
+        if not reconstruct:
+            return Factors(
+                input=x, canon_depth_raw=depth_raw, canon_depth=depth, canon_albedo=albedo, canon_normal=normal,
+                canon_diffuse_shading=diffuse.unsqueeze(1), canon_shading=shade_map.unsqueeze(1),
+                canon_image=canon_im, light_ambient=light_a, light_diffuse=light_b, light_direction=light_d,
+                view=view, recon_depth=None, recon_normal=None, recon_image=None, recon_mask=None,
+                canon_depth_flip=None, canon_albedo_flip=None, canon_image_flip=None, recon_depth_flip=None,
+                recon_image_flip=None, conf_sigma_l1=None, conf_sigma_percl=None, canon_alpha=alpha)
+
+        recon_depth = self.renderer.warp_canon_depth(depth_all, view_all)
+        recon_normal = self.renderer.normals(recon_depth)
+        grid = self.renderer.inverse_warp_grid(recon_depth, view_all)
+        bg = None
+        if alpha is None or background is None:
+            recon_im = F.grid_sample(canon_im, grid, mode="bilinear", align_corners=True)
+        else:  # the warped canonical image over the static background layer
+            alpha_all = torch.cat([alpha, alpha.flip(3)], 0) if use_flip else alpha
+            warped = F.grid_sample(torch.cat([canon_im, alpha_all], 1), grid, mode="bilinear", align_corners=True)
+            r = self.background_size
+            bg = F.interpolate(background.view(b, 3, r, r), size=(h, w), mode="bilinear", align_corners=False)
+            a = warped[:, 3:]
+            recon_im = warped[:, :3] * a + bg.repeat(n, 1, 1, 1) * (1 - a)
+        valid = self.renderer.visible_mask(recon_depth).to(x.dtype)
+        valid = valid[:b] * valid[b:] if use_flip else valid
+        mask = valid.unsqueeze(1).detach()  # B x 1 x H x W, valid for both reconstructions
+        recon_im = recon_im * mask.repeat(n, 1, 1, 1)
+
+        flip = slice(b, 2 * b) if use_flip else None
+        return Factors(
+            input=x,
+            canon_depth_raw=depth_raw,
+            canon_depth=depth_all[:b],
+            canon_albedo=albedo,
+            canon_normal=normal[:b],
+            canon_diffuse_shading=diffuse[:b].unsqueeze(1),
+            canon_shading=shade_map[:b].unsqueeze(1),
+            canon_image=canon_im[:b],
+            light_ambient=light_a,
+            light_diffuse=light_b,
+            light_direction=light_d,
+            view=view,
+            recon_depth=recon_depth[:b],
+            recon_normal=recon_normal[:b],
+            recon_image=recon_im[:b],
+            recon_mask=mask,
+            canon_depth_flip=depth_all[flip] if flip else None,
+            canon_albedo_flip=albedo_all[flip] if flip else None,
+            canon_image_flip=canon_im[flip] if flip else None,
+            recon_depth_flip=recon_depth[flip] if flip else None,
+            recon_image_flip=recon_im[flip] if flip else None,
+            conf_sigma_l1=conf_l1,
+            conf_sigma_percl=conf_perc,
+            canon_alpha=alpha,
+            background=bg,
+        )
+
+    def view_ranges(self, like: torch.Tensor) -> torch.Tensor:
+        """``6``: what netV's ``[-1, 1]`` outputs are multiplied by (rotations in radians, then
+        translations), on ``like``'s device and dtype."""
+        rot = self.xyz_rotation_range * math.pi / 180
+        ranges = [rot, rot, rot, self.xy_translation_range, self.xy_translation_range, self.z_translation_range]
+        return torch.tensor(ranges, device=like.device, dtype=like.dtype)
+
+    def normalized_view(self, view: torch.Tensor) -> torch.Tensor:
+        """Viewpoint in netV's units: ``B x 6`` radians and translations -> ``B x 6`` in ``[-1, 1]``.
+
+        Components whose range is 0 (``tz`` for faces) are returned as 0.
+        """
+        ranges = self.view_ranges(view)
+        return torch.where(ranges > 0, view / ranges.clamp(min=1e-12), torch.zeros_like(view))
+
+
+def core_of(model: nn.Module) -> Unsup3DCore:
+    """The :class:`Unsup3DCore` of ``model``: the model itself, or the training module's ``core``.
+
+    Example:
+        >>> core = Unsup3DCore(image_size=32, width=0.125)
+        >>> core_of(core) is core
+        True
+
+    Raises:
+        TypeError: ``model`` is neither.
+    """
+    if isinstance(model, Unsup3DCore):
+        return model
+    core = getattr(model, "core", None)
+    if isinstance(core, Unsup3DCore):
+        return core
+    raise TypeError(f"expected an Unsup3DCore or a module holding one as .core, got {type(model).__name__}")
