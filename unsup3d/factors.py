@@ -1,10 +1,10 @@
-"""The typed result of one forward pass of :class:`unsup3d.model.Unsup3D`.
+"""The typed result of one forward pass of the model core, :class:`unsup3d.core.Unsup3DCore`.
 
 Training, evaluation, logging and export all read these fields instead of re-running parts of the
 model. ``B`` is the input batch size, ``H x W`` the model's image size. Images are in ``[-1, 1]``
 unless said otherwise. Fields ending in ``_flip`` belong to the mirrored canonical factors (the
 symmetry branch of the method; ``None`` in the no-flip ablation); the unflipped fields are the
-prediction for the input as seen. ``Unsup3D.forward(images, reconstruct=False)`` (exporting) fills
+prediction for the input as seen. ``Unsup3DCore.forward(images, reconstruct=False)`` (exporting) fills
 the canonical fields only; the ``recon_*`` fields are then None too.
 """
 

@@ -115,7 +115,7 @@ def build_app(
     """The demo page.
 
     Args:
-        model: an :class:`~unsup3d.model.Unsup3D` in eval mode on its device.
+        model: an :class:`~unsup3d.core.Unsup3DCore` or the training module holding one, in eval mode on its device.
         work_dir: the result folders go here (:func:`.reconstruct.reconstruct`).
         detect_face: the initial state of the face-crop checkbox.
         options: :class:`~unsup3d.export.ExportOptions` of the files (default

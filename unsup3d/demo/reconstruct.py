@@ -169,7 +169,7 @@ def reconstruct(
     """Reconstruct one photo: load and crop it, run the model, write the export's files and a zip.
 
     Args:
-        model: an :class:`~unsup3d.model.Unsup3D` in eval mode (run on its device; safe to call from
+        model: an :class:`~unsup3d.core.Unsup3DCore` or the training module holding one, in eval mode (run on its device; safe to call from
             several threads at once).
         photo: an image file in any format the exporter reads (:func:`unsup3d.files.images.load_image`).
         work_dir: where the result folder ``<stem>-<id>`` is created (atomically: it appears complete
