@@ -96,7 +96,7 @@ class Unsup3DCore(nn.Module):
         for name, rng in (("amb_light_range", amb_light_range), ("diff_light_range", diff_light_range)):
             if len(rng) != 2 or float(rng[0]) > float(rng[1]):
                 raise ValueError(f"model.{name} must be [low, high] with low <= high, got {list(rng)}")
-        if not math.isfinite(float(background_size)) or int(background_size) < 0:
+        if not math.isfinite(float(background_size)) or float(background_size) < 0:
             raise ValueError(f"model.background_size must be a finite non-negative number, got {background_size}")
         self.image_size = int(image_size)
         self.min_depth, self.max_depth = float(min_depth), float(max_depth)

@@ -45,6 +45,7 @@ from unsup3d.evaluator import (
     DepthEvaluator,
     EvalReport,
     average_train_depth,
+    evaluation_batch,
     pose_statistics,
 )
 from unsup3d.files.atomic import atomic_save_json, atomic_save_text
@@ -108,7 +109,7 @@ def evaluate(
     bar = tqdm(total=total, desc="evaluating", unit="img") if progress else None
     try:
         for batch in loader:
-            images, gt, paths = _eval_batch(batch)
+            images, gt, paths = evaluation_batch(batch)
             if max_images is not None:
                 keep = max_images - evaluator.num_images
                 if keep <= 0:
@@ -155,15 +156,6 @@ def trainer_evaluate(
     finally:
         model.test_evaluator = None
         mode.restore()
-
-
-def _eval_batch(batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor, list[str] | None]:
-    """``(images, depth, paths)`` of an evaluation batch, or a clear error when it has no depth."""
-    if not isinstance(batch, Mapping) or "depth" not in batch:
-        raise ValueError("evaluation needs ground-truth depth: use a dataset with has_depth=true "
-                         "(<split>/image and <split>/depth folders)")
-    paths = batch.get("path")
-    return batch["image"], batch["depth"], None if paths is None else [str(p) for p in paths]
 
 
 class LearningCurve(pl.Callback):

@@ -31,14 +31,16 @@ import torch.nn as nn
 from unsup3d.core import Unsup3DCore
 from unsup3d.factors import Factors
 from unsup3d.files.images import atomic_save_image
-from unsup3d.metrics import SIDE_SCALE, DepthMetrics, average_depth_map, evaluation_mask
+from unsup3d.metrics import DepthMetrics, average_depth_map, evaluation_mask, to_paper_units
 from unsup3d.visualize import depth_to_image, factor_images, to_uint8
 
 __all__ = [
-    "DepthEvaluator", "EvalReport", "average_train_depth", "pose_statistics", "METRIC_KEYS", "POSE_ANGLES",
-    "PER_IMAGE_COLUMNS",
+    "DepthEvaluator", "EvalReport", "average_train_depth", "evaluation_batch", "pose_statistics", "METRIC_KEYS",
+    "METHODS", "POSE_ANGLES", "PER_IMAGE_COLUMNS",
 ]
 
+#: The methods an evaluation scores, in the order they are reported.
+METHODS = ("model", "constant", "avg_gt", "prior_at_view", "prior_at_true_view")
 METRIC_KEYS = ("side", "mad", "mad_original", "mae", "mse")
 #: The rotation components of a view, in order: ``(rx, ry, rz)`` = pitch, yaw, roll.
 POSE_ANGLES = ("pitch", "yaw", "roll")
@@ -89,14 +91,22 @@ def average_train_depth(loader: Iterable[dict], max_images: int | None = None) -
     return average_depth_map(batches())
 
 
+def evaluation_batch(batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor, list[str] | None]:
+    """``(images, depth, paths)`` of an evaluation batch (``{"image", "depth", "path"}``; ``path`` optional).
+
+    Raises:
+        ValueError: the batch has no ground-truth depth, saying which data has it.
+    """
+    if not isinstance(batch, Mapping) or "depth" not in batch:
+        raise ValueError("evaluation needs ground-truth depth: use a dataset with has_depth=true "
+                         "(<split>/image and <split>/depth folders)")
+    paths = batch.get("path")
+    return batch["image"], batch["depth"], None if paths is None else [str(p) for p in paths]
+
 
 def _report_units(values: dict[str, torch.Tensor]) -> dict[str, tuple[float, float]]:
-    out = {}
-    for k in METRIC_KEYS:
-        scale = SIDE_SCALE if k == "side" else 1.0
-        out[k] = (float(values[k]) * scale, float(values[f"{k}_std"]) * scale)
-    return out
-
+    v = to_paper_units(values)
+    return {k: (float(v[k]), float(v[f"{k}_std"])) for k in METRIC_KEYS}
 
 
 def pose_statistics(pred: torch.Tensor, true: torch.Tensor) -> dict[str, float]:
@@ -129,7 +139,6 @@ def pose_statistics(pred: torch.Tensor, true: torch.Tensor) -> dict[str, float]:
         out[f"{name}_corr"] = float(sxy / (sxx * syy).sqrt()) if sxx > 0 and syy > 0 else math.nan
         out[f"{name}_mean_deg"] = float(pred[:, j].mean() * 180 / math.pi)
     return out
-
 
 
 def _true_view(true_views: Mapping[str, Sequence[float]], path: str) -> Sequence[float]:
@@ -199,12 +208,11 @@ class DepthEvaluator(nn.Module):
                  yardsticks: bool = True, image_dir: Path | None = None) -> None:
         super().__init__()
         self.fov, self.min_depth, self.max_depth = core.fov, core.min_depth, core.max_depth
-        self.true_views, self.prior_height, self.yardsticks = true_views, float(prior_height), bool(yardsticks)
+        self.true_views, self.prior_height = true_views, float(prior_height)
         self.image_dir = None if image_dir is None else Path(image_dir)
-        names = ["model"] + (["constant"] if yardsticks else [])
-        names += ["prior_at_view"] if yardsticks else []
-        names += ["prior_at_true_view"] if true_views is not None else []
-        self.metrics = nn.ModuleDict({m: self._metric() for m in names})
+        names = {"model"} | ({"constant", "prior_at_view"} if yardsticks else set())
+        names |= {"prior_at_true_view"} if true_views is not None else set()
+        self.metrics = nn.ModuleDict({m: self._metric() for m in METHODS if m in names})
         self.avg_gt_depth: torch.Tensor | None = None
         if avg_gt_depth is not None:
             self.set_average_depth(avg_gt_depth)
@@ -218,9 +226,8 @@ class DepthEvaluator(nn.Module):
         device = self.metrics["model"].device
         self.avg_gt_depth = avg_gt_depth.detach().float()
         if "avg_gt" not in self.metrics:
-            order = list(self.metrics.items())
-            metric = self._metric().to(device)
-            self.metrics = nn.ModuleDict(dict(order[:2] + [("avg_gt", metric)] + order[2:]))
+            metrics = {**self.metrics, "avg_gt": self._metric().to(device)}
+            self.metrics = nn.ModuleDict({m: metrics[m] for m in METHODS if m in metrics})
 
     def reset(self) -> None:
         """Forget every update (the metrics, the poses, the per-image paths)."""
@@ -297,12 +304,12 @@ class DepthEvaluator(nn.Module):
             pose = pose_statistics(torch.cat(self._pred_rot), torch.cat(self._true_rot))
             pose["relief_ratio"] = float(torch.tensor(self._relief).median()) if self._relief else math.nan
         rows = []
-        per_image = {m: metric.per_image() for m, metric in self.metrics.items()}
+        per_image = {m: to_paper_units(metric.per_image()) for m, metric in self.metrics.items()}
         for i, path in enumerate(self.paths):
             for m, values in per_image.items():
                 row = {"path": path, "method": m}
                 for k in METRIC_KEYS:
-                    row[k] = float(values[k][i]) * (SIDE_SCALE if k == "side" else 1.0)
+                    row[k] = float(values[k][i])
                 row["num_pixels"] = int(values["num_pixels"][i])
                 rows.append(row)
         return EvalReport(scores=scores, ratios=ratios, rows=rows, num_images=len(self.paths), pose=pose)

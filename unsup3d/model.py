@@ -22,7 +22,7 @@ import pytorch_lightning as pl
 import torch
 
 from unsup3d.core import NETWORK_NAMES, Unsup3DCore
-from unsup3d.evaluator import DepthEvaluator
+from unsup3d.evaluator import DepthEvaluator, evaluation_batch
 from unsup3d.factors import Factors
 from unsup3d.losses import (
     STRUCTURAL_LOSSES,
@@ -33,7 +33,7 @@ from unsup3d.losses import (
     view_equivariance_loss,
     view_mean_prior,
 )
-from unsup3d.metrics import SIDE_SCALE
+from unsup3d.metrics import to_paper_units
 from unsup3d.renderer import full_precision, to_full
 
 __all__ = ["Unsup3D", "Factors", "LOSS_TERMS"]
@@ -209,7 +209,6 @@ class Unsup3D(pl.LightningModule):
                           ("lam_depth_prior", lam_depth_prior), ("depth_prior_steps", depth_prior_steps),
                           ("depth_prior_height", depth_prior_height),
                           ("symmetric_warmup_steps", symmetric_warmup_steps),
-                          ("background_size", background_size),
                           ("lr", lr), ("weight_decay", weight_decay), ("lr_warmup_steps", lr_warmup_steps)):
             if not math.isfinite(float(val)) or float(val) < 0:
                 raise ValueError(f"model.{name} must be a finite non-negative number, got {val}")
@@ -230,7 +229,7 @@ class Unsup3D(pl.LightningModule):
             fov=fov, rot_center_depth=rot_center_depth, xyz_rotation_range=xyz_rotation_range,
             xy_translation_range=xy_translation_range, z_translation_range=z_translation_range,
             amb_light_range=amb_light_range, diff_light_range=diff_light_range, use_conf_map=use_conf_map,
-            use_flip=use_flip, depth_size=depth_size, background_size=int(background_size),
+            use_flip=use_flip, depth_size=depth_size, background_size=background_size,
             encoder_init=encoder_init, identity_view=supervised_depth, renderer_backend=renderer_backend)
         # Checkpoints written before the core existed name the networks without the "core." prefix.
         self.register_load_state_dict_pre_hook(_prefix_old_state_dict_keys)
@@ -472,28 +471,25 @@ class Unsup3D(pl.LightningModule):
             return
         # SIDE in the paper's units (x 10^-2), MAD in degrees (exact and the original's operator).
         for method, prefix in (("model", "val/"), ("avg_gt", "val/avg_gt_")):
+            scores = to_paper_units(values.get(method, {}))
             for k in ("side", "mad", "mad_original", "mae", "mse"):
-                if k in values.get(method, {}):
-                    self.log(f"{prefix}{k}", values[method][k] * (SIDE_SCALE if k == "side" else 1.0), sync_dist=False)
+                if k in scores:
+                    self.log(f"{prefix}{k}", scores[k], sync_dist=False)
 
     def test_step(self, batch, batch_idx: int) -> None:
         """Score a test batch into :attr:`test_evaluator` (the model and every yardstick; ``unsup3d-eval`` runs
         ``trainer.test``). A module without one scores the model, the constant and the prior at the view."""
-        if not isinstance(batch, dict) or "depth" not in batch:
-            raise ValueError("evaluation needs ground-truth depth: use a dataset with has_depth=true "
-                             "(<split>/image and <split>/depth folders)")
+        images, gt, paths = evaluation_batch(batch)
         if self.test_evaluator is None:
             self.test_evaluator = DepthEvaluator(self.core, prior_height=self.hparams.depth_prior_height).to(self.device)
-        images = self._images(batch)
-        paths = batch.get("path")
-        self.test_evaluator.update(self.core, self.core(images), batch["depth"],
-                                   None if paths is None else [str(p) for p in paths])
+        self.test_evaluator.update(self.core, self.core(images), gt, paths)
 
     def on_test_epoch_end(self) -> None:
         values = self.test_evaluator.compute() if self.test_evaluator is not None else {}
         for method, metrics in values.items():
+            scores = to_paper_units(metrics)
             for k in ("side", "mad", "mad_original"):
-                self.log(f"test/{method}_{k}", metrics[k] * (SIDE_SCALE if k == "side" else 1.0), sync_dist=False)
+                self.log(f"test/{method}_{k}", scores[k], sync_dist=False)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         bad = [k for k, v in checkpoint.get("state_dict", {}).items()
