@@ -465,3 +465,15 @@ def test_loss_weights_are_one_mapping_that_the_total_follows():
     expected = sum(w[k] * losses[k] for k in losses if k != "total")
     assert torch.allclose(losses["total"], expected)
     assert "depth_prior" not in m.compute_losses(f, epoch=0, step=100)  # weight 0: not computed
+
+
+def test_scheduler_is_built_from_a_partial_and_replaces_the_built_in_schedule():
+    import functools
+
+    m = tiny(scheduler=functools.partial(torch.optim.lr_scheduler.StepLR, step_size=10, gamma=0.5))
+    out = m.configure_optimizers()
+    sched = out["lr_scheduler"]["scheduler"]
+    assert isinstance(sched, torch.optim.lr_scheduler.StepLR) and sched.optimizer is out["optimizer"]
+    assert out["lr_scheduler"]["interval"] == "step" and "scheduler" not in m.hparams
+    with pytest.raises(ValueError, match="model.scheduler replaces"):
+        tiny(scheduler=functools.partial(torch.optim.lr_scheduler.StepLR, step_size=10), lr_decay="cosine")

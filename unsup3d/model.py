@@ -149,6 +149,9 @@ class Unsup3D(pl.LightningModule):
         optimizer: a partial optimiser, called with the parameter groups (the config's ``model.optimizer``,
             ``_partial_: true``); ``None``: Adam with ``lr``, ``beta1``, ``beta2`` and ``weight_decay``
             (the original). Not saved as a hyper-parameter.
+        scheduler: a partial learning-rate scheduler, called with the optimiser and stepped every training step
+            (the config's ``model.scheduler``, ``_partial_: true``); ``None``: the schedule of ``lr_warmup_steps``
+            and ``lr_decay`` (:meth:`lr_factor`), which it replaces. Not saved as a hyper-parameter.
     """
 
     def __init__(
@@ -197,6 +200,7 @@ class Unsup3D(pl.LightningModule):
         renderer_backend: str = "torch",
         on_nonfinite: str = "raise",
         optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+        scheduler: Callable[[torch.optim.Optimizer], Any] | None = None,
     ) -> None:
         super().__init__()
         if on_nonfinite not in ("raise", "skip"):
@@ -222,8 +226,11 @@ class Unsup3D(pl.LightningModule):
                              f"got {dict(lr_multipliers or {})}")
         # The optimiser factory is a callable, not a hyper-parameter: checkpoints keep the flat Adam
         # settings (lr, beta1, beta2, weight_decay) that it was built from.
-        self.save_hyperparameters(ignore=["optimizer"])
-        self.optimizer_factory = optimizer
+        self.save_hyperparameters(ignore=["optimizer", "scheduler"])
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        if scheduler is not None and (lr_warmup_steps > 0 or lr_decay != "none"):
+            raise ValueError("model.scheduler replaces model.lr_warmup_steps and model.lr_decay: set them to 0 and "
+                             "none, or leave model.scheduler null")
         self.core = Unsup3DCore(
             image_size=image_size, width=width, min_depth=min_depth, max_depth=max_depth, border_depth=border_depth,
             fov=fov, rot_center_depth=rot_center_depth, xyz_rotation_range=xyz_rotation_range,
@@ -527,6 +534,9 @@ class Unsup3D(pl.LightningModule):
             opt = self.optimizer_factory(groups)
         else:
             opt = torch.optim.Adam(groups, lr=hp.lr, betas=(hp.beta1, hp.beta2), weight_decay=hp.weight_decay)
+        if self.scheduler_factory is not None:
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": self.scheduler_factory(opt), "interval": "step",
+                                                       "frequency": 1}}
         if hp.lr_warmup_steps <= 0 and hp.lr_decay == "none":
             return opt
         total = None
