@@ -43,11 +43,11 @@ COLUMNS = [("step", "{:>6d}"), ("minutes", "{:>7.1f}"), ("side", "{:>6.3f}"), ("
            ("prior_at_true_view_side", "{:>8.3f}"), ("prior_at_true_view_mad", "{:>7.2f}"),
            ("side_vs_prior", "{:>8.3f}"), ("mad_vs_prior", "{:>8.3f}"), ("pitch_slope", "{:>7.2f}"),
            ("yaw_slope", "{:>7.2f}"), ("yaw_corr", "{:>6.2f}"), ("roll_slope", "{:>7.2f}"),
-           ("relief_ratio", "{:>6.2f}"), ("prior_weight", "{:>6.2f}")]
+           ("relief_ratio", "{:>6.2f}"), ("foreground_alpha", "{:>6.2f}"), ("prior_weight", "{:>6.2f}")]
 HEADERS = {"best_side_ratio": "SIDE/bst", "best_mad_ratio": "MAD/bst", "prior_at_true_view_side": "pri_SIDE",
            "prior_at_true_view_mad": "pri_MAD", "side_vs_prior": "SIDE/pri", "mad_vs_prior": "MAD/pri",
            "pitch_slope": "pitch", "yaw_slope": "yaw", "yaw_corr": "y_corr", "roll_slope": "roll",
-           "relief_ratio": "relief", "prior_weight": "prior_w"}
+           "relief_ratio": "relief", "foreground_alpha": "fg_a", "prior_weight": "prior_w"}
 #: The targets of the recipe on every variant (issue 18).
 TARGETS = {"best_side_ratio": 0.40, "best_mad_ratio": 0.70, "side_vs_prior": 0.75, "mad_vs_prior": 0.75,
            "yaw_slope": 0.7, "yaw_corr": 0.9, "side_vs_supervised": 1.6, "mad_vs_supervised": 1.4}

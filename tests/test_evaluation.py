@@ -211,3 +211,27 @@ def test_trainer_test_path_gives_the_same_report_as_evaluate(tmp_path):
     assert a.pose == pytest.approx(b.pose, rel=1e-5, nan_ok=True)
     assert [r["path"] for r in a.rows] == [r["path"] for r in b.rows]
     assert len(list((tmp_path / "images").iterdir())) == 5
+
+
+def test_foreground_alpha_is_the_rendered_alpha_over_the_true_foreground():
+    """With a background layer, the report gives the mean of the canonical alpha rendered at the predicted
+    view over the evaluation mask; a constant alpha gives that constant, a model without the layer none."""
+    from unsup3d.evaluator import DepthEvaluator
+
+    torch.manual_seed(0)
+    gt = _dome(3)
+    for background_size, alpha in ((4, 0.25), (4, 0.9), (0, None)):
+        model = Unsup3D(image_size=32, width=0.125, lam_perc=0.0, background_size=background_size).eval()
+        ev = DepthEvaluator(model.core)
+        with torch.no_grad():
+            f = model.core(torch.rand(3, 3, 32, 32) * 2 - 1)
+            if alpha is not None:
+                assert f.canon_alpha is not None and f.canon_alpha.shape == (3, 1, 32, 32)
+                f.canon_alpha = torch.full_like(f.canon_alpha, alpha)
+            ev.update(model.core, f, gt)
+        report = ev.report()
+        if alpha is None:
+            assert "foreground_alpha" not in report.pose
+        else:
+            assert abs(report.pose["foreground_alpha"] - alpha) < 1e-5
+            assert f"foreground alpha {alpha:.2f}" in format_report(report)

@@ -288,11 +288,14 @@ def format_report(report: EvalReport) -> str:
         lines.append(f"{'model/' + b:<{w}}" + "".join(f"{r[k]:>22.3f}" for k in METRIC_KEYS))
     lines.append(f"({report.num_images} images; SIDE x 10^-2, MAD in degrees; mad_original uses the "
                  "original code's normal normalisation, as in the paper's table)")
-    if report.pose:
-        p = report.pose
+    p = report.pose
+    if "yaw_slope" in p:
         lines.append("pose, predicted against true: " + ", ".join(
             f"{a} slope {p[f'{a}_slope']:.2f} corr {p[f'{a}_corr']:.2f}" for a in POSE_ANGLES)
             + f"; relief ratio {p['relief_ratio']:.2f}")
+    if "foreground_alpha" in p:
+        lines.append(f"foreground alpha {p['foreground_alpha']:.2f} (the background layer's share of the object: "
+                     f"{1 - p['foreground_alpha']:.2f})")
     return "\n".join(lines)
 
 

@@ -237,6 +237,7 @@ class DepthEvaluator(nn.Module):
         self._pred_rot: list[torch.Tensor] = []
         self._true_rot: list[torch.Tensor] = []
         self._relief: list[float] = []
+        self._alpha: list[float] = []
 
     @property
     def num_images(self) -> int:
@@ -279,6 +280,13 @@ class DepthEvaluator(nn.Module):
             for i in range(len(mask)):
                 if mask[i].sum() > 10:
                     self._relief.append(float(f.recon_depth[i][mask[i]].std() / gt[i][mask[i]].std()))
+        if f.canon_alpha is not None:
+            # How much of the true foreground the 3D layer renders: its canonical alpha at the predicted
+            # view, averaged over the evaluation mask (near 0: the static background layer paints the
+            # object and the depth learns nothing).
+            alpha = renderer.render_view(f.canon_alpha.float(), f.canon_depth, f.view)[:, 0]
+            fg = evaluation_mask(gt, valid, self.max_depth)
+            self._alpha.extend(float(alpha[i][fg[i]].mean()) for i in range(len(fg)) if fg[i].sum() > 10)
         if self.image_dir is not None:
             _save_outputs(self.min_depth, self.max_depth, f, gt, paths, self.image_dir, start=len(self.paths))
         self.paths.extend(paths)
@@ -303,6 +311,8 @@ class DepthEvaluator(nn.Module):
         if self._pred_rot:
             pose = pose_statistics(torch.cat(self._pred_rot), torch.cat(self._true_rot))
             pose["relief_ratio"] = float(torch.tensor(self._relief).median()) if self._relief else math.nan
+        if self._alpha:
+            pose["foreground_alpha"] = float(torch.tensor(self._alpha).mean())
         rows = []
         per_image = {m: to_paper_units(metric.per_image()) for m, metric in self.metrics.items()}
         for i, path in enumerate(self.paths):
