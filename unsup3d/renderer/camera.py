@@ -22,9 +22,12 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from kornia.geometry.camera import project_points, unproject_points
 
 from unsup3d.shape_check import check_shape
+
+from .fused import fused
 
 __all__ = [
     "VIEW_MIRROR_SIGNS",
@@ -305,7 +308,20 @@ def normal_cross_products(points: torch.Tensor) -> torch.Tensor:
     """
     tu = points[:, 1:-1, 2:] - points[:, 1:-1, :-2]
     tv = points[:, 2:, 1:-1] - points[:, :-2, 1:-1]
-    return torch.linalg.cross(tu, tv, dim=-1)
+    # Written out rather than torch.linalg.cross, which is ~3x slower on these strided views on a CPU
+    # (3 ms for 64 x 62 x 62 normals, forward; the same arithmetic).
+    (ax, ay, az), (bx, by, bz) = tu.unbind(-1), tv.unbind(-1)
+    return torch.stack([ay * bz - az * by, az * bx - ax * bz, ax * by - ay * bx], -1)
+
+
+def _unit_normals(points: torch.Tensor, eps: float) -> torch.Tensor:
+    """:func:`normals_from_points`' arithmetic: element-wise and shape-static, so :func:`~.fused.fused`
+    compiles it (differences, cross product, normalisation and border in one pass, forward and backward)."""
+    n = normal_cross_products(points)
+    n = n / n.norm(dim=-1, keepdim=True).clamp_min(eps)
+    nx, ny, nz = n.unbind(-1)
+    border = (1, 1, 1, 1)
+    return torch.stack([F.pad(nx, border), F.pad(ny, border), F.pad(nz, border, value=1.0)], -1)
 
 
 def normals_from_points(points: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
@@ -327,14 +343,13 @@ def normals_from_points(points: torch.Tensor, eps: float = 1e-7) -> torch.Tensor
         >>> normals_from_points(plane)[0, 1, 1].abs().tolist()  # facing the camera
         [0.0, 0.0, 1.0]
     """
-    b, h, w, _ = points.shape
-    normal = points.new_zeros(b, h, w, 3)
-    normal[..., 2] = 1.0
-    normal[:, 1:-1, 1:-1] = normal_cross_products(points)
     # The original divides by (norm + 1e-7); clamping instead keeps normals exactly unit length
     # (the original's are ~3e-3 short at 64 px, fov 10) and still guards degenerate points. The
     # metrics reproduce the original lengths where paper comparability needs it (mad_original).
-    return normal / normal.norm(dim=-1, keepdim=True).clamp_min(eps)
+    size = check_shape(points, "B x H x W x 3", "grid points")
+    if size["H"] < 3 or size["W"] < 3:  # no interior: every normal is on the border
+        return points.new_tensor([0.0, 0.0, 1.0]).expand(points.shape).clone()
+    return fused(_unit_normals)(points, float(eps))
 
 
 def pixels_to_normalized(uv: torch.Tensor, height: int, width: int) -> torch.Tensor:
