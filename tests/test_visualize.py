@@ -217,3 +217,15 @@ def test_relight_images_with_the_models_light_is_its_canonical_image(model, fact
     with pytest.raises(ValueError, match="light_dxdy"):
         relight_images(r, factors.canon_albedo, factors.canon_depth, factors.light_ambient,
                        factors.light_diffuse, torch.zeros(2, 3))
+
+
+def test_factor_panels_show_the_background_layer():
+    """With the static background layer: the canonical alpha (1 channel) and the background (3) as panels."""
+    m = Unsup3D(image_size=S, width=0.125, lam_perc=0, background_size=4).eval()
+    with torch.no_grad():
+        f = m(torch.rand(2, 3, S, S))
+        panels = factor_panels(m, f)
+    h, w = _grid_size(2, S, S)
+    assert panels["canon_alpha"].shape == (1, h, w) and panels["background"].shape == (3, h, w)
+    alpha = f.canon_alpha[0, 0].clamp(0, 1)
+    assert torch.allclose(panels["canon_alpha"][0, 2:2 + S, 2:2 + S], alpha)  # the first tile, after the padding

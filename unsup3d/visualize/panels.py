@@ -237,7 +237,9 @@ def factor_panels(model, factors: Factors, max_items: int = 16, nrow: int | None
         ``canon_depth``, ``canon_normal``, ``canon_diffuse_shading``, ``recon_image``,
         ``recon_image_flip`` (with the flip branch), ``conf_map_l1``, ``conf_map_l1_flip``,
         ``conf_map_percl``, ``conf_map_percl_flip`` (with confidence maps; the perceptual ones are
-        ``H/4 x W/4`` per image), ``recon_depth``, ``recon_normal``.
+        ``H/4 x W/4`` per image), ``recon_depth``, ``recon_normal``, and with the static background layer
+        ``canon_alpha`` (the canonical foreground alpha: white where the 3D layer renders the object, black
+        where the background layer paints it) and ``background``.
     """
     renderer = _renderer_of(model)
     n = max(1, int(max_items))
@@ -262,4 +264,8 @@ def factor_panels(model, factors: Factors, max_items: int = 16, nrow: int | None
                 panels[f"{name}_flip"] = grid(confidence_to_image(sigma[:, 1:2]))
         panels["recon_depth"] = grid(images["recon_depth"])
         panels["recon_normal"] = grid(images["recon_normal"])
+        if f.canon_alpha is not None:
+            panels["canon_alpha"] = grid(f.canon_alpha.clamp(0, 1))
+        if f.background is not None:
+            panels["background"] = grid((f.background / 2 + 0.5).clamp(0, 1))
     return panels
