@@ -85,7 +85,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--no-perceptual", action="store_true", help="lam_perc=0 (no VGG)")
     ap.add_argument("--background-size", type=int, default=0,
-                    help="model.background_size (synthetic_cpu: 8, its static background layer)")
+                    help="model.background_size (synthetic_cpu: 2, its static background layer)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--compare-bf16", action="store_true", help="also time the step under bf16 autocast")
