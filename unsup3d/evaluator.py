@@ -260,6 +260,9 @@ class DepthEvaluator(nn.Module):
         valid = renderer.visible_mask(f.recon_depth)
         m = self.metrics
         m["model"].update(f.recon_depth, gt, valid)
+        # the pixels the per-image statistics (relief, foreground alpha) read, and the images with enough of them
+        mask = evaluation_mask(gt, valid, self.max_depth)
+        scored = [i for i in range(len(mask)) if mask[i].sum() > 10]
         if "constant" in m:
             m["constant"].update(torch.ones_like(gt), gt, None)
         if "avg_gt" in m:
@@ -276,17 +279,13 @@ class DepthEvaluator(nn.Module):
             m["prior_at_true_view"].update(at_true, gt, renderer.visible_mask(at_true))
             self._pred_rot.append(f.view[:, :3].cpu())
             self._true_rot.append(true[:, :3].cpu())
-            mask = evaluation_mask(gt, valid, self.max_depth)
-            for i in range(len(mask)):
-                if mask[i].sum() > 10:
-                    self._relief.append(float(f.recon_depth[i][mask[i]].std() / gt[i][mask[i]].std()))
+            self._relief.extend(float(f.recon_depth[i][mask[i]].std() / gt[i][mask[i]].std()) for i in scored)
         if f.canon_alpha is not None:
             # How much of the true foreground the 3D layer renders: its canonical alpha at the predicted
             # view, averaged over the evaluation mask (near 0: the static background layer paints the
             # object and the depth learns nothing).
             alpha = renderer.render_view(f.canon_alpha.float(), f.canon_depth, f.view)[:, 0]
-            fg = evaluation_mask(gt, valid, self.max_depth)
-            self._alpha.extend(float(alpha[i][fg[i]].mean()) for i in range(len(fg)) if fg[i].sum() > 10)
+            self._alpha.extend(float(alpha[i][mask[i]].mean()) for i in scored)
         if self.image_dir is not None:
             _save_outputs(self.min_depth, self.max_depth, f, gt, paths, self.image_dir, start=len(self.paths))
         self.paths.extend(paths)

@@ -22,7 +22,7 @@ import pytorch_lightning as pl
 import torch
 
 from unsup3d.core import NETWORK_NAMES, Unsup3DCore
-from unsup3d.evaluator import DepthEvaluator, evaluation_batch
+from unsup3d.evaluator import METRIC_KEYS, DepthEvaluator, evaluation_batch
 from unsup3d.factors import Factors
 from unsup3d.losses import (
     STRUCTURAL_LOSSES,
@@ -479,7 +479,7 @@ class Unsup3D(pl.LightningModule):
         # SIDE in the paper's units (x 10^-2), MAD in degrees (exact and the original's operator).
         for method, prefix in (("model", "val/"), ("avg_gt", "val/avg_gt_")):
             scores = to_paper_units(values.get(method, {}))
-            for k in ("side", "mad", "mad_original", "mae", "mse"):
+            for k in METRIC_KEYS:
                 if k in scores:
                     self.log(f"{prefix}{k}", scores[k], sync_dist=False)
 
