@@ -326,6 +326,9 @@ def test_bad_hyperparameters_are_rejected():
         tiny(amb_light_range=(1.0, 0.0))
     with pytest.raises(ValueError, match="lr"):
         tiny(lr=-1.0)
+    for bad in (2.5, -1, float("nan"), True):  # the layer is r x r: a fraction used to be truncated silently
+        with pytest.raises(ValueError, match="background_size"):
+            tiny(background_size=bad)
     with pytest.raises(ValueError, match="image"):
         tiny()(torch.rand(1, 3, 64, 64))
 

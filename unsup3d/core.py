@@ -96,8 +96,10 @@ class Unsup3DCore(nn.Module):
         for name, rng in (("amb_light_range", amb_light_range), ("diff_light_range", diff_light_range)):
             if len(rng) != 2 or float(rng[0]) > float(rng[1]):
                 raise ValueError(f"model.{name} must be [low, high] with low <= high, got {list(rng)}")
-        if not math.isfinite(float(background_size)) or float(background_size) < 0:
-            raise ValueError(f"model.background_size must be a finite non-negative number, got {background_size}")
+        if (isinstance(background_size, bool) or not math.isfinite(float(background_size))
+                or float(background_size) < 0 or float(background_size) != int(background_size)):
+            raise ValueError(f"model.background_size must be a non-negative whole number (the layer is r x r), "
+                             f"got {background_size!r}")
         self.image_size = int(image_size)
         self.min_depth, self.max_depth = float(min_depth), float(max_depth)
         self.border_depth = 0.7 * max_depth + 0.3 * min_depth if border_depth is None else float(border_depth)
