@@ -262,7 +262,7 @@ class DepthEvaluator(nn.Module):
         m["model"].update(f.recon_depth, gt, valid)
         # the pixels the per-image statistics (relief, foreground alpha) read, and the images with enough of them
         mask = evaluation_mask(gt, valid, self.max_depth)
-        scored = [i for i in range(len(mask)) if mask[i].sum() > 10]
+        scored = (mask.flatten(1).sum(1) > 10).nonzero().flatten().tolist()
         if "constant" in m:
             m["constant"].update(torch.ones_like(gt), gt, None)
         if "avg_gt" in m:
