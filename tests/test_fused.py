@@ -90,3 +90,40 @@ def test_compiled_normals_equal_the_cross_product_reference(monkeypatch):
         assert torch.allclose(got, want, atol=1e-6)
         assert torch.allclose(q.grad, p.grad, atol=1e-4, rtol=1e-4)
     assert torch.equal(normals_from_points(pts[:, :2]), torch.tensor([0.0, 0.0, 1.0]).expand(2, 2, 11, 3))
+
+
+@pytest.mark.parametrize("inverse", [False, True])
+def test_reproject_depth_equals_the_kornia_composition(monkeypatch, inverse):
+    """reproject_depth (lift, rigid motion and projection fused) against lift_depth + transform_points (or
+    inverse_transform_points) + project, kornia's, at another output size too: values and gradients to the
+    depth and the view, eager and compiled."""
+    from unsup3d.renderer.camera import (
+        intrinsics,
+        inverse_transform_points,
+        lift_depth,
+        project,
+        reproject_depth,
+        transform_points,
+    )
+
+    torch.manual_seed(0)
+    depth = 0.95 + 0.1 * torch.rand(3, 7, 9, dtype=torch.float64)
+    deg = math.pi / 180
+    view = torch.tensor([[10 * deg, 30 * deg, -5 * deg, 0.02, -0.01, 0.03], [0, -40 * deg, 0, 0, 0, 0],
+                         [-5 * deg, 10 * deg, 3 * deg, 0.0, 0.02, 0.0]], dtype=torch.float64)
+    move = inverse_transform_points if inverse else transform_points
+    g = torch.randn(3, 7, 9, 3, dtype=torch.float64)
+    for size in ((7, 9), (13, 17)):
+        d, v = depth.clone().requires_grad_(), view.clone().requires_grad_()
+        pts = move(lift_depth(d, intrinsics(7, 9, 10.0, dtype=d.dtype)), v, 0.98)
+        want = torch.cat([project(pts, intrinsics(*size, 10.0, dtype=d.dtype)), pts[..., 2:]], -1)
+        (want * g).sum().backward()
+        for setting in ("0", "1"):
+            monkeypatch.setenv("UNSUP3D_COMPILE", setting)
+            d2, v2 = depth.clone().requires_grad_(), view.clone().requires_grad_()
+            got = reproject_depth(d2, v2, 10.0, size, 0.98, inverse=inverse)
+            (got * g).sum().backward()
+            assert got.shape == (3, 7, 9, 3) and got.dtype == torch.float64
+            assert torch.allclose(got, want, atol=1e-9, rtol=1e-9)
+            assert torch.allclose(d2.grad, d.grad, atol=1e-8, rtol=1e-8)
+            assert torch.allclose(v2.grad, v.grad, atol=1e-8, rtol=1e-8)

@@ -32,6 +32,7 @@ from .fused import fused
 __all__ = [
     "VIEW_MIRROR_SIGNS",
     "intrinsics",
+    "intrinsics_values",
     "pixel_grid",
     "ellipsoid_depth",
     "euler_to_rotation_matrix",
@@ -44,6 +45,7 @@ __all__ = [
     "normal_cross_products",
     "normals_from_points",
     "pixels_to_normalized",
+    "reproject_depth",
 ]
 
 #: How a viewpoint ``(rx, ry, rz, tx, ty, tz)`` changes when the image is mirrored left-right
@@ -70,12 +72,19 @@ def intrinsics(
         >>> intrinsics(64, 64, fov=10.0)[:, 2].tolist()  # the principal point (cx, cy, 1)
         [31.5, 31.5, 1.0]
     """
+    f, _, cx, cy = intrinsics_values(height, width, fov)
+    return torch.tensor([[f, 0.0, cx], [0.0, f, cy], [0.0, 0.0, 1.0]], device=device, dtype=dtype)
+
+
+def intrinsics_values(height: int, width: int, fov: float) -> tuple[float, float, float, float]:
+    """:func:`intrinsics` as Python floats ``(fx, fy, cx, cy)`` (no tensor, no device synchronisation).
+
+    Example:
+        >>> intrinsics_values(64, 64, fov=10.0)[2:]
+        (31.5, 31.5)
+    """
     f = (width - 1) / 2.0 / math.tan(math.radians(fov) / 2.0)
-    return torch.tensor(
-        [[f, 0.0, (width - 1) / 2.0], [0.0, f, (height - 1) / 2.0], [0.0, 0.0, 1.0]],
-        device=device,
-        dtype=dtype,
-    )
+    return f, f, (width - 1) / 2.0, (height - 1) / 2.0
 
 
 def pixel_grid(height: int, width: int, *, device=None, dtype=torch.float32) -> torch.Tensor:
@@ -279,6 +288,76 @@ def inverse_transform_points(
     R, t = split_view(view)
     c = points.new_tensor([0.0, 0.0, rot_center_depth])
     return _rotate_about(points, R, pre=-t - c, post=c.expand_as(t))
+
+
+def reproject_depth(
+    depth: torch.Tensor,
+    view: torch.Tensor,
+    fov: float,
+    image_size: tuple[int, int] | None = None,
+    rot_center_depth: float = 1.0,
+    inverse: bool = False,
+) -> torch.Tensor:
+    """A depth map's pixels moved by a viewpoint and projected: ``project(transform_points(lift_depth(depth)))``
+    (or :func:`inverse_transform_points` with ``inverse=True``), in one fused pass.
+
+    The composition of kornia's lifting and projection with the rigid motion is ~25 small element-wise
+    operations on ``B x H x W x 3`` tensors, forward and backward, on the renderer's path of every training
+    step; here they are one element-wise function that :func:`~.fused.fused` compiles (forward and
+    backward), with the same arithmetic order up to float rounding. :func:`lift_depth`, :func:`project` and
+    :func:`transform_points` stay the reference (tests compare the two).
+
+    Args:
+        depth: ``B x H x W`` z-depth per pixel.
+        view: ``B x 6`` viewpoint ``(rx, ry, rz, tx, ty, tz)``.
+        fov: field of view in degrees (:func:`intrinsics` of the depth map's size lifts, of ``image_size``
+            projects).
+        image_size: ``(H', W')`` of the output pixels (default the depth map's).
+        rot_center_depth: the rotation centre's depth.
+        inverse: move by the inverse of ``view`` (from the view back to the canonical frame).
+
+    Returns:
+        ``B x H x W x 3``: ``(u, v, z)``, each lifted point's pixel coordinates and camera depth after the motion.
+
+    Example:
+        >>> K = intrinsics(4, 4, fov=10.0)
+        >>> view = torch.tensor([[0.1, 0.3, 0.0, 0.02, 0.0, 0.0]])
+        >>> depth = torch.full((1, 4, 4), 1.05)
+        >>> ref = transform_points(lift_depth(depth, K), view)
+        >>> ref = torch.cat([project(ref, K), ref[..., 2:]], -1)
+        >>> torch.allclose(reproject_depth(depth, view, fov=10.0), ref, atol=1e-5)
+        True
+    """
+    check_shape(depth, "B x H x W", "depth")
+    check_shape(view, "B x 6", "a viewpoint (rx, ry, rz, tx, ty, tz)", B=depth.shape[0])
+    h, w = depth.shape[-2:]
+    oh, ow = (h, w) if image_size is None else image_size
+    R, t = split_view(view)
+    return fused(_reproject)(depth, R.to(depth.dtype), t.to(depth.dtype), *intrinsics_values(h, w, fov),
+                             *intrinsics_values(oh, ow, fov), float(rot_center_depth), bool(inverse))
+
+
+def _reproject(depth, R, t, fx, fy, cx, cy, pfx, pfy, pcx, pcy, c: float, inverse: bool):
+    """:func:`reproject_depth`'s arithmetic: element-wise over the ``B x H x W`` pixels (the ``B x 3 x 3``
+    rotations and ``B x 3`` translations broadcast per batch element)."""
+    b, h, w = depth.shape
+    u = torch.arange(w, device=depth.device, dtype=depth.dtype).view(1, 1, w)
+    v = torch.arange(h, device=depth.device, dtype=depth.dtype).view(1, h, 1)
+    x = (u - cx) / fx * depth
+    y = (v - cy) / fy * depth
+    r = R.reshape(b, 9, 1, 1).unbind(1)
+    tx, ty, tz = t.reshape(b, 3, 1, 1).unbind(1)
+    if inverse:  # P = R^T (P' - t - c) + c
+        px, py, pz = x - tx, y - ty, depth - tz - c
+        xo = r[0] * px + r[3] * py + r[6] * pz
+        yo = r[1] * px + r[4] * py + r[7] * pz
+        zo = r[2] * px + r[5] * py + r[8] * pz + c
+    else:  # P' = R (P - c) + c + t
+        pz = depth - c
+        xo = r[0] * x + r[1] * y + r[2] * pz + tx
+        yo = r[3] * x + r[4] * y + r[5] * pz + ty
+        zo = r[6] * x + r[7] * y + r[8] * pz + c + tz
+    return torch.stack([pfx * xo / zo + pcx, pfy * yo / zo + pcy, zo], -1)
 
 
 def _rotate_about(points: torch.Tensor, Rt: torch.Tensor, pre: torch.Tensor, post: torch.Tensor) -> torch.Tensor:

@@ -336,9 +336,11 @@ class _WinnerInterpolation(torch.autograd.Function):
         b, h, w, _ = screen.shape
         oh, ow = pix_to_face.shape[1:]
         covered = pix_to_face >= 0
-        idx = grid_face_vertices(pix_to_face, h, w).view(b, oh * ow * 3)
-        flat = screen.detach().reshape(b, h * w, 3)
-        win = torch.gather(flat, 1, idx.unsqueeze(-1).expand(-1, -1, 3)).view(b, oh, ow, 3, 3)
+        # Global vertex index of each winning corner, and the corners as rows of the flat vertex table:
+        # index_select of 3-float rows is ~4x faster on a CPU than gather with an index expanded to 3 columns.
+        offset = (torch.arange(b, device=screen.device) * (h * w)).view(b, 1, 1, 1)
+        idx = (grid_face_vertices(pix_to_face, h, w) + offset).view(-1)
+        win = screen.detach().reshape(b * h * w, 3).index_select(0, idx).view(b, oh, ow, 3, 3)
         px, py = _pixel_centres(oh, ow, win)
         zbuf, bary, saved = fused(_winner_forward)(win, covered, px, py)
         ctx.save_for_backward(win, covered, idx, *saved)
@@ -353,10 +355,13 @@ class _WinnerInterpolation(torch.autograd.Function):
         g_z = torch.zeros_like(covered, dtype=win.dtype) if g_z is None else g_z
         g_b = torch.zeros(*covered.shape, 3, dtype=win.dtype, device=win.device) if g_b is None else g_b
         px, py = _pixel_centres(oh, ow, win)
-        g_win = fused(_winner_backward)(win, covered, px, py, g_z, g_b, *saved)
-        grad = torch.zeros(b, h * w, 3, device=win.device, dtype=win.dtype)
-        grad.scatter_add_(1, idx.unsqueeze(-1).expand(-1, -1, 3), g_win.reshape(b, oh * ow * 3, 3))
-        return grad.view(b, h, w, 3), None
+        g_win = fused(_winner_backward)(win, covered, px, py, g_z, g_b, *saved)  # 3 x B x H' x W' x 3
+        # One index_add per coordinate plane (contiguous rows of one float): ~2x faster on a CPU than a
+        # scatter_add of 3-float rows by an expanded index.
+        grad = torch.zeros(3, b * h * w, device=win.device, dtype=win.dtype)
+        for k in range(3):
+            grad[k].index_add_(0, idx, g_win[k].reshape(-1))
+        return grad.view(3, b, h, w).permute(1, 2, 3, 0), None
 
 
 def _pixel_centres(oh: int, ow: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -386,8 +391,8 @@ def _winner_forward(win, covered, px, py):
 
 
 def _winner_backward(win, covered, px, py, g_z, g_b, zv, area, wgt, u, z, bary):
-    """Gradient ``B x H x W x 3 x 3`` of the loss w.r.t. each winning face's corners (see
-    :class:`_WinnerInterpolation`)."""
+    """Gradient of the loss w.r.t. each winning face's corners (see :class:`_WinnerInterpolation`), by
+    coordinate plane: ``3 x B x H x W x 3`` (x, y, z; then the face's three corners)."""
     g_z = torch.where(covered, g_z, torch.zeros_like(g_z))
     g_b = torch.where(covered.unsqueeze(-1), g_b, torch.zeros_like(g_b))
     z1 = z.unsqueeze(-1)
@@ -408,5 +413,5 @@ def _winner_backward(win, covered, px, py, g_z, g_b, zv, area, wgt, u, z, bary):
     gy1 = g_a * (x0 - x2) + ge0 * (px - x2) + ge2 * (x0 - px)
     gx2 = g_a * (y0 - y1) + ge0 * (py - y1) + ge1 * (y0 - py)
     gy2 = g_a * (x1 - x0) + ge0 * (x1 - px) + ge1 * (px - x0)
-    g_win = torch.stack([torch.stack([gx0, gx1, gx2], -1), torch.stack([gy0, gy1, gy2], -1), g_zv], -1)
-    return torch.where(covered[..., None, None], g_win, torch.zeros_like(g_win))
+    g_win = torch.stack([torch.stack([gx0, gx1, gx2], -1), torch.stack([gy0, gy1, gy2], -1), g_zv], 0)
+    return torch.where(covered[..., None], g_win, torch.zeros_like(g_win))

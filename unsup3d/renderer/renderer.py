@@ -163,9 +163,8 @@ class Renderer:
         _check_view(view, canon_depth)
         b, h, w = canon_depth.shape
         oh, ow = _size_pair(image_size, (h, w))
-        pts = camera.transform_points(self.depth_to_points(canon_depth), view, self.rot_center_depth)
-        uv = camera.project(pts, self.K(oh, ow, like=pts))
-        screen = torch.cat([uv, pts[..., 2:]], -1)  # B x H x W x 3
+        # (u, v, z) of every vertex: lift, transform and project fused in one pass (camera.reproject_depth)
+        screen = camera.reproject_depth(canon_depth, view, self.fov, (oh, ow), self.rot_center_depth)
         if self.backend == "pytorch3d":
             from .pytorch3d_backend import rasterize_pytorch3d
 
@@ -205,8 +204,7 @@ class Renderer:
         _check_depth(depth)
         _check_view(view, depth)
         b, h, w = depth.shape
-        pts = camera.inverse_transform_points(self.depth_to_points(depth), view, self.rot_center_depth)
-        uv = camera.project(pts, self.K(h, w, like=pts))
+        uv = camera.reproject_depth(depth, view, self.fov, None, self.rot_center_depth, inverse=True)[..., :2]
         return camera.pixels_to_normalized(uv, h, w)
 
     @geometry_precision
