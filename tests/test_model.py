@@ -480,3 +480,27 @@ def test_scheduler_is_built_from_a_partial_and_replaces_the_built_in_schedule():
     assert out["lr_scheduler"]["interval"] == "step" and "scheduler" not in m.hparams
     with pytest.raises(ValueError, match="model.scheduler replaces"):
         tiny(scheduler=functools.partial(torch.optim.lr_scheduler.StepLR, step_size=10), lr_decay="cosine")
+
+
+def test_upsample_bilinear_equals_interpolate():
+    """The matrix-product resampling of the depth and the background layer equals F.interpolate's bilinear
+    (align_corners=False), up- and down-sampling, values and gradients, and keeps fp32 under bf16 autocast."""
+    import torch.nn.functional as F
+
+    from unsup3d.core import upsample_bilinear
+
+    torch.manual_seed(0)
+    for shape, size in (((3, 1, 32, 32), (64, 64)), ((2, 3, 2, 2), (64, 64)), ((2, 3, 5, 7), (9, 4))):
+        x = torch.rand(*shape, dtype=torch.float64, requires_grad=True)
+        g = torch.randn(shape[0], shape[1], *size, dtype=torch.float64)
+        want = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        (gx,) = torch.autograd.grad((want * g).sum(), x)
+        got = upsample_bilinear(x, size)
+        (gy,) = torch.autograd.grad((got * g).sum(), x)
+        assert got.shape == want.shape and got.dtype == torch.float64
+        assert torch.allclose(got, want, atol=1e-12) and torch.allclose(gy, gx, atol=1e-12)
+    x = torch.rand(2, 1, 32, 32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = upsample_bilinear(x, (64, 64))
+    assert out.dtype == torch.float32
+    assert torch.allclose(out, F.interpolate(x, size=(64, 64), mode="bilinear", align_corners=False), atol=1e-6)

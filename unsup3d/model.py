@@ -384,9 +384,10 @@ class Unsup3D(pl.LightningModule):
             if hp.use_flip:
                 losses["struct_flip"] = structural_loss(f.recon_image_flip, target, f.recon_mask,
                                                         None if cp is None else cp[:, 1:], hp.struct_loss)
+        # The rescaled canonical depth before the border, once for both depth terms.
+        depth = core.depth_from_raw(f.canon_depth_raw) if hp.lam_depth_sm > 0 or weights["depth_prior"] > 0 else None
         if hp.lam_depth_sm > 0:
             # As the original: on the rescaled depth (before the border), in units of the depth range.
-            depth = core.depth_from_raw(f.canon_depth_raw)
             losses["depth_sm"] = depth_smoothness_loss(depth) / (hp.max_depth - hp.min_depth)
         if hp.lam_view_equivariance > 0 and f.view_mirrored is not None:
             losses["view_equivariance"] = view_equivariance_loss(
@@ -396,7 +397,7 @@ class Unsup3D(pl.LightningModule):
         if weights["depth_prior"] > 0:
             target = self.shape_prior(border=False).to(f.canon_depth)
             rng = hp.max_depth - hp.min_depth
-            losses["depth_prior"] = ((core.depth_from_raw(f.canon_depth_raw) - target) / rng).pow(2).mean()
+            losses["depth_prior"] = ((depth - target) / rng).pow(2).mean()
         total = losses["l1"] * weights["l1"]
         for name, loss in losses.items():
             if name != "l1":
