@@ -487,6 +487,7 @@ def test_upsample_bilinear_equals_interpolate():
     (align_corners=False), up- and down-sampling, values and gradients, and keeps fp32 under bf16 autocast."""
     import torch.nn.functional as F
 
+    from unsup3d import core as core_mod
     from unsup3d.core import upsample_bilinear
 
     torch.manual_seed(0)
@@ -499,6 +500,13 @@ def test_upsample_bilinear_equals_interpolate():
         (gy,) = torch.autograd.grad((got * g).sum(), x)
         assert got.shape == want.shape and got.dtype == torch.float64
         assert torch.allclose(got, want, atol=1e-12) and torch.allclose(gy, gx, atol=1e-12)
+    # the cached matrices, first built under inference mode (a validation pass), still train afterwards
+    core_mod._interpolation_matrix.cache_clear()
+    with torch.inference_mode():
+        upsample_bilinear(torch.rand(2, 1, 32, 32), (64, 64))
+    x = torch.rand(2, 1, 32, 32, requires_grad=True)
+    upsample_bilinear(x, (64, 64)).sum().backward()
+    assert x.grad is not None and x.grad.shape == x.shape
     x = torch.rand(2, 1, 32, 32)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = upsample_bilinear(x, (64, 64))

@@ -36,9 +36,12 @@ NETWORK_NAMES = ("netD", "netA", "netL", "netV", "netC", "netB")
 @functools.lru_cache(maxsize=32)
 def _interpolation_matrix(n_out: int, n_in: int, device, dtype) -> torch.Tensor:
     """``n_out x n_in`` weights of 1-D bilinear resampling (``align_corners=False``), as ``F.interpolate``
-    computes them: its result on the identity."""
-    eye = torch.eye(n_in, device=device, dtype=torch.float64).view(n_in, 1, n_in)
-    return F.interpolate(eye, size=n_out, mode="linear", align_corners=False)[:, 0].T.to(dtype).contiguous()
+    computes them: its result on the identity. Built outside inference mode whatever the caller's, since it is
+    cached: a matrix first made during a validation pass under ``torch.inference_mode`` could not be saved
+    for the backward pass of a later training step."""
+    with torch.inference_mode(False), torch.no_grad():
+        eye = torch.eye(n_in, device=device, dtype=torch.float64).view(n_in, 1, n_in)
+        return F.interpolate(eye, size=n_out, mode="linear", align_corners=False)[:, 0].T.to(dtype).contiguous()
 
 
 def upsample_bilinear(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
