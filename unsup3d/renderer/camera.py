@@ -304,7 +304,7 @@ def reproject_depth(
     The composition of kornia's lifting and projection with the rigid motion is ~25 small element-wise
     operations on ``B x H x W x 3`` tensors, forward and backward, on the renderer's path of every training
     step; here they are one element-wise function that :func:`~.fused.fused` compiles (forward and
-    backward), with the same arithmetic order up to float rounding. :func:`lift_depth`, :func:`project` and
+    backward), equal to it up to float rounding (the operations are ordered differently). :func:`lift_depth`, :func:`project` and
     :func:`transform_points` stay the reference (tests compare the two).
 
     Args:
