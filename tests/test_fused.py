@@ -1,12 +1,13 @@
-"""The rasterizer's fused kernels: compiled (torch.compile) and eager give the same fragments and gradients."""
+"""The fused kernels (rasterizer, shading, compositing, loss): compiled (torch.compile) and eager give the same
+values and gradients."""
 
 import math
 
 import pytest
 import torch
 
+import unsup3d.fused as fused_mod
 from unsup3d.renderer import Renderer
-from unsup3d.renderer import fused as fused_mod
 
 
 def _render_and_grads(depth, view):
@@ -127,3 +128,76 @@ def test_reproject_depth_equals_the_kornia_composition(monkeypatch, inverse):
             assert torch.allclose(got, want, atol=1e-9, rtol=1e-9)
             assert torch.allclose(d2.grad, d.grad, atol=1e-8, rtol=1e-8)
             assert torch.allclose(v2.grad, v.grad, atol=1e-8, rtol=1e-8)
+
+
+def _values_and_grads(fn, *inputs):
+    """``fn``'s outputs and the gradients of a fixed random projection of them w.r.t. every input."""
+    leaves = [t.clone().requires_grad_() if t is not None and t.is_floating_point() else t for t in inputs]
+    out = fn(*leaves)
+    outs = out if isinstance(out, tuple) else (out,)
+    gen = torch.Generator().manual_seed(1)
+    total = sum((o * torch.rand(o.shape, generator=gen)).sum() for o in outs)
+    grads = torch.autograd.grad(total, [t for t in leaves if t is not None and t.requires_grad])
+    return [o.detach() for o in outs], list(grads)
+
+
+def _assert_same(fn, reference, *inputs, tol=1e-5):
+    """``fn`` and ``reference`` give the same values and the same gradients on ``inputs``."""
+    (out, grads), (ref_out, ref_grads) = _values_and_grads(fn, *inputs), _values_and_grads(reference, *inputs)
+    assert len(out) == len(ref_out) and len(grads) == len(ref_grads)
+    for x, y in zip(out + grads, ref_out + ref_grads):
+        assert torch.allclose(x, y, atol=tol, rtol=tol), (x - y).abs().max()
+
+
+@pytest.mark.parametrize("compile_mode", ["0", "1"])
+def test_fused_shading_compositing_and_loss_equal_the_op_by_op_references(monkeypatch, compile_mode):
+    """The step's fused element-wise chains (shading, compositing over the background, the photometric loss,
+    the depth normalisation) give the op-by-op formulas' values and gradients, eager and compiled."""
+    from unsup3d.core import composite_over
+    from unsup3d.losses import EPS, photometric_loss
+    from unsup3d.renderer import shading
+
+    monkeypatch.setenv("UNSUP3D_COMPILE", compile_mode)
+    torch.manual_seed(0)
+    b, h, w = 6, 10, 12
+    albedo = torch.rand(b, 3, h, w) * 2 - 1
+    normal = torch.nn.functional.normalize(torch.randn(b, h, w, 3), dim=-1)
+    direction = shading.light_direction(torch.randn(b, 2))
+    amb, dif = torch.rand(b), torch.rand(b)
+
+    def reference_shading(al, n, d, a, k):
+        lam = (n * d[:, None, None, :]).sum(-1).clamp(min=0)
+        s = a[:, None, None] + k[:, None, None] * lam
+        return lam, s, (al / 2 + 0.5) * s[:, None] * 2 - 1
+
+    _assert_same(lambda *t: shading.shade_lambertian(*t, signed=True), reference_shading,
+                 albedo, normal, direction, amb, dif)
+    if compile_mode == "0":
+        _, _, unsigned = shading.shade_lambertian(albedo / 2 + 0.5, normal, direction, amb, dif)
+        lam = shading.lambertian(normal, direction)
+        assert torch.allclose(unsigned, shading.shade(albedo / 2 + 0.5, shading.shading_map(amb, dif, lam)))
+
+    rgba = torch.rand(2 * b, 4, h, w)
+    bg, mask = torch.rand(b, 3, h, w), (torch.rand(b, 1, h, w) > 0.3).float()
+
+    def reference_over(c, g, m):
+        a = c[:, 3:]
+        return (c[:, :3] * a + g.repeat(2, 1, 1, 1) * (1 - a)) * m.repeat(2, 1, 1, 1)
+
+    _assert_same(composite_over, reference_over, rgba, bg, mask)
+    with pytest.raises(ValueError, match="composite_over"):
+        composite_over(rgba, bg, mask[:, :, :-1])
+
+    im1, im2, sigma = torch.rand(b, 3, h, w), torch.rand(b, 3, h, w), torch.rand(b, 1, h, w) + 0.1
+
+    def reference_l1(x, y, m, c):
+        loss = (x - y).abs()
+        if c is not None:
+            loss = loss * 2**0.5 / (c + EPS) + (c + EPS).log()
+        return loss.mean() if m is None else (loss * m).sum() / (m.expand_as(loss).sum())
+
+    # (compiled: the model's combination only, each one compiles its own kernels)
+    for m, c in ((mask, sigma),) if compile_mode == "1" else ((None, None), (mask, None), (mask, sigma), (None, sigma)):
+        _assert_same(photometric_loss, reference_l1, im1, im2, m, c)
+    with pytest.raises(ValueError, match="dimensions"):
+        photometric_loss(im1, im2, mask[:, 0])

@@ -25,10 +25,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from unsup3d.factors import Factors
+from unsup3d.fused import fused
 from unsup3d.networks import ENCODER_INITS, build_networks, init_encoder
 from unsup3d.renderer import Renderer, ellipsoid_depth, full_precision, shading, to_full
 
-__all__ = ["Unsup3DCore", "NETWORK_NAMES", "core_of", "upsample_bilinear"]
+__all__ = ["Unsup3DCore", "NETWORK_NAMES", "composite_over", "core_of", "upsample_bilinear"]
 
 NETWORK_NAMES = ("netD", "netA", "netL", "netV", "netC", "netB")
 
@@ -74,6 +75,38 @@ def upsample_bilinear(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 def _rescale(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
     """Map ``x`` in ``[-1, 1]`` linearly to ``[lo, hi]`` (the original's rescalers)."""
     return (1 + x) / 2 * hi + (1 - x) / 2 * lo
+
+
+def composite_over(rgba: torch.Tensor, background: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The warped canonical image over the static background layer, times the validity mask:
+    ``(rgb a + background (1 - a)) mask`` (one element-wise pass, forward and backward, when compiled).
+
+    Args:
+        rgba: ``nB x 4 x H x W`` colour and alpha (``n`` renders of each image: the reconstruction and its
+            mirrored branch).
+        background: ``B x 3 x H x W``, the same for the ``n`` renders of an image.
+        mask: ``B x 1 x H x W``, the same for the ``n`` renders of an image.
+
+    Returns:
+        ``nB x 3 x H x W``.
+
+    Example:
+        >>> rgba = torch.cat([torch.ones(2, 3, 2, 2), torch.full((2, 1, 2, 2), 0.25)], 1)
+        >>> composite_over(rgba, torch.zeros(1, 3, 2, 2), torch.ones(1, 1, 2, 2)).unique().tolist()
+        [0.25]
+    """
+    if rgba.dim() != 4 or rgba.shape[1] != 4 or background.dim() != 4 or background.shape[1] != 3 \
+            or rgba.shape[0] % max(background.shape[0], 1) or rgba.shape[-2:] != background.shape[-2:] \
+            or mask.shape != (background.shape[0], 1, *background.shape[-2:]):
+        raise ValueError(f"composite_over expects nB x 4 x H x W colour and alpha, B x 3 x H x W background and "
+                         f"B x 1 x H x W mask; got {tuple(rgba.shape)}, {tuple(background.shape)}, {tuple(mask.shape)}")
+    return fused(_composite_over)(rgba, background, mask)
+
+
+def _composite_over(rgba: torch.Tensor, background: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    n = rgba.shape[0] // background.shape[0]
+    a = rgba[:, 3:]
+    return (rgba[:, :3] * a + background.repeat(n, 1, 1, 1) * (1 - a)) * mask.repeat(n, 1, 1, 1)
 
 
 class Unsup3DCore(nn.Module):
@@ -337,9 +370,9 @@ class Unsup3DCore(nn.Module):
         light_d_all, view_all = light_d.repeat(n, 1), view.repeat(n, 1)
 
         normal = self.renderer.normals(depth_all)
-        diffuse = shading.lambertian(normal, light_d_all)  # 2B x H x W
-        shade_map = shading.shading_map(light_a_all, light_b_all, diffuse)
-        canon_im = shading.shade(albedo_all / 2 + 0.5, shade_map) * 2 - 1
+        # 2B x H x W diffuse term and shading, 2B x 3 x H x W canonical image in [-1, 1]
+        diffuse, shade_map, canon_im = shading.shade_lambertian(albedo_all, normal, light_d_all, light_a_all,
+                                                                light_b_all, signed=True)
 
         if not reconstruct:
             return Factors(
@@ -351,22 +384,20 @@ class Unsup3DCore(nn.Module):
                 recon_image_flip=None, conf_sigma_l1=None, conf_sigma_percl=None, canon_alpha=alpha)
 
         recon_depth = self.renderer.warp_canon_depth(depth_all, view_all)
-        recon_normal = self.renderer.normals(recon_depth)
+        recon_normal = self.renderer.normals(recon_depth[:b])  # (for the panels; the mirrored branch's are not used)
         grid = self.renderer.inverse_warp_grid(recon_depth, view_all)
+        valid = self.renderer.visible_mask(recon_depth).to(x.dtype)
+        valid = valid[:b] * valid[b:] if use_flip else valid
+        mask = valid.unsqueeze(1).detach()  # B x 1 x H x W, valid for both reconstructions
         bg = None
         if alpha is None or background is None:
-            recon_im = F.grid_sample(canon_im, grid, mode="bilinear", align_corners=True)
+            recon_im = F.grid_sample(canon_im, grid, mode="bilinear", align_corners=True) * mask.repeat(n, 1, 1, 1)
         else:  # the warped canonical image over the static background layer
             alpha_all = torch.cat([alpha, alpha.flip(3)], 0) if use_flip else alpha
             warped = F.grid_sample(torch.cat([canon_im, alpha_all], 1), grid, mode="bilinear", align_corners=True)
             r = self.background_size
             bg = upsample_bilinear(background.view(b, 3, r, r), (h, w))
-            a = warped[:, 3:]
-            recon_im = warped[:, :3] * a + bg.repeat(n, 1, 1, 1) * (1 - a)
-        valid = self.renderer.visible_mask(recon_depth).to(x.dtype)
-        valid = valid[:b] * valid[b:] if use_flip else valid
-        mask = valid.unsqueeze(1).detach()  # B x 1 x H x W, valid for both reconstructions
-        recon_im = recon_im * mask.repeat(n, 1, 1, 1)
+            recon_im = composite_over(warped, bg, mask)
 
         flip = slice(b, 2 * b) if use_flip else None
         return Factors(
@@ -383,7 +414,7 @@ class Unsup3DCore(nn.Module):
             light_direction=light_d,
             view=view,
             recon_depth=recon_depth[:b],
-            recon_normal=recon_normal[:b],
+            recon_normal=recon_normal,
             recon_image=recon_im[:b],
             recon_mask=mask,
             canon_depth_flip=depth_all[flip] if flip else None,

@@ -3,7 +3,7 @@
 Modules, one concept each (PyTorch3D's split): :mod:`.camera` (intrinsics, lift/project,
 rotations, the viewpoint warp and mirror, normals), :mod:`.rasterize` (the general reference
 rasterizer: triangle meshes to fragments), :mod:`.grid` (the grid triangulation of depth maps and its
-specialised rasterizer, with the fused winner interpolation of :mod:`.fused`), :mod:`.shading`
+specialised rasterizer, with the winner interpolation that :mod:`unsup3d.fused` compiles), :mod:`.shading`
 (Lambertian light), :mod:`.precision` (geometry in full precision under autocast),
 :mod:`.renderer` (the :class:`Renderer` that composes them) and the optional
 :mod:`.pytorch3d_backend`.

@@ -25,9 +25,8 @@ import torch
 import torch.nn.functional as F
 from kornia.geometry.camera import project_points, unproject_points
 
+from unsup3d.fused import fused
 from unsup3d.shape_check import check_shape
-
-from .fused import fused
 
 __all__ = [
     "VIEW_MIRROR_SIGNS",
@@ -303,7 +302,7 @@ def reproject_depth(
 
     The composition of kornia's lifting and projection with the rigid motion is ~25 small element-wise
     operations on ``B x H x W x 3`` tensors, forward and backward, on the renderer's path of every training
-    step; here they are one element-wise function that :func:`~.fused.fused` compiles (forward and
+    step; here they are one element-wise function that :func:`unsup3d.fused.fused` compiles (forward and
     backward), equal to it up to float rounding (the operations are ordered differently). :func:`lift_depth`, :func:`project` and
     :func:`transform_points` stay the reference (tests compare the two).
 
@@ -394,7 +393,7 @@ def normal_cross_products(points: torch.Tensor) -> torch.Tensor:
 
 
 def _unit_normals(points: torch.Tensor, eps: float) -> torch.Tensor:
-    """:func:`normals_from_points`' arithmetic: element-wise and shape-static, so :func:`~.fused.fused`
+    """:func:`normals_from_points`' arithmetic: element-wise and shape-static, so :func:`unsup3d.fused.fused`
     compiles it (differences, cross product, normalisation and border in one pass, forward and backward)."""
     n = normal_cross_products(points)
     n = n / n.norm(dim=-1, keepdim=True).clamp_min(eps)

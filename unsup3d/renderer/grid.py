@@ -8,16 +8,16 @@ dense tensors (no index lists), with the reference rasterizer's inside test, dep
 spanning many pixels (slivers across depth jumps) and upscaled outputs go through the reference
 rasterizer's scanline spans. Interpolation: the winner's depth and barycentrics and their gradients are
 one custom autograd function (:class:`_WinnerInterpolation`) whose element-wise kernels ``torch.compile``
-fuses (:mod:`.fused`), instead of ~40 autograd nodes.
+fuses (:mod:`unsup3d.fused`), instead of ~40 autograd nodes.
 """
 
 from __future__ import annotations
 
 import torch
 
+from unsup3d.fused import fused
 from unsup3d.shape_check import check_shape
 
-from .fused import fused
 from .precision import geometry_precision
 from .rasterize import (
     EMPTY_KEY,

@@ -1,11 +1,14 @@
-"""Element-wise kernels of the rasterizer fused by ``torch.compile``, with an eager fallback.
+"""Chains of element-wise operations fused by ``torch.compile``, with an eager fallback.
 
-The winning faces' depth and barycentrics and their gradients are ~50 element-wise operations on
-``B x H x W x 3`` tensors each; run one by one, each pass over memory costs more than its arithmetic
-(measured at B = 64, 64 x 64: 30.5 ms eager, 5.4 ms compiled on a 2-core CPU). :func:`fused` compiles such
-a function on its first call (dynamic shapes, so new batch or image sizes do not recompile) and falls
-back to the plain function, with one warning, where compilation is unavailable (no C++ compiler for
-the CPU backend, no Triton for CUDA) or fails. The results are the same either way.
+The training step's work beyond the networks is mostly many small element-wise operations on
+``B x H x W`` maps (the rasterizer's winning faces, the normals, the shading, the compositing over the
+background, the photometric loss); run one by one, each pass over memory costs more than its arithmetic
+(the winners' depth and barycentrics at B = 64, 64 x 64: 30.5 ms eager, 5.4 ms compiled on a 2-core CPU).
+:func:`fused` compiles such a function on its first call (dynamic shapes, so new batch or image sizes do not
+recompile) and falls back to the plain function, with one warning, where compilation is unavailable (no C++
+compiler for the CPU backend, no Triton for CUDA) or fails. The results are the same either way. The compiled
+kernels are cached on disk by Inductor: a machine compiles them once (about 1.5 minutes on 2 cores), later
+processes load them (seconds).
 
 ``UNSUP3D_COMPILE`` selects: ``auto`` (default: compile, fall back on failure), ``0`` (never compile:
 eager PyTorch only), ``1`` (compile, fall back on failure like ``auto``).
