@@ -31,7 +31,7 @@ from unsup3d.vgg import VGG16Features, load_vgg16_features
 
 __all__ = [
     "EPS", "STRUCTURAL_LOSSES", "VIEW_MIRROR_SIGNS", "PerceptualLoss", "depth_smoothness_loss", "ellipsoid_depth",
-    "masked_mean", "mirror_view", "photometric_loss", "structural_error", "structural_loss",
+    "laplacian_nll", "masked_mean", "mirror_view", "photometric_loss", "structural_error", "structural_loss",
     "view_equivariance_loss", "view_mean_prior",
 ]
 
@@ -120,8 +120,28 @@ def photometric_loss(
 def _laplacian_nll(im1: Tensor, im2: Tensor, mask: Tensor | None, conf_sigma: Tensor | None) -> Tensor:
     loss = (im1 - im2).abs()
     if conf_sigma is not None:
-        loss = loss * 2**0.5 / (conf_sigma + EPS) + (conf_sigma + EPS).log()
+        loss = laplacian_nll(loss, conf_sigma)
     return masked_mean(loss, mask)
+
+
+def laplacian_nll(err: Tensor, conf_sigma: Tensor) -> Tensor:
+    """Per-element Laplacian negative log-likelihood of an absolute error under a predicted scale.
+
+    ``sqrt(2) err / (sigma + EPS) + log(sigma + EPS)`` (up to a constant): the confidence weighting of the
+    photometric and structural losses (the original's ``conf_sigma``).
+
+    Args:
+        err: ``B x C x H x W`` non-negative error.
+        conf_sigma: ``B x 1 x H x W`` positive scale (broadcast over channels).
+
+    Returns:
+        ``B x C x H x W`` negative log-likelihood.
+
+    Example:
+        >>> laplacian_nll(torch.zeros(1, 1, 1, 1), torch.ones(1, 1, 1, 1)).abs().item() < 1e-6  # log 1
+        True
+    """
+    return err * 2**0.5 / (conf_sigma + EPS) + (conf_sigma + EPS).log()
 
 
 #: Kinds of :func:`structural_error`.
@@ -218,7 +238,7 @@ def structural_loss(im1: Tensor, im2: Tensor, mask: Tensor | None = None, conf_s
                 err = weighted / mask.clamp_min(EPS)
             else:
                 err = F.avg_pool2d(err, k)
-        err = err * 2**0.5 / (conf_sigma + EPS) + (conf_sigma + EPS).log()
+        err = laplacian_nll(err, conf_sigma)
     return masked_mean(err, mask)
 
 
