@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from unsup3d.benchmark import time_runs
+from unsup3d.fused import set_auto_compile
 from unsup3d.renderer import Renderer
 from unsup3d.renderer.pytorch3d_backend import is_available as p3d_available
 
@@ -108,6 +109,7 @@ def main() -> None:
                     help="bf16-mixed: both workloads under bf16 autocast (the conv runs in bf16, the "
                          "renderer's geometry stays fp32 as in training)")
     args = ap.parse_args()
+    set_auto_compile(True)  # the compiled kernels, as in a training run (unsup3d.fused)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)

@@ -43,6 +43,7 @@ import torch
 
 from unsup3d.benchmark import time_runs
 from unsup3d.config import native_cpu_precision
+from unsup3d.fused import set_auto_compile
 from unsup3d.model import Unsup3D
 from unsup3d.training.threads import ThreadTuner
 
@@ -97,6 +98,7 @@ def main() -> None:
                     help="precision of step_to_limit (auto: the synthetic_cpu recipe's on this machine, "
                          "bf16-mixed where the CPU computes bf16 natively, else 32-true)")
     args = ap.parse_args()
+    set_auto_compile(True)  # the compiled kernels, as in a training run (unsup3d.fused)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)

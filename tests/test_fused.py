@@ -201,3 +201,43 @@ def test_fused_shading_compositing_and_loss_equal_the_op_by_op_references(monkey
         _assert_same(photometric_loss, reference_l1, im1, im2, m, c)
     with pytest.raises(ValueError, match="dimensions"):
         photometric_loss(im1, im2, mask[:, 0])
+
+
+def test_auto_compiles_in_training_runs_only(monkeypatch):
+    """``auto``: eager unless a training run enabled it, and eager under inference mode; ``0`` / ``1`` override."""
+    monkeypatch.setattr(fused_mod, "_auto_compile", False)
+    monkeypatch.setenv("UNSUP3D_COMPILE", "auto")
+    assert not fused_mod.compile_enabled()  # a one-off process (eval, export, data generation): eager
+    fused_mod.set_auto_compile(True)  # what unsup3d.training.train does
+    assert fused_mod.compile_enabled()
+    with torch.inference_mode():  # validation, image logging, evaluation inside a training run
+        assert not fused_mod.compile_enabled()
+    with torch.no_grad():  # the rasterizer's selection runs without gradients inside the training step
+        assert fused_mod.compile_enabled()
+    monkeypatch.delenv("UNSUP3D_COMPILE")
+    assert fused_mod.compile_enabled()
+    monkeypatch.setenv("UNSUP3D_COMPILE", "0")
+    assert not fused_mod.compile_enabled()
+    monkeypatch.setenv("UNSUP3D_COMPILE", "1")
+    fused_mod.set_auto_compile(False)
+    with torch.inference_mode():
+        assert fused_mod.compile_enabled()
+
+
+def test_training_run_enables_auto_compile(monkeypatch, tmp_path):
+    """unsup3d.training.train switches ``auto`` to compiling before it builds anything."""
+    from unsup3d.training import run as run_mod
+
+    monkeypatch.setattr(fused_mod, "_auto_compile", False)
+
+    class Stop(Exception):
+        pass
+
+    def stop(cfg):
+        raise Stop
+
+    monkeypatch.setattr(run_mod, "run_dir", stop)
+    monkeypatch.setattr(run_mod, "validate_config", lambda cfg: None)
+    with pytest.raises(Stop):
+        run_mod.train({})
+    assert fused_mod._auto_compile

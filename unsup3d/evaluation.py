@@ -59,7 +59,7 @@ __all__ = [
     "curve_row", "trainer_evaluate",
 ]
 
-@torch.no_grad()
+@torch.inference_mode()  # (and eager kernels: unsup3d.fused)
 def evaluate(
     model: Unsup3D,
     loader: DataLoader,

@@ -160,7 +160,7 @@ class ImageLogger(pl.Callback):
         param = next(pl_module.parameters(), None)
         device = param.device if param is not None else pl_module.device
         dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
-        with eval_mode(pl_module), torch.no_grad():
+        with eval_mode(pl_module), torch.inference_mode():
             factors = pl_module(self.fixed_images.to(device=device, dtype=dtype))
         return factors.detach()
 
@@ -189,7 +189,8 @@ class ImageLogger(pl.Callback):
                           RuntimeWarning, stacklevel=2)
         self._last_image_step = step
         try:
-            self.log_images(trainer, pl_module, step)
+            with torch.inference_mode():  # no graph, and the eager kernels of a one-off pass (unsup3d.fused)
+                self.log_images(trainer, pl_module, step)
         except Exception as exc:  # noqa: BLE001 - logging must never stop training
             self._warn(f"logging images at step {step}", exc)
 
@@ -201,7 +202,8 @@ class ImageLogger(pl.Callback):
         if (epoch + 1) % self.video_every_n_epochs != 0:
             return
         try:
-            self.log_videos(trainer, pl_module, epoch)
+            with torch.inference_mode():
+                self.log_videos(trainer, pl_module, epoch)
         except Exception as exc:  # noqa: BLE001 - logging must never stop training
             self._warn(f"writing turntable videos at epoch {epoch}", exc)
 

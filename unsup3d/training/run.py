@@ -32,6 +32,7 @@ from unsup3d.checkpoint import load_checkpoint_file, load_weights
 from unsup3d.config import ConfigError, check_entries, check_node, instantiate_node, run_dir
 from unsup3d.data import Unsup3DDataModule
 from unsup3d.files.atomic import remove_stale_temp_files
+from unsup3d.fused import set_auto_compile
 from unsup3d.model import Unsup3D
 from unsup3d.training.checkpoint_io import AtomicCheckpointIO, checkpoint_dir, last_checkpoint_path
 from unsup3d.training.loggers import ContinueLogs, finish_loggers
@@ -201,6 +202,7 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
         TrainingInterrupted: SIGTERM or SIGINT stopped training (``last.ckpt`` saved; see its message).
     """
     validate_config(cfg)
+    set_auto_compile(True)  # thousands of steps pay the compiled kernels back (unsup3d.fused)
     output_dir = run_dir(cfg)
     output_dir.mkdir(parents=True, exist_ok=True)
     callbacks = build_callbacks(cfg, has_logger=bool(_entries(cfg, "logger"))) + list(extra_callbacks or [])
