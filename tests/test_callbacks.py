@@ -156,5 +156,22 @@ def test_speed_check_warns_only_when_far_slower():
     assert cb.measured == pytest.approx(0.6) and not msgs
     cb, msgs = run(0.5, 2.0)
     assert len(msgs) == 1 and "4.0x slower" in msgs[0] and "2.00 s per step" in msgs[0]
+    # one stall in the window (kernels compiled again after a thread-count change) is not a slow machine
+    cb = SpeedCheck(expected_step_seconds=0.5, factor=3.0, start_step=1, check_at_step=6)
+    trainer = types.SimpleNamespace(global_step=0, is_global_zero=True)
+    import unsup3d.training.callbacks as cbm
+
+    clock, real = [0.0], cbm.time.perf_counter
+    cbm.time.perf_counter = lambda: clock[0]
+    try:
+        with _w.catch_warnings(record=True) as caught:
+            _w.simplefilter("always")
+            for step, seconds in zip(range(1, 8), [0.5, 0.5, 60.0, 0.5, 0.5, 0.5, 0.5]):
+                trainer.global_step = step
+                clock[0] += seconds
+                cb.on_train_batch_end(trainer, None, None, None, step)
+    finally:
+        cbm.time.perf_counter = real
+    assert cb.measured == pytest.approx(0.5) and not caught
     with pytest.raises(ValueError):
         SpeedCheck(expected_step_seconds=0)

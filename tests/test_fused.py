@@ -214,6 +214,11 @@ def test_auto_compiles_in_training_runs_only(monkeypatch):
         assert not fused_mod.compile_enabled()
     with torch.no_grad():  # the rasterizer's selection runs without gradients inside the training step
         assert fused_mod.compile_enabled()
+    with fused_mod.eager():  # validation while fitting (no_grad, not inference mode)
+        with fused_mod.eager():
+            assert not fused_mod.compile_enabled()
+        assert not fused_mod.compile_enabled()
+    assert fused_mod.compile_enabled()
     monkeypatch.delenv("UNSUP3D_COMPILE")
     assert fused_mod.compile_enabled()
     monkeypatch.setenv("UNSUP3D_COMPILE", "0")

@@ -11,9 +11,10 @@ kernels are cached on disk by Inductor: a machine compiles them once (about 1.5 
 processes load them (seconds).
 
 ``UNSUP3D_COMPILE`` selects: ``auto`` (default), ``0`` (never compile: eager PyTorch only), ``1`` (compile
-everywhere, falling back on failure). ``auto`` compiles in training runs only, outside ``torch.inference_mode``:
-:func:`unsup3d.training.train` and the training benchmarks call :func:`set_auto_compile`. Everywhere else
-(evaluation, export, the demo, data generation, validation passes) the kernels run eager: a process traces
+everywhere, falling back on failure). ``auto`` compiles in training runs only, outside ``torch.inference_mode``
+and :func:`eager` blocks (validation, image logging): :func:`unsup3d.training.train` and the training benchmarks
+call :func:`set_auto_compile`. Everywhere else (evaluation, export, the demo, data generation) the kernels run
+eager: a process traces
 and loads its compiled kernels again even from a warm disk cache, which costs more than a one-off pass saves
 (measured on a 2-core CPU: ``unsup3d-eval`` of 100 images with the baselines 38 s compiled from a warm cache,
 114 s cold, 15 s eager; exporting 4 meshes with videos 32 / 47 / 12 s; generating 4,164 synthetic images
@@ -22,15 +23,17 @@ and loads its compiled kernels again even from a warm disk cache, which costs mo
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 import torch
 
-__all__ = ["COMPILE_ENV", "compile_enabled", "fused", "set_auto_compile"]
+__all__ = ["COMPILE_ENV", "compile_enabled", "eager", "fused", "set_auto_compile"]
 
 COMPILE_ENV = "UNSUP3D_COMPILE"
 
@@ -39,6 +42,7 @@ F = TypeVar("F", bound=Callable)
 _failed: set[str] = set()
 #: What ``UNSUP3D_COMPILE=auto`` means in this process (see :func:`set_auto_compile`).
 _auto_compile = False
+_local = threading.local()  # depth of the eager() blocks this thread is in
 
 
 def set_auto_compile(enabled: bool) -> None:
@@ -48,15 +52,34 @@ def set_auto_compile(enabled: bool) -> None:
     _auto_compile = bool(enabled)
 
 
+@contextlib.contextmanager
+def eager() -> Iterator[None]:
+    """A block whose kernels run eager under ``UNSUP3D_COMPILE=auto``: one-off passes inside a training run
+    (validation runs under ``torch.no_grad``, not inference mode, while fitting: compiling its graphs cost 44 s
+    at the quick start's first validation on a cold cache, for 4 batches an epoch).
+
+    Example:
+        >>> with eager():
+        ...     compile_enabled()
+        False
+    """
+    _local.depth = getattr(_local, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        _local.depth -= 1
+
+
 def compile_enabled() -> bool:
     """Whether :func:`fused` compiles now: ``UNSUP3D_COMPILE`` is ``1`` / ``true`` / ``on``, or it is ``auto``
-    (or unset), :func:`set_auto_compile` enabled it, and no ``torch.inference_mode`` is active."""
+    (or unset), :func:`set_auto_compile` enabled it, and neither ``torch.inference_mode`` nor :func:`eager` is
+    active."""
     setting = os.environ.get(COMPILE_ENV, "auto").strip().lower()
     if setting in ("0", "false", "off", "no"):
         return False
     if setting in ("1", "true", "on", "yes"):
         return True
-    return _auto_compile and not torch.is_inference_mode_enabled()
+    return _auto_compile and not torch.is_inference_mode_enabled() and not getattr(_local, "depth", 0)
 
 
 @functools.cache

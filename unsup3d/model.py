@@ -24,6 +24,7 @@ import torch
 from unsup3d.core import NETWORK_NAMES, Unsup3DCore
 from unsup3d.evaluator import METRIC_KEYS, DepthEvaluator, evaluation_batch
 from unsup3d.factors import Factors
+from unsup3d.fused import eager
 from unsup3d.losses import (
     STRUCTURAL_LOSSES,
     PerceptualLoss,
@@ -461,14 +462,15 @@ class Unsup3D(pl.LightningModule):
 
     def validation_step(self, batch, batch_idx: int):
         images = self._images(batch)
-        f = self(images)
-        losses = self.compute_losses(f, self.current_epoch)
-        self._check_finite(losses, "validation", batch_idx)
+        with eager():  # a few batches an epoch: not worth compiling their no-grad graphs (unsup3d.fused)
+            f = self(images)
+            losses = self.compute_losses(f, self.current_epoch)
+            self._check_finite(losses, "validation", batch_idx)
+            if isinstance(batch, dict) and "depth" in batch:
+                self.val_evaluator.update(self.core, f, batch["depth"], batch.get("path"))
         bs = images.shape[0]
         self.log_dict({f"val/loss_{k}": v for k, v in losses.items()}, batch_size=bs, sync_dist=True)
         self.log("val/loss", losses["total"], prog_bar=True, batch_size=bs, sync_dist=True)
-        if isinstance(batch, dict) and "depth" in batch:
-            self.val_evaluator.update(self.core, f, batch["depth"], batch.get("path"))
         return losses["total"]
 
     def on_validation_epoch_end(self) -> None:

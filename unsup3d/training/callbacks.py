@@ -8,6 +8,7 @@ warns and never stops training.
 
 from __future__ import annotations
 
+import statistics
 import time
 import warnings
 from pathlib import Path
@@ -366,9 +367,11 @@ class DepthBaselineRatios(pl.Callback):
 class SpeedCheck(pl.Callback):
     """Warn when training runs far slower than expected (a busy machine, or too many threads).
 
-    After ``check_at_step`` optimizer steps it measures the time per step since ``start_step`` (the first
-    steps pay for warm-up) and, when that exceeds ``factor * expected_step_seconds``, warns once (rank 0)
-    with the measured and expected figures and what usually causes it.
+    After ``check_at_step`` optimizer steps it takes the median duration of the steps since ``start_step``
+    (the first steps pay for warm-up; a median, so that a one-off stall such as compiling the kernels again
+    when the thread tuner changes the thread count does not count, while a competing process slows every
+    step) and, when that exceeds ``factor * expected_step_seconds``, warns once (rank 0) with the measured and
+    expected figures and what usually causes it.
 
     Args:
         expected_step_seconds: seconds per step this run should take on an idle machine.
@@ -383,15 +386,20 @@ class SpeedCheck(pl.Callback):
                              "0 <= start_step < check_at_step")
         self.expected, self.factor = float(expected_step_seconds), float(factor)
         self.start_step, self.check_at_step = int(start_step), int(check_at_step)
-        self._t0: float | None = None
+        self._last: float | None = None
+        self._times: list[float] = []
         self.measured: float | None = None
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = int(trainer.global_step)
-        if step == self.start_step:
-            self._t0 = time.perf_counter()
-        elif step == self.check_at_step and self._t0 is not None and self.measured is None:
-            self.measured = (time.perf_counter() - self._t0) / (self.check_at_step - self.start_step)
+        if self.measured is not None or step < self.start_step:
+            return
+        now = time.perf_counter()
+        if self._last is not None:
+            self._times.append(now - self._last)
+        self._last = now
+        if step >= self.check_at_step and self._times:
+            self.measured = statistics.median(self._times)
             if self.measured > self.factor * self.expected and trainer.is_global_zero:
                 warnings.warn(
                     f"training runs at {self.measured:.2f} s per step, {self.measured / self.expected:.1f}x slower "
