@@ -332,8 +332,20 @@ def reproject_depth(
     h, w = depth.shape[-2:]
     oh, ow = (h, w) if image_size is None else image_size
     R, t = split_view(view)
-    return fused(_reproject)(depth, R.to(depth.dtype), t.to(depth.dtype), *intrinsics_values(h, w, fov),
-                             *intrinsics_values(oh, ow, fov), float(rot_center_depth), bool(inverse))
+    # One compiled function per direction: a Python bool argument is a guard, and each direction's variants
+    # (grad mode, thread count, sizes) then stay within torch.compile's 8 recompilations per function (the
+    # training step hit that limit with one function, and ran the ninth variant eager).
+    kernel = _reproject_inverse if inverse else _reproject_forward
+    return fused(kernel)(depth, R.to(depth.dtype), t.to(depth.dtype), *intrinsics_values(h, w, fov),
+                         *intrinsics_values(oh, ow, fov), float(rot_center_depth))
+
+
+def _reproject_forward(depth, R, t, fx, fy, cx, cy, pfx, pfy, pcx, pcy, c: float):
+    return _reproject(depth, R, t, fx, fy, cx, cy, pfx, pfy, pcx, pcy, c, False)
+
+
+def _reproject_inverse(depth, R, t, fx, fy, cx, cy, pfx, pfy, pcx, pcy, c: float):
+    return _reproject(depth, R, t, fx, fy, cx, cy, pfx, pfy, pcx, pcy, c, True)
 
 
 def _reproject(depth, R, t, fx, fy, cx, cy, pfx, pfy, pcx, pcy, c: float, inverse: bool):
