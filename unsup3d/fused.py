@@ -7,15 +7,14 @@ background, the photometric loss); run one by one, each pass over memory costs m
 :func:`fused` compiles such a function on its first call (dynamic shapes, so new batch or image sizes do not
 recompile) and falls back to the plain function, with one warning, where compilation is unavailable (no C++
 compiler for the CPU backend, no Triton for CUDA) or fails. The results are the same either way. The compiled
-kernels are cached on disk by Inductor: a machine compiles them once (about 1.5 minutes on 2 cores), later
-processes load them (seconds).
+kernels are cached on disk by Inductor: a machine compiles them once (about 2 minutes on 2 cores), later
+processes trace the functions again and load the kernels (about 30 s).
 
 ``UNSUP3D_COMPILE`` selects: ``auto`` (default), ``0`` (never compile: eager PyTorch only), ``1`` (compile
 everywhere, falling back on failure). ``auto`` compiles in training runs only, outside ``torch.inference_mode``
 and :func:`eager` blocks (validation, image logging): :func:`unsup3d.training.train` and the training benchmarks
 call :func:`set_auto_compile`. Everywhere else (evaluation, export, the demo, data generation) the kernels run
-eager: a process traces
-and loads its compiled kernels again even from a warm disk cache, which costs more than a one-off pass saves
+eager: tracing and loading them again, even from a warm disk cache, costs more than a one-off pass saves
 (measured on a 2-core CPU: ``unsup3d-eval`` of 100 images with the baselines 38 s compiled from a warm cache,
 114 s cold, 15 s eager; exporting 4 meshes with videos 32 / 47 / 12 s; generating 4,164 synthetic images
 113 s compiled cold, 76 s eager, the same files); a training step saves ~0.07 s compiled, thousands of times.
