@@ -133,8 +133,10 @@ def test_speed_check_warns_only_when_far_slower():
 
     from unsup3d.training.callbacks import SpeedCheck
 
-    def run(expected, step_seconds):
-        cb = SpeedCheck(expected_step_seconds=expected, factor=3.0, start_step=1, check_at_step=3)
+    def run(expected, step_seconds, check_at_step=3):
+        """Steps 1, 2, ... taking ``step_seconds`` each (a number: four steps; a list: one per step)."""
+        durations = [step_seconds] * 4 if isinstance(step_seconds, (int, float)) else step_seconds
+        cb = SpeedCheck(expected_step_seconds=expected, factor=3.0, start_step=1, check_at_step=check_at_step)
         trainer = types.SimpleNamespace(global_step=0, is_global_zero=True)
         clock = [0.0]
         import unsup3d.training.callbacks as cbm
@@ -144,9 +146,9 @@ def test_speed_check_warns_only_when_far_slower():
         try:
             with _w.catch_warnings(record=True) as caught:
                 _w.simplefilter("always")
-                for step in range(1, 5):
+                for step, seconds in enumerate(durations, start=1):
                     trainer.global_step = step
-                    clock[0] += step_seconds
+                    clock[0] += seconds
                     cb.on_train_batch_end(trainer, None, None, None, step)
         finally:
             cbm.time.perf_counter = real
@@ -157,21 +159,7 @@ def test_speed_check_warns_only_when_far_slower():
     cb, msgs = run(0.5, 2.0)
     assert len(msgs) == 1 and "4.0x slower" in msgs[0] and "2.00 s per step" in msgs[0]
     # one stall in the window (kernels compiled again after a thread-count change) is not a slow machine
-    cb = SpeedCheck(expected_step_seconds=0.5, factor=3.0, start_step=1, check_at_step=6)
-    trainer = types.SimpleNamespace(global_step=0, is_global_zero=True)
-    import unsup3d.training.callbacks as cbm
-
-    clock, real = [0.0], cbm.time.perf_counter
-    cbm.time.perf_counter = lambda: clock[0]
-    try:
-        with _w.catch_warnings(record=True) as caught:
-            _w.simplefilter("always")
-            for step, seconds in zip(range(1, 8), [0.5, 0.5, 60.0, 0.5, 0.5, 0.5, 0.5]):
-                trainer.global_step = step
-                clock[0] += seconds
-                cb.on_train_batch_end(trainer, None, None, None, step)
-    finally:
-        cbm.time.perf_counter = real
-    assert cb.measured == pytest.approx(0.5) and not caught
+    cb, msgs = run(0.5, [0.5, 0.5, 60.0, 0.5, 0.5, 0.5, 0.5], check_at_step=6)
+    assert cb.measured == pytest.approx(0.5) and not msgs
     with pytest.raises(ValueError):
         SpeedCheck(expected_step_seconds=0)

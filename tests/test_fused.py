@@ -229,7 +229,7 @@ def test_auto_compiles_in_training_runs_only(monkeypatch):
         assert fused_mod.compile_enabled()
 
 
-def test_training_run_enables_auto_compile(monkeypatch, tmp_path):
+def test_training_run_enables_auto_compile(monkeypatch):
     """unsup3d.training.train switches ``auto`` to compiling before it builds anything."""
     from unsup3d.training import run as run_mod
 

@@ -114,10 +114,10 @@ def photometric_loss(
     _check_mask(mask, im1)
     # One element-wise pass with its reduction (forward and backward) when compiled: ~20 passes over the
     # images op by op, twice per training step.
-    return fused(_laplacian_nll)(im1, im2, mask, conf_sigma)
+    return fused(_photometric_nll)(im1, im2, mask, conf_sigma)
 
 
-def _laplacian_nll(im1: Tensor, im2: Tensor, mask: Tensor | None, conf_sigma: Tensor | None) -> Tensor:
+def _photometric_nll(im1: Tensor, im2: Tensor, mask: Tensor | None, conf_sigma: Tensor | None) -> Tensor:
     loss = (im1 - im2).abs()
     if conf_sigma is not None:
         loss = laplacian_nll(loss, conf_sigma)

@@ -157,11 +157,12 @@ class ImageLogger(pl.Callback):
                       RuntimeWarning, stacklevel=2)
 
     def _run_model(self, pl_module: pl.LightningModule):
-        """Forward of the fixed batch in eval mode without gradients; every submodule's mode is restored."""
+        """Forward of the fixed batch in eval mode (under the callers' inference mode); every submodule's mode is
+        restored."""
         param = next(pl_module.parameters(), None)
         device = param.device if param is not None else pl_module.device
         dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
-        with eval_mode(pl_module), torch.inference_mode():
+        with eval_mode(pl_module):
             factors = pl_module(self.fixed_images.to(device=device, dtype=dtype))
         return factors.detach()
 
@@ -190,8 +191,7 @@ class ImageLogger(pl.Callback):
                           RuntimeWarning, stacklevel=2)
         self._last_image_step = step
         try:
-            with torch.inference_mode():  # no graph, and the eager kernels of a one-off pass (unsup3d.fused)
-                self.log_images(trainer, pl_module, step)
+            self.log_images(trainer, pl_module, step)
         except Exception as exc:  # noqa: BLE001 - logging must never stop training
             self._warn(f"logging images at step {step}", exc)
 
@@ -203,12 +203,13 @@ class ImageLogger(pl.Callback):
         if (epoch + 1) % self.video_every_n_epochs != 0:
             return
         try:
-            with torch.inference_mode():
-                self.log_videos(trainer, pl_module, epoch)
+            self.log_videos(trainer, pl_module, epoch)
         except Exception as exc:  # noqa: BLE001 - logging must never stop training
             self._warn(f"writing turntable videos at epoch {epoch}", exc)
 
     # ---------------------------------------------------------------------------------- logging
+    # Both run under inference mode: no graph, and the eager kernels of a one-off pass (unsup3d.fused).
+    @torch.inference_mode()
     def log_images(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> dict[str, Path]:
         """Write and log the factor panels and the first image's mesh of the fixed batch. Returns name -> path
         (the panels' PNGs and ``mesh`` -> ``mesh.glb``)."""
@@ -250,6 +251,7 @@ class ImageLogger(pl.Callback):
         texture = to_uint8(factors.canon_image[index].detach().float().clamp(-1, 1) / 2 + 0.5)  # H x W x 3
         return write_glb(path, vertices, grid_faces(h, w), grid_uvs(h, w), texture)
 
+    @torch.inference_mode()
     def log_videos(self, trainer: pl.Trainer, pl_module: pl.LightningModule, epoch: int) -> dict[str, Path]:
         """Write and log the turntable videos of the fixed batch. Returns kind -> video path."""
         factors = self._run_model(pl_module)
