@@ -376,6 +376,22 @@ def test_symmetric_warmup_makes_the_canonical_factors_symmetric_while_training()
     assert not torch.equal(model.eval()(x).canon_alpha, model.eval()(x).canon_alpha.flip(-1))
 
 
+def test_symmetric_depth_is_symmetric_in_training_evaluation_and_export_and_leaves_the_albedo_free():
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 32, 32)
+    model = Unsup3D(image_size=32, width=0.125, lam_perc=0.0, symmetric_depth=True, depth_size=16)
+    for f in (model.train()(x), model.eval()(x), model.core(x * 1.0, reconstruct=False)):
+        assert torch.equal(f.canon_depth, f.canon_depth.flip(-1))
+        assert not torch.equal(f.canon_albedo, f.canon_albedo.flip(-1))
+    # the losses that read the depth (smoothness, prior) see the same symmetric depth
+    raw = model.eval()(x).canon_depth_raw
+    d = model.core.depth_from_raw(raw)
+    assert torch.equal(d, d.flip(-1))
+    # off (the original): the same networks give an asymmetric depth
+    model.core.symmetric_depth = False
+    assert not torch.equal(model.eval()(x).canon_depth, model.eval()(x).canon_depth.flip(-1))
+
+
 def test_background_layer_composites_a_static_background_under_the_warped_canonical():
     torch.manual_seed(0)
     model = Unsup3D(image_size=32, width=0.125, lam_perc=0.0, background_size=4)

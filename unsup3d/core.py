@@ -131,6 +131,11 @@ class Unsup3DCore(nn.Module):
             (:func:`unsup3d.networks.init_encoder`).
         identity_view: the view is fixed to the identity, so netD's depth is the depth in the input
             view (the supervised upper bound's model).
+        symmetric_depth: an option of our own (``False``, the original, is off): the canonical depth is
+            parametrised as exactly left-right symmetric, ``(d + mirror(d)) / 2`` of netD's output, in
+            training, evaluation and export alike (:meth:`depth_from_raw`). The original only asks the
+            mirrored depth to reconstruct the image too (the flip loss, weighted by the confidence);
+            here the depth cannot be asymmetric at all (the albedo still can).
         renderer_backend: ``"torch"`` (built-in) or ``"pytorch3d"``.
 
     Example:
@@ -160,6 +165,7 @@ class Unsup3DCore(nn.Module):
         background_size: int = 0,
         encoder_init: str = "pytorch",
         identity_view: bool = False,
+        symmetric_depth: bool = False,
         renderer_backend: str = "torch",
     ) -> None:
         super().__init__()
@@ -183,6 +189,7 @@ class Unsup3DCore(nn.Module):
         self.use_flip = bool(use_flip)
         self.background_size = int(background_size)
         self.identity_view = bool(identity_view)
+        self.symmetric_depth = bool(symmetric_depth)
         self.renderer = Renderer(image_size, fov, min_depth, max_depth, rot_center_depth, renderer_backend)
         nets = build_networks(image_size=image_size, width=width, with_confidence=use_conf_map,
                               depth_size=depth_size, background_size=self.background_size)
@@ -320,8 +327,8 @@ class Unsup3DCore(nn.Module):
 
     def depth_from_raw(self, depth_raw: torch.Tensor) -> torch.Tensor:
         """The canonical depth parametrisation, before the border: netD's raw output, upsampled to
-        the image size if predicted smaller (bilinear), made zero-mean per image, ``tanh``, rescaled
-        to ``[min_depth, max_depth]``.
+        the image size if predicted smaller (bilinear), averaged with its mirror image if the core has
+        ``symmetric_depth``, made zero-mean per image, ``tanh``, rescaled to ``[min_depth, max_depth]``.
 
         Args:
             depth_raw: ``B x S' x S'`` netD output.
@@ -332,6 +339,8 @@ class Unsup3DCore(nn.Module):
         b, s = depth_raw.shape[0], self.image_size
         if depth_raw.shape[-1] != s:
             depth_raw = upsample_bilinear(depth_raw.unsqueeze(1), (s, s)).squeeze(1)
+        if self.symmetric_depth:
+            depth_raw = (depth_raw + depth_raw.flip(-1)) / 2
         depth = depth_raw - depth_raw.view(b, -1).mean(1).view(b, 1, 1)
         return _rescale(depth.tanh(), self.min_depth, self.max_depth)
 

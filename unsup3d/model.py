@@ -122,6 +122,9 @@ class Unsup3D(pl.LightningModule):
             are symmetric, the only ways to render a face that is not left-right symmetric are the view
             and the light: the pose must be learned before the albedo can copy the image's asymmetries.
             Evaluation and export are never symmetrized.
+        symmetric_depth: the canonical depth exactly left-right symmetric always, in training, evaluation
+            and export (a parametrisation of our own; :class:`~unsup3d.core.Unsup3DCore`). Off in the
+            original recipes.
         supervised_depth: train netD on the ground-truth depth of the batches instead of the
             photometric losses (the paper's supervised upper bound, Table 2): the L1 difference of the
             log depths after removing their per-image means (scale invariant, as SIDE and MAD are), and
@@ -186,6 +189,7 @@ class Unsup3D(pl.LightningModule):
         depth_prior_height: float = 0.5,
         background_size: int = 0,
         symmetric_warmup_steps: int = 0,
+        symmetric_depth: bool = False,
         supervised_depth: bool = False,
         encoder_init: str = "pytorch",
         lr: float = 1e-4,
@@ -238,7 +242,8 @@ class Unsup3D(pl.LightningModule):
             xy_translation_range=xy_translation_range, z_translation_range=z_translation_range,
             amb_light_range=amb_light_range, diff_light_range=diff_light_range, use_conf_map=use_conf_map,
             use_flip=use_flip, depth_size=depth_size, background_size=background_size,
-            encoder_init=encoder_init, identity_view=supervised_depth, renderer_backend=renderer_backend)
+            encoder_init=encoder_init, identity_view=supervised_depth, symmetric_depth=symmetric_depth,
+            renderer_backend=renderer_backend)
         # Checkpoints written before the core existed name the networks without the "core." prefix.
         self.register_load_state_dict_pre_hook(_prefix_old_state_dict_keys)
         if self.core.netC is not None and lam_perc == 0 and lam_struct == 0:
