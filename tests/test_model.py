@@ -220,6 +220,39 @@ def test_view_mean_prior_is_unbiased_and_leaves_the_spread():
     assert torch.allclose(losses["total"], losses["l1"] + 0.5 * losses["l1_flip"] + 3.0 * losses["view_mean"])
 
 
+def test_canonical_tilt_prior_measures_the_lean_of_the_canonical_depth_in_view_units():
+    import math
+
+    from unsup3d.losses import canonical_tilt_prior, depth_tilt
+
+    # hand-made planes: depth = 1 + a x + b y over normalised coordinates, with a bump that has no slope
+    s = 32
+    y, x = torch.meshgrid(torch.linspace(-1, 1, s), torch.linspace(-1, 1, s), indexing="ij")
+    bump = 0.05 * torch.exp(-(x**2 + y**2) / 0.2)
+    depth = torch.stack([1 + 0.02 * x + 0.03 * y + bump, 1 - 0.01 * y + bump])
+    assert torch.allclose(depth_tilt(depth), torch.tensor([[0.02, 0.03], [0.0, -0.01]]), atol=1e-5)
+    # weights: the slope of the weighted region only (a different plane outside it does not count)
+    weight = (x.abs() < 0.5).float().expand(2, s, s)
+    outside = torch.where(weight > 0, depth, depth + 0.2 * y)
+    assert torch.allclose(depth_tilt(outside, weight), depth_tilt(depth, weight), atol=1e-5)
+    # a lean of 6 degrees in every image, with a 60-degree rotation range: (6 / 60)^2
+    fov, lean = 10.0, math.radians(6)
+    leaning = (1 + math.tan(lean) * math.tan(math.radians(fov) / 2) * y + bump).expand(4, s, s)
+    assert canonical_tilt_prior(leaning, None, fov, 60.0).item() == pytest.approx(0.01, rel=1e-3)
+    # leans of +6 and -6 degrees in the two halves: a negative value (unbiased; the spread is not penalised)
+    both = torch.cat([leaning[:2], (1 - (leaning[2:] - 1 - bump)) + bump])
+    assert canonical_tilt_prior(both, None, fov, 60.0).item() == pytest.approx(-0.01, rel=1e-3)
+    # in the model: the term, over the canonical alpha, weighted into the total
+    m = tiny(lam_canon_tilt=10.0, background_size=2)
+    f = m(torch.rand(4, 3, 32, 32))
+    losses = m.compute_losses(f)
+    expected = canonical_tilt_prior(m.core.depth_from_raw(f.canon_depth_raw), f.canon_alpha[:, 0], m.core.fov,
+                                    m.core.xyz_rotation_range)
+    assert torch.allclose(losses["canon_tilt"], expected)
+    assert torch.allclose(losses["total"], losses["l1"] + 0.5 * losses["l1_flip"] + 10.0 * losses["canon_tilt"])
+    assert "canon_tilt" not in tiny().compute_losses(tiny()(torch.rand(2, 3, 32, 32)))
+
+
 def test_depth_smoothness_is_the_originals_formula():
     """On the rescaled depth (zero-mean, tanh, rescaled; before the border), divided by the range:
     ``mean |d[:, :-1] - d[:, 1:]| / (max - min) + mean |d[:, :, :-1] - d[:, :, 1:]| / (max - min)``."""

@@ -16,6 +16,7 @@ experiments.
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
@@ -32,7 +33,7 @@ from unsup3d.vgg import VGG16Features, load_vgg16_features
 __all__ = [
     "EPS", "STRUCTURAL_LOSSES", "VIEW_MIRROR_SIGNS", "PerceptualLoss", "depth_smoothness_loss", "ellipsoid_depth",
     "laplacian_nll", "masked_mean", "mirror_view", "photometric_loss", "structural_error", "structural_loss",
-    "view_equivariance_loss", "view_mean_prior",
+    "view_equivariance_loss", "view_mean_prior", "unbiased_squared_mean", "depth_tilt", "canonical_tilt_prior",
 ]
 
 EPS = 1e-7
@@ -446,6 +447,79 @@ def view_mean_prior(view: Tensor, components: tuple[int, ...] = (0, 4)) -> Tenso
     """
     if view.dim() != 2 or view.shape[0] < 2:
         raise ValueError(f"view_mean_prior expects B x 6 viewpoints with B >= 2; got {tuple(view.shape)}")
-    v = view[:, list(components)]
-    half = v.shape[0] // 2
-    return (v[:half].mean(0) * v[half:].mean(0)).sum()
+    return unbiased_squared_mean(view[:, list(components)])
+
+
+def unbiased_squared_mean(values: Tensor) -> Tensor:
+    """An unbiased estimate of the squared population mean of each column of ``values``, summed over columns:
+    ``sum_k mean_{b in A}(v[b, k]) * mean_{b in B}(v[b, k])`` over the two halves ``A``, ``B`` of the batch
+    (the gauge priors' penalty: :func:`view_mean_prior`, :func:`canonical_tilt_prior`). Its gradient moves
+    every sample of a half by the other half's mean, so the spread across samples is not penalised.
+
+    Args:
+        values: ``B x K``, ``B >= 2``.
+
+    Returns:
+        Scalar (it can be negative for a single batch).
+
+    Example:
+        >>> unbiased_squared_mean(torch.tensor([[1.0], [3.0]])).item()
+        3.0
+    """
+    if values.dim() != 2 or values.shape[0] < 2:
+        raise ValueError(f"unbiased_squared_mean expects B x K values with B >= 2; got {tuple(values.shape)}")
+    half = values.shape[0] // 2
+    return (values[:half].mean(0) * values[half:].mean(0)).sum()
+
+
+def depth_tilt(depth: Tensor, weight: Tensor | None = None) -> Tensor:
+    """Per-image slopes of the weighted least-squares plane through a depth map, in depth units per unit
+    of the normalised image coordinates (``x``, ``y`` in ``[-1, 1]``, ``y`` down).
+
+    Args:
+        depth: ``B x H x W``.
+        weight: ``B x H x W`` non-negative weights (e.g. the canonical foreground alpha); ``None``: uniform.
+
+    Returns:
+        ``B x 2``: the ``x`` and ``y`` slopes.
+
+    Example:
+        >>> y = torch.linspace(-1, 1, 5).view(1, 5, 1).expand(1, 5, 5)
+        >>> [round(v, 4) for v in depth_tilt(1 + 0.1 * y)[0].tolist()]  # a plane rising 0.1 per unit of y
+        [0.0, 0.1]
+    """
+    if depth.dim() != 3:
+        raise ValueError(f"depth_tilt expects B x H x W depth; got {tuple(depth.shape)}")
+    b, h, w = depth.shape
+    wt = torch.ones_like(depth) if weight is None else weight.to(depth).expand_as(depth)
+    y, x = torch.meshgrid(torch.linspace(-1, 1, h, device=depth.device, dtype=depth.dtype),
+                          torch.linspace(-1, 1, w, device=depth.device, dtype=depth.dtype), indexing="ij")
+    basis = torch.stack([torch.ones_like(x), x, y]).view(3, -1)  # 3 x HW
+    wf = wt.reshape(b, 1, -1)
+    normal = (basis * wf) @ basis.t() + 1e-6 * torch.eye(3, device=depth.device, dtype=depth.dtype)  # B x 3 x 3
+    rhs = (basis * wf) @ depth.reshape(b, -1, 1)  # B x 3 x 1
+    return torch.linalg.solve(normal, rhs)[:, 1:, 0]
+
+
+def canonical_tilt_prior(depth: Tensor, weight: Tensor | None, fov: float, rotation_range: float) -> Tensor:
+    """Unbiased prior that the canonical depth has no mean pitch tilt over the object (ours).
+
+    Left-right symmetry fixes the canonical frame's yaw and roll, not its pitch: a canonical depth leaning
+    back by some angle, with every view's pitch turned by as much the other way, renders the same images
+    (:func:`view_mean_prior` pins the mean view's pitch to 0, which then leaves the lean in every
+    reconstruction). This pins the batch-mean lean of the canonical depth, the vertical slope of its plane
+    (:func:`depth_tilt`) over ``weight`` turned into an angle with the camera's field of view, to 0, in the
+    view's normalised units (radians / ``rotation_range``), as :func:`unbiased_squared_mean` (the spread
+    across images is not penalised, and the shape within the plane not at all).
+
+    Args:
+        depth: ``B x H x W`` canonical depth (near 1).
+        weight: ``B x H x W`` weights over the object (the canonical alpha), or ``None`` for uniform.
+        fov: the camera's field of view (degrees).
+        rotation_range: the view's rotation range (degrees; netV's pitch = tanh output x this).
+
+    Returns:
+        Scalar.
+    """
+    tilt = torch.atan(depth_tilt(depth, weight)[:, 1] / math.tan(math.radians(fov) / 2))
+    return unbiased_squared_mean((tilt / math.radians(rotation_range)).unsqueeze(1))

@@ -28,6 +28,7 @@ from unsup3d.fused import eager
 from unsup3d.losses import (
     STRUCTURAL_LOSSES,
     PerceptualLoss,
+    canonical_tilt_prior,
     depth_smoothness_loss,
     photometric_loss,
     structural_loss,
@@ -40,7 +41,7 @@ from unsup3d.renderer import full_precision, to_full
 __all__ = ["Unsup3D", "Factors", "LOSS_TERMS"]
 
 LOSS_TERMS = ("l1", "l1_flip", "perc", "perc_flip", "struct", "struct_flip", "depth_sm", "view_equivariance", "view_mean", "depth_prior",
-              "depth_supervised")
+              "canon_tilt", "depth_supervised")
 LR_DECAYS = ("none", "cosine")
 
 
@@ -95,6 +96,12 @@ class Unsup3D(pl.LightningModule):
             batches is 0 (:func:`~unsup3d.losses.view_mean_prior`: the product of the two
             half-batch means, whose expectation is the squared population mean, so the spread of
             poses is not penalised). Symmetry leaves the canonical pitch free. 0 (the original) is off.
+        lam_canon_tilt: weight of an unbiased prior that the canonical depth does not lean back or forward on
+            average (:func:`~unsup3d.losses.canonical_tilt_prior`: the batch-mean pitch of the plane through
+            the canonical depth over the canonical alpha, in the view's units). With ``lam_view_mean`` it fixes
+            the canonical pitch on both sides: without it, once nothing else holds the canonical depth (no
+            depth prior), it leans and the mean-zero view leaves that lean in every reconstruction. One number
+            per batch, not a shape: the shape within the plane is free. 0 (the original) is off.
         depth_size: resolution at which netD predicts the canonical depth (a power of 2, at most
             ``image_size``; default ``image_size``, the original). A smaller map is upsampled
             bilinearly, so the depth cannot hold one-pixel patterns that the two-pixel central
@@ -183,6 +190,7 @@ class Unsup3D(pl.LightningModule):
         struct_loss: str = "gradient",
         lam_view_equivariance: float = 0.0,
         lam_view_mean: float = 0.0,
+        lam_canon_tilt: float = 0.0,
         depth_size: int | None = None,
         lam_depth_prior: float = 0.0,
         depth_prior_steps: int = 0,
@@ -215,6 +223,7 @@ class Unsup3D(pl.LightningModule):
         for name, val in (("lam_perc", lam_perc), ("lam_flip", lam_flip), ("lam_depth_sm", lam_depth_sm),
                           ("lam_struct", lam_struct),
                           ("lam_view_equivariance", lam_view_equivariance), ("lam_view_mean", lam_view_mean),
+                          ("lam_canon_tilt", lam_canon_tilt),
                           ("lam_depth_prior", lam_depth_prior), ("depth_prior_steps", depth_prior_steps),
                           ("depth_prior_height", depth_prior_height),
                           ("symmetric_warmup_steps", symmetric_warmup_steps),
@@ -341,7 +350,7 @@ class Unsup3D(pl.LightningModule):
         """The weight of every loss term at ``epoch`` and global ``step``, in one mapping (the total loss is
         ``sum(weights[k] * losses[k])``): ``l1`` 1; the flip terms the flip weight (:meth:`lam_flip_at`)
         times their term's weight; ``perc``, ``struct``, ``depth_sm``, ``view_equivariance``, ``view_mean``
-        their ``lam_*``; ``depth_prior`` its annealed weight (:meth:`depth_prior_weight`). A term of weight 0
+        their ``lam_*`` (``canon_tilt`` too); ``depth_prior`` its annealed weight (:meth:`depth_prior_weight`). A term of weight 0
         is not computed."""
         hp = self.hparams
         lam_flip = self.lam_flip_at(epoch)
@@ -349,7 +358,8 @@ class Unsup3D(pl.LightningModule):
                 "perc": float(hp.lam_perc), "perc_flip": float(hp.lam_perc) * lam_flip,
                 "struct": float(hp.lam_struct), "struct_flip": float(hp.lam_struct) * lam_flip,
                 "depth_sm": float(hp.lam_depth_sm), "view_equivariance": float(hp.lam_view_equivariance),
-                "view_mean": float(hp.lam_view_mean), "depth_prior": self.depth_prior_weight(step)}
+                "view_mean": float(hp.lam_view_mean), "depth_prior": self.depth_prior_weight(step),
+                "canon_tilt": float(hp.lam_canon_tilt)}
 
     def compute_losses(self, f: Factors, epoch: int = 0, step: int | None = None) -> dict[str, torch.Tensor]:
         """All loss terms and their weighted total.
@@ -362,7 +372,7 @@ class Unsup3D(pl.LightningModule):
         Returns:
             Dict of scalar tensors: ``l1``, ``l1_flip``, ``perc``, ``perc_flip``, ``struct``, ``struct_flip``,
             ``depth_sm``,
-            ``view_equivariance``, ``view_mean``, ``depth_prior`` (terms that are switched off are
+            ``view_equivariance``, ``view_mean``, ``depth_prior``, ``canon_tilt`` (terms that are switched off are
             absent) and ``total``.
         """
         if step is None:
@@ -391,7 +401,8 @@ class Unsup3D(pl.LightningModule):
                 losses["struct_flip"] = structural_loss(f.recon_image_flip, target, f.recon_mask,
                                                         None if cp is None else cp[:, 1:], hp.struct_loss)
         # The rescaled canonical depth before the border, once for both depth terms.
-        depth = core.depth_from_raw(f.canon_depth_raw) if hp.lam_depth_sm > 0 or weights["depth_prior"] > 0 else None
+        needs_depth = hp.lam_depth_sm > 0 or weights["depth_prior"] > 0 or hp.lam_canon_tilt > 0
+        depth = core.depth_from_raw(f.canon_depth_raw) if needs_depth else None
         if hp.lam_depth_sm > 0:
             # As the original: on the rescaled depth (before the border), in units of the depth range.
             losses["depth_sm"] = depth_smoothness_loss(depth) / (hp.max_depth - hp.min_depth)
@@ -400,6 +411,9 @@ class Unsup3D(pl.LightningModule):
                 core.normalized_view(f.view), core.normalized_view(f.view_mirrored))
         if hp.lam_view_mean > 0 and f.view.shape[0] >= 2:
             losses["view_mean"] = view_mean_prior(core.normalized_view(f.view))
+        if hp.lam_canon_tilt > 0 and depth.shape[0] >= 2:
+            alpha = None if f.canon_alpha is None else f.canon_alpha[:, 0].detach()
+            losses["canon_tilt"] = canonical_tilt_prior(depth, alpha, core.fov, core.xyz_rotation_range)
         if weights["depth_prior"] > 0:
             target = self.shape_prior(border=False).to(f.canon_depth)
             rng = hp.max_depth - hp.min_depth
