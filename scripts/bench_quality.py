@@ -12,7 +12,9 @@ end. Each row prints: step, training minutes (evaluations not counted), the mode
 original's normal operator, as in the paper's table), its ratios to the better of the constant and
 average-depth baselines, the shape prior at the true view (`prior_at_true_view`: the recipe's ellipsoid
 rendered at each image's true pose) and the model's ratios to it, the predicted-against-true pitch, yaw and
-roll slopes (yaw also its correlation), the relief ratio, and the depth prior's weight at that step.
+roll slopes (yaw also its correlation), the relief ratio, the SIDE left once each image's best plane of the
+log-depth error is removed (untilt; tilt: the plane's share of SIDE^2, what a right pose would remove; lean: the
+error's mean vertical tilt in degrees), and the depth prior's weight at that step.
 
 `--supervised` also trains the same networks for the same budget on the ground-truth depth
 (`model.supervised_depth=true`), the upper bound of this data and budget; `--ablation` trains without the
@@ -43,11 +45,12 @@ COLUMNS = [("step", "{:>6d}"), ("minutes", "{:>7.1f}"), ("side", "{:>6.3f}"), ("
            ("prior_at_true_view_side", "{:>8.3f}"), ("prior_at_true_view_mad", "{:>7.2f}"),
            ("side_vs_prior", "{:>8.3f}"), ("mad_vs_prior", "{:>8.3f}"), ("pitch_slope", "{:>7.2f}"),
            ("yaw_slope", "{:>7.2f}"), ("yaw_corr", "{:>6.2f}"), ("roll_slope", "{:>7.2f}"),
-           ("relief_ratio", "{:>6.2f}"), ("foreground_alpha", "{:>6.2f}"), ("prior_weight", "{:>6.2f}")]
+           ("relief_ratio", "{:>6.2f}"), ("side_untilted", "{:>6.3f}"), ("tilt_share", "{:>5.2f}"),
+           ("lean_deg", "{:>5.1f}"), ("foreground_alpha", "{:>6.2f}"), ("prior_weight", "{:>6.2f}")]
 HEADERS = {"best_side_ratio": "SIDE/bst", "best_mad_ratio": "MAD/bst", "prior_at_true_view_side": "pri_SIDE",
            "prior_at_true_view_mad": "pri_MAD", "side_vs_prior": "SIDE/pri", "mad_vs_prior": "MAD/pri",
            "pitch_slope": "pitch", "yaw_slope": "yaw", "yaw_corr": "y_corr", "roll_slope": "roll",
-           "relief_ratio": "relief", "foreground_alpha": "fg_a", "prior_weight": "prior_w"}
+           "relief_ratio": "relief", "side_untilted": "untilt", "tilt_share": "tilt", "lean_deg": "lean", "foreground_alpha": "fg_a", "prior_weight": "prior_w"}
 #: The targets of the recipe on every variant (issue 18).
 TARGETS = {"best_side_ratio": 0.40, "best_mad_ratio": 0.70, "side_vs_prior": 0.75, "mad_vs_prior": 0.75,
            "yaw_slope": 0.7, "yaw_corr": 0.9, "side_vs_supervised": 1.6, "mad_vs_supervised": 1.4}

@@ -235,3 +235,29 @@ def test_foreground_alpha_is_the_rendered_alpha_over_the_true_foreground():
         else:
             assert abs(report.pose["foreground_alpha"] - alpha) < 1e-5
             assert f"foreground alpha {alpha:.2f}" in format_report(report)
+
+
+def test_tilt_figures_split_the_model_side_into_plane_and_shape():
+    """The report's side_untilted / tilt_share / lean_deg: the model's depth replaced by the truth leaned
+    back by a known angle is all plane (share 1, nothing left, the lean recovered in degrees); the truth
+    itself has no error at all to split."""
+    import math
+
+    from unsup3d.evaluator import DepthEvaluator
+
+    torch.manual_seed(0)
+    gt = _dome(3)
+    model = Unsup3D(image_size=32, width=0.125, lam_perc=0.0).eval()
+    s = gt.shape[-1]
+    y = torch.linspace(-1, 1, s).view(1, s, 1)
+    lean = 4.0  # degrees: log-depth slope per unit of normalised y = tan(lean) * tan(fov / 2)
+    slope = math.tan(math.radians(lean)) * math.tan(math.radians(model.core.fov) / 2)
+    ev = DepthEvaluator(model.core)
+    with torch.no_grad():
+        f = model.core(torch.rand(3, 3, s, s) * 2 - 1)
+        f.recon_depth = gt * (slope * y).exp()
+        ev.update(model.core, f, gt)
+    p = ev.report().pose
+    assert p["side_untilted"] < 1e-4 and p["tilt_share"] == pytest.approx(1.0, abs=1e-4)
+    assert p["lean_deg"] == pytest.approx(lean, rel=1e-3)
+    assert "mean lean of the error +4.0 deg" in format_report(ev.report())

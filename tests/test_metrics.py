@@ -281,3 +281,29 @@ def test_matches_transcription_of_original_evaluation():
     for key, val in ref.items():
         assert torch.allclose(per[key], val, rtol=1e-4, atol=1e-4), key
     assert (per["mad"] < per["mad_original"]).all()
+
+
+def test_side_untilted_removes_exactly_the_plane_of_the_log_error():
+    from unsup3d.metrics import side_untilted
+
+    s = 16
+    y, x = torch.meshgrid(torch.linspace(-1, 1, s), torch.linspace(-1, 1, s), indexing="ij")
+    gt = (1.0 + 0.05 * torch.exp(-(x**2 + y**2) / 0.3)).expand(3, s, s)
+    mask = (x.abs() < 0.8) & (y.abs() < 0.7)
+    mask = mask.expand(3, s, s).clone()
+    checker = 0.01 * ((torch.arange(s).view(s, 1) + torch.arange(s).view(1, s)) % 2 * 2 - 1).float()
+    lean = torch.stack([0.02 * x, 0.03 * y - 0.01 * x, torch.zeros_like(x)])
+    shape = torch.stack([torch.zeros_like(x), checker, checker])
+    pred = gt * (lean + shape).exp()
+    untilted, slopes = side_untilted(pred, gt, mask)
+    # a pure lean leaves nothing; the planes are found; what is left is the SIDE of the non-planar part alone
+    assert untilted[0].item() < 1e-5
+    assert torch.allclose(slopes[:2], torch.tensor([[0.02, 0.0], [-0.01, 0.03]]), atol=2e-4)
+    alone = side(gt * shape[2].exp(), gt[:1], mask[:1])
+    assert torch.allclose(untilted[2], alone[0], atol=1e-6)
+    # the checker is nearly orthogonal to a plane: removing one changes its error little, and never raises it
+    assert untilted[1].item() == pytest.approx(alone[0].item(), rel=0.05)
+    assert (untilted <= side(pred, gt, mask) + 1e-7).all()
+    # an empty mask gives NaN, not an error
+    u, sl = side_untilted(pred[:1], gt[:1], torch.zeros(1, s, s, dtype=torch.bool))
+    assert math.isnan(u.item()) and torch.isnan(sl).all()

@@ -94,7 +94,10 @@ def evaluate(
         :class:`EvalReport`: scores of ``model``, ``constant``, ``avg_gt`` (with ``avg_gt_depth``),
         ``prior_at_view`` and ``prior_at_true_view`` (with ``true_views``); ``pose`` holds the pose
         statistics and ``relief_ratio`` (median over images of the std of the predicted depth over the
-        evaluation mask divided by that of the ground truth: 1 is right).
+        evaluation mask divided by that of the ground truth: 1 is right), and always ``side_untilted`` (the
+        model's SIDE with each image's best plane of the log-depth error removed,
+        :func:`~unsup3d.metrics.side_untilted`), ``tilt_share`` (that plane's share of the squared SIDE:
+        the part a right pose would remove) and ``lean_deg`` (the error's mean vertical tilt in degrees).
     """
     dev = resolve_device(device)
     mode = eval_mode(model)  # given back as it was at the end
@@ -293,6 +296,10 @@ def format_report(report: EvalReport) -> str:
         lines.append("pose, predicted against true: " + ", ".join(
             f"{a} slope {p[f'{a}_slope']:.2f} corr {p[f'{a}_corr']:.2f}" for a in POSE_ANGLES)
             + f"; relief ratio {p['relief_ratio']:.2f}")
+    if "side_untilted" in p:
+        lines.append(f"tilt: SIDE with each image's best plane of the log-depth error removed {p['side_untilted']:.3f} "
+                     f"(the plane's share of SIDE^2: {p['tilt_share']:.2f}, what a right pose would remove); "
+                     f"mean lean of the error {p['lean_deg']:+.1f} deg")
     if "foreground_alpha" in p:
         lines.append(f"foreground alpha {p['foreground_alpha']:.2f} (the background layer's share of the object: "
                      f"{1 - p['foreground_alpha']:.2f})")

@@ -31,7 +31,15 @@ import torch.nn as nn
 from unsup3d.core import Unsup3DCore
 from unsup3d.factors import Factors
 from unsup3d.files.images import atomic_save_image
-from unsup3d.metrics import DepthMetrics, average_depth_map, evaluation_mask, to_paper_units
+from unsup3d.metrics import (
+    SIDE_SCALE,
+    DepthMetrics,
+    average_depth_map,
+    evaluation_mask,
+    side,
+    side_untilted,
+    to_paper_units,
+)
 from unsup3d.visualize import depth_to_image, factor_images, to_uint8
 
 __all__ = [
@@ -238,6 +246,7 @@ class DepthEvaluator(nn.Module):
         self._true_rot: list[torch.Tensor] = []
         self._relief: list[float] = []
         self._alpha: list[float] = []
+        self._side: list[torch.Tensor] = []  # the model's SIDE, untilted SIDE and lean per image (side_untilted)
 
     @property
     def num_images(self) -> int:
@@ -263,6 +272,9 @@ class DepthEvaluator(nn.Module):
         # the pixels the per-image statistics (relief, foreground alpha) read, and the images with enough of them
         mask = evaluation_mask(gt, valid, self.max_depth)
         scored = (mask.flatten(1).sum(1) > 10).nonzero().flatten().tolist()
+        if scored:
+            untilted, slopes = side_untilted(f.recon_depth, gt, mask)
+            self._side.append(torch.stack([side(f.recon_depth, gt, mask), untilted, slopes[:, 1]], 1)[scored].cpu())
         if "constant" in m:
             m["constant"].update(torch.ones_like(gt), gt, None)
         if "avg_gt" in m:
@@ -312,6 +324,11 @@ class DepthEvaluator(nn.Module):
             pose["relief_ratio"] = float(torch.tensor(self._relief).median()) if self._relief else math.nan
         if self._alpha:
             pose["foreground_alpha"] = float(torch.tensor(self._alpha).mean())
+        if self._side:
+            full, untilted, lean = torch.cat(self._side).double().unbind(1)
+            pose["side_untilted"] = float(untilted.mean()) * SIDE_SCALE
+            pose["tilt_share"] = float(1 - untilted.pow(2).mean() / full.pow(2).mean())
+            pose["lean_deg"] = math.degrees(math.atan(float(lean.mean()) / math.tan(math.radians(self.fov) / 2)))
         rows = []
         per_image = {m: to_paper_units(metric.per_image()) for m, metric in self.metrics.items()}
         for i, path in enumerate(self.paths):

@@ -27,13 +27,13 @@ from torch import Tensor, nn
 # The viewpoint's mirror and the ellipsoid depth are camera geometry (unsup3d.renderer.camera); they are
 # still importable from here, where they were defined before.
 from unsup3d.fused import fused
-from unsup3d.renderer import VIEW_MIRROR_SIGNS, ellipsoid_depth, mirror_view
+from unsup3d.renderer import VIEW_MIRROR_SIGNS, depth_tilt, ellipsoid_depth, mirror_view
 from unsup3d.vgg import VGG16Features, load_vgg16_features
 
 __all__ = [
     "EPS", "STRUCTURAL_LOSSES", "VIEW_MIRROR_SIGNS", "PerceptualLoss", "depth_smoothness_loss", "ellipsoid_depth",
     "laplacian_nll", "masked_mean", "mirror_view", "photometric_loss", "structural_error", "structural_loss",
-    "view_equivariance_loss", "view_mean_prior", "unbiased_squared_mean", "depth_tilt", "canonical_tilt_prior",
+    "view_equivariance_loss", "view_mean_prior", "unbiased_squared_mean", "canonical_tilt_prior",
 ]
 
 EPS = 1e-7
@@ -470,35 +470,6 @@ def unbiased_squared_mean(values: Tensor) -> Tensor:
         raise ValueError(f"unbiased_squared_mean expects B x K values with B >= 2; got {tuple(values.shape)}")
     half = values.shape[0] // 2
     return (values[:half].mean(0) * values[half:].mean(0)).sum()
-
-
-def depth_tilt(depth: Tensor, weight: Tensor | None = None) -> Tensor:
-    """Per-image slopes of the weighted least-squares plane through a depth map, in depth units per unit
-    of the normalised image coordinates (``x``, ``y`` in ``[-1, 1]``, ``y`` down).
-
-    Args:
-        depth: ``B x H x W``.
-        weight: ``B x H x W`` non-negative weights (e.g. the canonical foreground alpha); ``None``: uniform.
-
-    Returns:
-        ``B x 2``: the ``x`` and ``y`` slopes.
-
-    Example:
-        >>> y = torch.linspace(-1, 1, 5).view(1, 5, 1).expand(1, 5, 5)
-        >>> [round(abs(v), 4) for v in depth_tilt(1 + 0.1 * y)[0].tolist()]  # a plane rising 0.1 per unit of y
-        [0.0, 0.1]
-    """
-    if depth.dim() != 3:
-        raise ValueError(f"depth_tilt expects B x H x W depth; got {tuple(depth.shape)}")
-    b, h, w = depth.shape
-    wt = torch.ones_like(depth) if weight is None else weight.to(depth).expand_as(depth)
-    y, x = torch.meshgrid(torch.linspace(-1, 1, h, device=depth.device, dtype=depth.dtype),
-                          torch.linspace(-1, 1, w, device=depth.device, dtype=depth.dtype), indexing="ij")
-    basis = torch.stack([torch.ones_like(x), x, y]).view(3, -1)  # 3 x HW
-    wf = wt.reshape(b, 1, -1)
-    normal = (basis * wf) @ basis.t() + 1e-6 * torch.eye(3, device=depth.device, dtype=depth.dtype)  # B x 3 x 3
-    rhs = (basis * wf) @ depth.reshape(b, -1, 1)  # B x 3 x 1
-    return torch.linalg.solve(normal, rhs)[:, 1:, 0]
 
 
 def canonical_tilt_prior(depth: Tensor, weight: Tensor | None, fov: float, rotation_range: float) -> Tensor:

@@ -63,6 +63,7 @@ from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
 from unsup3d.renderer import (
+    depth_tilt,
     geometry_precision,
     intrinsics,
     lift_depth,
@@ -84,6 +85,7 @@ __all__ = [
     "masked_mse",
     "normal_angle_map",
     "side",
+    "side_untilted",
     "to_paper_units",
 ]
 
@@ -233,6 +235,44 @@ def side(pred_depth: torch.Tensor, gt_depth: torch.Tensor, mask: torch.Tensor) -
     d = torch.where(m, pred, one).log() - torch.where(m, gt.to(pred.dtype), one).log()
     mean = _masked_mean(d, m).view(-1, 1, 1)
     return _masked_mean((d - mean).pow(2), m).sqrt()
+
+
+@geometry_precision
+def side_untilted(pred_depth: torch.Tensor, gt_depth: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """SIDE with each image's best plane of the log-depth error removed, and that plane's slopes.
+
+    A depth map that is right but turned by a small wrong angle differs from the truth by (nearly) a plane
+    in log depth: this splits :func:`side` into the part a right pose would remove (the plane) and the
+    shape's own error (what is left). ``side**2 - side_untilted**2`` is the plane's share.
+
+    Args:
+        pred_depth, gt_depth, mask: as :func:`side` (``B x H x W``).
+
+    Returns:
+        ``(B, B x 2)``: the untilted SIDE (raw units) and the plane's ``x`` and ``y`` slopes of
+        ``log(pred) - log(gt)`` per unit of the normalised image coordinates (NaN for empty masks).
+
+    Example:
+        >>> y = torch.linspace(-1, 1, 8).view(1, 8, 1).expand(1, 8, 8)
+        >>> gt, mask = torch.ones(1, 8, 8), torch.ones(1, 8, 8, dtype=torch.bool)
+        >>> s, slopes = side_untilted((0.05 * y).exp(), gt, mask)  # a pure lean: no error left
+        >>> round(s.item(), 6), round(slopes[0, 1].item(), 4)
+        (0.0, 0.05)
+    """
+    pred, gt = _as_bhw(pred_depth, "pred_depth"), _as_bhw(gt_depth, "gt_depth")
+    m = _as_bool(_as_bhw(mask, "mask"))
+    one = torch.ones((), dtype=pred.dtype, device=pred.device)
+    d = torch.where(m, pred, one).log() - torch.where(m, gt.to(pred.dtype), one).log()
+    w = m.to(pred.dtype)
+    slopes = depth_tilt(d, w)
+    b, h, wd = d.shape
+    y, x = torch.meshgrid(torch.linspace(-1, 1, h, device=d.device, dtype=d.dtype),
+                          torch.linspace(-1, 1, wd, device=d.device, dtype=d.dtype), indexing="ij")
+    r = d - slopes[:, 0].view(b, 1, 1) * x - slopes[:, 1].view(b, 1, 1) * y
+    mean = _masked_mean(r, m).view(-1, 1, 1)
+    empty = m.flatten(1).sum(1) == 0
+    slopes = torch.where(empty.unsqueeze(1), torch.full_like(slopes, math.nan), slopes)
+    return _masked_mean((r - mean).pow(2), m).sqrt(), slopes
 
 
 def _original_normal_length(points: torch.Tensor, eps: float = _ORIGINAL_NORMAL_EPS) -> torch.Tensor:

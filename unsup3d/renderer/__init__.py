@@ -16,6 +16,7 @@ whole), never from its files.
 from . import camera, shading
 from .camera import (
     VIEW_MIRROR_SIGNS,
+    depth_tilt,
     ellipsoid_depth,
     euler_to_rotation_matrix,
     intrinsics,
@@ -57,6 +58,7 @@ __all__ = [
     "camera",
     "shading",
     "VIEW_MIRROR_SIGNS",
+    "depth_tilt",
     "ellipsoid_depth",
     "euler_to_rotation_matrix",
     "intrinsics",
