@@ -491,6 +491,12 @@ def canonical_tilt_prior(depth: Tensor, weight: Tensor | None, fov: float, rotat
 
     Returns:
         Scalar.
+
+    Example:
+        >>> y = torch.linspace(-1, 1, 8).view(1, 8, 1)
+        >>> lean = 1 + math.tan(math.radians(6)) * math.tan(math.radians(10) / 2) * y  # 6 degrees in every image
+        >>> round(canonical_tilt_prior(lean.expand(4, 8, 8), None, fov=10.0, rotation_range=60.0).item(), 4)
+        0.01
     """
     tilt = torch.atan(depth_tilt(depth, weight)[:, 1] / math.tan(math.radians(fov) / 2))
     return unbiased_squared_mean((tilt / math.radians(rotation_range)).unsqueeze(1))
