@@ -413,7 +413,7 @@ def test_symmetric_depth_is_symmetric_in_training_evaluation_and_export_and_leav
     torch.manual_seed(0)
     x = torch.rand(2, 3, 32, 32)
     model = Unsup3D(image_size=32, width=0.125, lam_perc=0.0, symmetric_depth=True, depth_size=16)
-    for f in (model.train()(x), model.eval()(x), model.core(x * 1.0, reconstruct=False)):
+    for f in (model.train()(x), model.eval()(x), model.core(x, reconstruct=False)):
         assert torch.equal(f.canon_depth, f.canon_depth.flip(-1))
         assert not torch.equal(f.canon_albedo, f.canon_albedo.flip(-1))
     # the losses that read the depth (smoothness, prior) see the same symmetric depth

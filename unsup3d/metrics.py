@@ -63,7 +63,7 @@ from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
 from unsup3d.renderer import (
-    depth_tilt,
+    fit_plane,
     geometry_precision,
     intrinsics,
     lift_depth,
@@ -228,13 +228,18 @@ def side(pred_depth: torch.Tensor, gt_depth: torch.Tensor, mask: torch.Tensor) -
         >>> side(2 * gt, gt, mask).item() < 1e-6  # a global scale costs nothing
         True
     """
+    d, m = _log_error(pred_depth, gt_depth, mask)
+    mean = _masked_mean(d, m).view(-1, 1, 1)
+    return _masked_mean((d - mean).pow(2), m).sqrt()
+
+
+def _log_error(pred_depth: torch.Tensor, gt_depth: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``log(pred) - log(gt)`` inside the mask (0 outside), and the mask as bool; all ``B x H x W``."""
     pred, gt = _as_bhw(pred_depth, "pred_depth"), _as_bhw(gt_depth, "gt_depth")
     m = _as_bool(_as_bhw(mask, "mask"))
     one = torch.ones((), dtype=pred.dtype, device=pred.device)
     # Values outside the mask (e.g. non-positive depth) must not poison the sums with NaN / inf.
-    d = torch.where(m, pred, one).log() - torch.where(m, gt.to(pred.dtype), one).log()
-    mean = _masked_mean(d, m).view(-1, 1, 1)
-    return _masked_mean((d - mean).pow(2), m).sqrt()
+    return torch.where(m, pred, one).log() - torch.where(m, gt.to(pred.dtype), one).log(), m
 
 
 @geometry_precision
@@ -259,16 +264,10 @@ def side_untilted(pred_depth: torch.Tensor, gt_depth: torch.Tensor, mask: torch.
         >>> round(s.item(), 6), round(slopes[0, 1].item(), 4)
         (0.0, 0.05)
     """
-    pred, gt = _as_bhw(pred_depth, "pred_depth"), _as_bhw(gt_depth, "gt_depth")
-    m = _as_bool(_as_bhw(mask, "mask"))
-    one = torch.ones((), dtype=pred.dtype, device=pred.device)
-    d = torch.where(m, pred, one).log() - torch.where(m, gt.to(pred.dtype), one).log()
-    w = m.to(pred.dtype)
-    slopes = depth_tilt(d, w)
-    b, h, wd = d.shape
-    y, x = torch.meshgrid(torch.linspace(-1, 1, h, device=d.device, dtype=d.dtype),
-                          torch.linspace(-1, 1, wd, device=d.device, dtype=d.dtype), indexing="ij")
-    r = d - slopes[:, 0].view(b, 1, 1) * x - slopes[:, 1].view(b, 1, 1) * y
+    d, m = _log_error(pred_depth, gt_depth, mask)
+    coeffs, plane = fit_plane(d, m.to(d.dtype))
+    slopes = coeffs[:, 1:]
+    r = d - plane
     mean = _masked_mean(r, m).view(-1, 1, 1)
     empty = m.flatten(1).sum(1) == 0
     slopes = torch.where(empty.unsqueeze(1), torch.full_like(slopes, math.nan), slopes)

@@ -31,6 +31,7 @@ from unsup3d.shape_check import check_shape
 __all__ = [
     "VIEW_MIRROR_SIGNS",
     "depth_tilt",
+    "fit_plane",
     "intrinsics",
     "intrinsics_values",
     "pixel_grid",
@@ -105,11 +106,42 @@ def pixel_grid(height: int, width: int, *, device=None, dtype=torch.float32) -> 
     return torch.stack([u, v], dim=-1)
 
 
+def fit_plane(values: torch.Tensor, weight: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The weighted least-squares plane ``a + b x + c y`` through each map, over the normalised image
+    coordinates (``x``, ``y`` in ``[-1, 1]``, ``y`` down).
+
+    Args:
+        values: ``B x H x W`` (a depth map, a log-depth error).
+        weight: ``B x H x W`` non-negative weights (e.g. the canonical foreground alpha, a mask); ``None``:
+            uniform.
+
+    Returns:
+        ``(B x 3, B x H x W)``: the coefficients ``(a, b, c)`` and the plane itself.
+
+    Example:
+        >>> y = torch.linspace(-1, 1, 5).view(1, 5, 1).expand(1, 5, 5)
+        >>> coeffs, plane = fit_plane(1 + 0.1 * y)
+        >>> [round(abs(v), 4) for v in coeffs[0].tolist()], bool(torch.allclose(plane, 1 + 0.1 * y))
+        ([1.0, 0.0, 0.1], True)
+    """
+    if values.dim() != 3:
+        raise ValueError(f"fit_plane expects B x H x W values; got {tuple(values.shape)}")
+    b, h, w = values.shape
+    wt = torch.ones_like(values) if weight is None else weight.to(values).expand_as(values)
+    y, x = torch.meshgrid(torch.linspace(-1, 1, h, device=values.device, dtype=values.dtype),
+                          torch.linspace(-1, 1, w, device=values.device, dtype=values.dtype), indexing="ij")
+    basis = torch.stack([torch.ones_like(x), x, y]).view(3, -1)  # 3 x HW
+    wf = wt.reshape(b, 1, -1)
+    normal = (basis * wf) @ basis.t() + 1e-6 * torch.eye(3, device=values.device, dtype=values.dtype)  # B x 3 x 3
+    rhs = (basis * wf) @ values.reshape(b, -1, 1)  # B x 3 x 1
+    coeffs = torch.linalg.solve(normal, rhs)[..., 0]
+    return coeffs, (coeffs @ basis).view(b, h, w)
+
+
 def depth_tilt(depth: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
-    """Per-image slopes of the weighted least-squares plane through a depth map (or a log-depth error),
-    in its units per unit of the normalised image coordinates (``x``, ``y`` in ``[-1, 1]``, ``y`` down).
-    The canonical-tilt prior (:func:`unsup3d.losses.canonical_tilt_prior`) and the untilted SIDE
-    (:func:`unsup3d.metrics.side_untilted`) read it.
+    """Per-image slopes of the weighted least-squares plane through a depth map (:func:`fit_plane`), in depth
+    units per unit of the normalised image coordinates. The canonical-tilt prior
+    (:func:`unsup3d.losses.canonical_tilt_prior`) reads it.
 
     Args:
         depth: ``B x H x W``.
@@ -123,17 +155,7 @@ def depth_tilt(depth: torch.Tensor, weight: torch.Tensor | None = None) -> torch
         >>> [round(abs(v), 4) for v in depth_tilt(1 + 0.1 * y)[0].tolist()]  # a plane rising 0.1 per unit of y
         [0.0, 0.1]
     """
-    if depth.dim() != 3:
-        raise ValueError(f"depth_tilt expects B x H x W depth; got {tuple(depth.shape)}")
-    b, h, w = depth.shape
-    wt = torch.ones_like(depth) if weight is None else weight.to(depth).expand_as(depth)
-    y, x = torch.meshgrid(torch.linspace(-1, 1, h, device=depth.device, dtype=depth.dtype),
-                          torch.linspace(-1, 1, w, device=depth.device, dtype=depth.dtype), indexing="ij")
-    basis = torch.stack([torch.ones_like(x), x, y]).view(3, -1)  # 3 x HW
-    wf = wt.reshape(b, 1, -1)
-    normal = (basis * wf) @ basis.t() + 1e-6 * torch.eye(3, device=depth.device, dtype=depth.dtype)  # B x 3 x 3
-    rhs = (basis * wf) @ depth.reshape(b, -1, 1)  # B x 3 x 1
-    return torch.linalg.solve(normal, rhs)[:, 1:, 0]
+    return fit_plane(depth, weight)[0][:, 1:]
 
 
 def ellipsoid_depth(size: int, far: float, height: float, axes: tuple[float, float] = (0.6, 0.75),
