@@ -106,6 +106,14 @@ def pixel_grid(height: int, width: int, *, device=None, dtype=torch.float32) -> 
     return torch.stack([u, v], dim=-1)
 
 
+def _unit_grid(height: int, width: int, **kw) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x, y)``, each ``H x W``: normalised image coordinates, ``-1`` to ``1`` across the image (``y`` down);
+    ``kw``: the ``device`` / ``dtype`` of ``torch.linspace``. The ellipsoid prior and the plane fit share it."""
+    y, x = torch.meshgrid(torch.linspace(-1.0, 1.0, int(height), **kw), torch.linspace(-1.0, 1.0, int(width), **kw),
+                          indexing="ij")
+    return x, y
+
+
 def fit_plane(values: torch.Tensor, weight: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The weighted least-squares plane ``a + b x + c y`` through each map, over the normalised image
     coordinates (``x``, ``y`` in ``[-1, 1]``, ``y`` down).
@@ -128,8 +136,7 @@ def fit_plane(values: torch.Tensor, weight: torch.Tensor | None = None) -> tuple
         raise ValueError(f"fit_plane expects B x H x W values; got {tuple(values.shape)}")
     b, h, w = values.shape
     wt = torch.ones_like(values) if weight is None else weight.to(values).expand_as(values)
-    y, x = torch.meshgrid(torch.linspace(-1, 1, h, device=values.device, dtype=values.dtype),
-                          torch.linspace(-1, 1, w, device=values.device, dtype=values.dtype), indexing="ij")
+    x, y = _unit_grid(h, w, device=values.device, dtype=values.dtype)
     basis = torch.stack([torch.ones_like(x), x, y]).view(3, -1)  # 3 x HW
     wf = wt.reshape(b, 1, -1)
     normal = (basis * wf) @ basis.t() + 1e-6 * torch.eye(3, device=values.device, dtype=values.dtype)  # B x 3 x 3
@@ -180,8 +187,7 @@ def ellipsoid_depth(size: int, far: float, height: float, axes: tuple[float, flo
         (0.75, 1.0)
     """
     kw = {} if like is None else {"device": like.device, "dtype": like.dtype}
-    t = torch.linspace(-1.0, 1.0, int(size), **kw)
-    v, u = torch.meshgrid(t, t, indexing="ij")
+    u, v = _unit_grid(size, size, **kw)
     r2 = (u / axes[0]) ** 2 + (v / axes[1]) ** 2
     return far - height * (1 - r2).clamp(min=0).sqrt()
 
