@@ -36,6 +36,7 @@ from unsup3d.metrics import (
     DepthMetrics,
     average_depth_map,
     evaluation_mask,
+    side,
     side_untilted,
     to_paper_units,
 )
@@ -245,9 +246,7 @@ class DepthEvaluator(nn.Module):
         self._true_rot: list[torch.Tensor] = []
         self._relief: list[float] = []
         self._alpha: list[float] = []
-        # per scored image: its index in ``paths`` (the model's SIDE is DepthMetrics' own), the untilted SIDE and
-        # the lean (side_untilted)
-        self._side: list[torch.Tensor] = []
+        self._side: list[torch.Tensor] = []  # the model's SIDE, untilted SIDE and lean per image (side_untilted)
 
     @property
     def num_images(self) -> int:
@@ -275,8 +274,7 @@ class DepthEvaluator(nn.Module):
         scored = (mask.flatten(1).sum(1) > 10).nonzero().flatten().tolist()
         if scored:
             untilted, slopes = side_untilted(f.recon_depth, gt, mask)
-            index = torch.arange(len(gt), device=gt.device, dtype=untilted.dtype) + len(self.paths)
-            self._side.append(torch.stack([index, untilted, slopes[:, 1]], 1)[scored].cpu())
+            self._side.append(torch.stack([side(f.recon_depth, gt, mask), untilted, slopes[:, 1]], 1)[scored].cpu())
         if "constant" in m:
             m["constant"].update(torch.ones_like(gt), gt, None)
         if "avg_gt" in m:
@@ -326,15 +324,13 @@ class DepthEvaluator(nn.Module):
             pose["relief_ratio"] = float(torch.tensor(self._relief).median()) if self._relief else math.nan
         if self._alpha:
             pose["foreground_alpha"] = float(torch.tensor(self._alpha).mean())
-        per_image = {m: metric.per_image() for m, metric in self.metrics.items()}
         if self._side:
-            index, untilted, lean = torch.cat(self._side).double().unbind(1)
-            full = per_image["model"]["side"].double().cpu()[index.long()]
+            full, untilted, lean = torch.cat(self._side).double().unbind(1)
             pose["side_untilted"] = float(untilted.mean()) * SIDE_SCALE
             pose["tilt_share"] = float(1 - untilted.pow(2).mean() / full.pow(2).mean())
             pose["lean_deg"] = math.degrees(math.atan(float(lean.mean()) / math.tan(math.radians(self.fov) / 2)))
         rows = []
-        per_image = {m: to_paper_units(values) for m, values in per_image.items()}
+        per_image = {m: to_paper_units(metric.per_image()) for m, metric in self.metrics.items()}
         for i, path in enumerate(self.paths):
             for m, values in per_image.items():
                 row = {"path": path, "method": m}
