@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from unsup3d.checkpoint import CheckpointError, load_model, model_from_checkpoint
-from unsup3d.model import Unsup3D
+from unsup3d.model import Unsup3D, blur_images
 
 KEYS_FILE = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "original_checkpoint_keys.json"
 
@@ -407,6 +407,35 @@ def test_symmetric_warmup_makes_the_canonical_factors_symmetric_while_training()
     f = model.train()(x)
     assert torch.equal(f.canon_alpha, f.canon_alpha.flip(-1)) and torch.equal(f.canon_albedo, f.canon_albedo.flip(-1))
     assert not torch.equal(model.eval()(x).canon_alpha, model.eval()(x).canon_alpha.flip(-1))
+
+
+def test_blur_curriculum_blurs_the_training_images_only_and_anneals_to_sharp(monkeypatch):
+    torch.manual_seed(0)
+    model = Unsup3D(image_size=32, width=0.125, lam_perc=0.0, blur_sigma=2.0, blur_steps=4)
+    assert [model.input_blur_sigma(s) for s in (0, 1, 2, 4, 9)] == [2.0, 1.5, 1.0, 0.0, 0.0]
+    assert Unsup3D(image_size=32, width=0.125, lam_perc=0.0, blur_sigma=2.0).input_blur_sigma(0) == 0.0
+    with pytest.raises(ValueError, match="blur_sigma"):
+        Unsup3D(image_size=32, width=0.125, lam_perc=0.0, blur_sigma=-1.0)
+    seen = []
+
+    class Seen(Exception):
+        pass
+
+    def forward(images, reconstruct=True):
+        seen.append(images)
+        raise Seen
+
+    model.forward = forward
+    x = torch.rand(2, 3, 32, 32)
+    for step in (0, 4):
+        monkeypatch.setattr(type(model), "global_step", property(lambda self, s=step: s))
+        with pytest.raises(Seen):
+            model.training_step(x, 0)
+    blurred, sharp = seen
+    assert torch.equal(sharp, x)
+    assert torch.allclose(blurred, blur_images(x, 2.0)) and blurred.std() < 0.6 * x.std()
+    # the mean colour is kept (a normalised kernel, reflected border)
+    assert torch.allclose(blurred.mean(dim=(2, 3)), x.mean(dim=(2, 3)), atol=0.02)
 
 
 def test_symmetric_depth_is_symmetric_in_training_evaluation_and_export_and_leaves_the_albedo_free():

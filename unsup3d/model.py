@@ -38,7 +38,7 @@ from unsup3d.losses import (
 from unsup3d.metrics import to_paper_units
 from unsup3d.renderer import full_precision, to_full
 
-__all__ = ["Unsup3D", "Factors", "LOSS_TERMS"]
+__all__ = ["Unsup3D", "Factors", "LOSS_TERMS", "blur_images"]
 
 LOSS_TERMS = ("l1", "l1_flip", "perc", "perc_flip", "struct", "struct_flip", "depth_sm", "view_equivariance", "view_mean", "depth_prior",
               "canon_tilt", "depth_supervised")
@@ -53,6 +53,32 @@ def _prefix_old_state_dict_keys(module, state_dict, prefix, local_metadata, stri
     for key in [k for k in state_dict if k.startswith(prefix) and k[len(prefix):].split(".", 1)[0] in NETWORK_NAMES]:
         state_dict[prefix + "core." + key[len(prefix):]] = state_dict.pop(key)
 
+
+def blur_images(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Gaussian blur of a batch of images (kornia's, reflected at the border), for the coarse-to-fine
+    curriculum (``Unsup3D.blur_sigma``).
+
+    Args:
+        images: ``B x C x H x W``.
+        sigma: standard deviation in pixels; 0 returns ``images`` unchanged.
+
+    Returns:
+        ``B x C x H x W``, the input's device and dtype; the kernel spans +-3 sigma (at most the image).
+
+    Example:
+        >>> x = torch.zeros(1, 1, 9, 9); x[..., 4, 4] = 1
+        >>> y = blur_images(x, 1.0)
+        >>> round(float(y.sum()), 4), round(float(y[0, 0, 4, 4]), 3)
+        (1.0, 0.159)
+    """
+    if sigma <= 0:
+        return images
+    from kornia.filters import gaussian_blur2d
+
+    h, w = images.shape[-2:]
+    k = 2 * int(math.ceil(3 * sigma)) + 1
+    ky, kx = min(k, h - (1 - h % 2)), min(k, w - (1 - w % 2))
+    return gaussian_blur2d(images, (ky, kx), (float(sigma), float(sigma)), border_type="reflect")
 
 class Unsup3D(pl.LightningModule):
     """The method as a LightningModule around one :class:`~unsup3d.core.Unsup3DCore` (``self.core``): the
@@ -129,6 +155,12 @@ class Unsup3D(pl.LightningModule):
             are symmetric, the only ways to render a face that is not left-right symmetric are the view
             and the light: the pose must be learned before the albedo can copy the image's asymmetries.
             Evaluation and export are never symmetrized.
+        blur_sigma, blur_steps: a coarse-to-fine curriculum of our own (0, the original, is off): the training
+            images (the networks' input and the reconstruction target alike) are blurred with a Gaussian of
+            standard deviation ``blur_sigma * (1 - step / blur_steps)`` pixels (:meth:`input_blur_sigma`), sharp
+            from ``blur_steps`` on. Fine texture (cluttered backgrounds, skin detail) is what a coarse image
+            loses first; the pose and the coarse shape do not need it. Validation, evaluation and export see
+            the images as they are.
         symmetric_depth: the canonical depth exactly left-right symmetric always, in training, evaluation
             and export (a parametrisation of our own; :class:`~unsup3d.core.Unsup3DCore`). Off in the
             original recipes.
@@ -197,6 +229,8 @@ class Unsup3D(pl.LightningModule):
         depth_prior_height: float = 0.5,
         background_size: int = 0,
         symmetric_warmup_steps: int = 0,
+        blur_sigma: float = 0.0,
+        blur_steps: int = 0,
         symmetric_depth: bool = False,
         supervised_depth: bool = False,
         encoder_init: str = "pytorch",
@@ -227,6 +261,7 @@ class Unsup3D(pl.LightningModule):
                           ("lam_depth_prior", lam_depth_prior), ("depth_prior_steps", depth_prior_steps),
                           ("depth_prior_height", depth_prior_height),
                           ("symmetric_warmup_steps", symmetric_warmup_steps),
+                          ("blur_sigma", blur_sigma), ("blur_steps", blur_steps),
                           ("lr", lr), ("weight_decay", weight_decay), ("lr_warmup_steps", lr_warmup_steps)):
             if not math.isfinite(float(val)) or float(val) < 0:
                 raise ValueError(f"model.{name} must be a finite non-negative number, got {val}")
@@ -338,6 +373,14 @@ class Unsup3D(pl.LightningModule):
             return 0.0
         return float(min(1.0, max(0.0, 2.0 - step / n)))
 
+    def input_blur_sigma(self, step: int) -> float:
+        """Standard deviation in pixels of the Gaussian blur of the training images at global ``step`` (the
+        coarse-to-fine curriculum): ``blur_sigma`` falling linearly to 0 at ``blur_steps``; 0 when it is off."""
+        hp = self.hparams
+        if hp.blur_sigma <= 0 or hp.blur_steps <= 0:
+            return 0.0
+        return float(hp.blur_sigma) * max(0.0, 1.0 - step / float(hp.blur_steps))
+
     def depth_prior_weight(self, step: int) -> float:
         """Weight of the ellipsoid depth prior at global ``step``: ``lam_depth_prior`` falling
         linearly to 0 at ``depth_prior_steps``."""
@@ -445,6 +488,9 @@ class Unsup3D(pl.LightningModule):
 
     def training_step(self, batch, batch_idx: int):
         images = self._images(batch)
+        sigma = self.input_blur_sigma(self.global_step)
+        if sigma > 0:
+            images = blur_images(images, sigma)
         if self.hparams.supervised_depth:
             if not isinstance(batch, dict) or "depth" not in batch:
                 raise ValueError("model.supervised_depth=true needs ground-truth depth in the training batches "
