@@ -590,3 +590,15 @@ def test_upsample_bilinear_equals_interpolate():
         out = upsample_bilinear(x, (64, 64))
     assert out.dtype == torch.float32
     assert torch.allclose(out, F.interpolate(x, size=(64, 64), mode="bilinear", align_corners=False), atol=1e-6)
+
+
+def test_view_width_widens_netV_alone():
+    base = Unsup3D(image_size=32, width=0.25, lam_perc=0.0)
+    wide = Unsup3D(image_size=32, width=0.25, lam_perc=0.0, view_width=1.0)
+    assert wide.core.netV.nf == 32 and base.core.netV.nf == 8
+    for name in ("netD", "netA", "netL"):
+        a, b = getattr(base.core, name), getattr(wide.core, name)
+        assert [p.shape for p in a.parameters()] == [p.shape for p in b.parameters()]
+    assert wide(torch.rand(2, 3, 32, 32)).view.shape == (2, 6)
+    with pytest.raises(ValueError, match="view_width"):
+        Unsup3D(image_size=32, width=0.25, lam_perc=0.0, view_width=0.0)

@@ -115,6 +115,7 @@ class Unsup3DCore(nn.Module):
     Args:
         image_size: input size (32, 64 or 128; 64 is the original).
         width: channel multiplier of all five networks (1.0 is the original).
+        view_width: channel multiplier of netV alone (an option of our own; default ``width``).
         min_depth, max_depth: canonical depth range.
         border_depth: depth of the 2-px left/right border; default ``0.7 max + 0.3 min``.
         fov, rot_center_depth: camera field of view (degrees) and rotation centre depth.
@@ -167,8 +168,11 @@ class Unsup3DCore(nn.Module):
         identity_view: bool = False,
         symmetric_depth: bool = False,
         renderer_backend: str = "torch",
+        view_width: float | None = None,
     ) -> None:
         super().__init__()
+        if view_width is not None and not float(view_width) > 0:
+            raise ValueError(f"model.view_width must be a positive channel multiplier or null, got {view_width!r}")
         if encoder_init not in ENCODER_INITS:
             raise ValueError(f"model.encoder_init must be one of {ENCODER_INITS}, got {encoder_init!r}")
         for name, rng in (("amb_light_range", amb_light_range), ("diff_light_range", diff_light_range)):
@@ -192,7 +196,8 @@ class Unsup3DCore(nn.Module):
         self.symmetric_depth = bool(symmetric_depth)
         self.renderer = Renderer(image_size, fov, min_depth, max_depth, rot_center_depth, renderer_backend)
         nets = build_networks(image_size=image_size, width=width, with_confidence=use_conf_map,
-                              depth_size=depth_size, background_size=self.background_size)
+                              depth_size=depth_size, background_size=self.background_size,
+                              view_width=view_width)
         self.netD, self.netA, self.netL, self.netV = nets["netD"], nets["netA"], nets["netL"], nets["netV"]
         init_encoder(self.netV, encoder_init)
         init_encoder(self.netL, encoder_init)

@@ -88,6 +88,9 @@ class Unsup3D(pl.LightningModule):
     Args:
         image_size: input size (32, 64 or 128; 64 is the original).
         width: channel multiplier of all five networks (1.0 is the original).
+        view_width: channel multiplier of netV alone (an option of our own; null: ``width``). The view is
+            one small encoder whose output every pixel's warp depends on; at ``width=0.25`` it has 8 channels
+            in its first stage. Changes netV's architecture (not the authors' checkpoints unless 1).
         min_depth, max_depth: canonical depth range.
         border_depth: depth of the 2-px left/right border; default ``0.7 max + 0.3 min``.
         fov, rot_center_depth: camera field of view (degrees) and rotation centre depth.
@@ -246,6 +249,7 @@ class Unsup3D(pl.LightningModule):
         allow_random_vgg: bool = False,
         renderer_backend: str = "torch",
         on_nonfinite: str = "raise",
+        view_width: float | None = None,
         optimizer: Callable[..., torch.optim.Optimizer] | None = None,
         scheduler: Callable[[torch.optim.Optimizer], Any] | None = None,
     ) -> None:
@@ -287,7 +291,7 @@ class Unsup3D(pl.LightningModule):
             amb_light_range=amb_light_range, diff_light_range=diff_light_range, use_conf_map=use_conf_map,
             use_flip=use_flip, depth_size=depth_size, background_size=background_size,
             encoder_init=encoder_init, identity_view=supervised_depth, symmetric_depth=symmetric_depth,
-            renderer_backend=renderer_backend)
+            renderer_backend=renderer_backend, view_width=view_width)
         # Checkpoints written before the core existed name the networks without the "core." prefix.
         self.register_load_state_dict_pre_hook(_prefix_old_state_dict_keys)
         if self.core.netC is not None and lam_perc == 0 and lam_struct == 0:

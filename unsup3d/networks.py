@@ -396,6 +396,7 @@ def build_networks(
     with_confidence: bool = True,
     depth_size: int | None = None,
     background_size: int = 0,
+    view_width: float | None = None,
 ) -> dict[str, nn.Module]:
     """Build the five networks of the original release.
 
@@ -410,6 +411,8 @@ def build_networks(
         background_size: ``r > 0`` adds the static background layer (an option of our own): ``netA``
             predicts a fourth channel (the canonical foreground alpha) and ``netB``, an :class:`Encoder`
             like ``netV``, an ``r x r`` RGB background (``B x 3 r^2``, tanh).
+        view_width: channel multiplier of ``netV`` alone (an option of our own; default ``width``):
+            ``netV``'s base width is ``32 view_width``.
 
     Returns:
         ``{"netD": EDDeconv (B x 3 x S x S -> B x 1 x S x S, linear),
@@ -426,7 +429,8 @@ def build_networks(
         "netD": EDDeconv(3, 1, zdim=zdim, nf=nf, activation=None, image_size=image_size, out_size=depth_size),
         "netA": EDDeconv(3, 4 if background_size else 3, zdim=zdim, nf=nf, activation=nn.Tanh, image_size=image_size),
         "netL": Encoder(3, 4, nf=encoder_nf, activation=nn.Tanh, image_size=image_size),
-        "netV": Encoder(3, 6, nf=encoder_nf, activation=nn.Tanh, image_size=image_size),
+        "netV": Encoder(3, 6, nf=encoder_nf if view_width is None else scaled_width(32, view_width),
+                        activation=nn.Tanh, image_size=image_size),
     }
     if with_confidence:
         nets["netC"] = ConfNet(3, 2, zdim=conf_zdim, nf=nf, image_size=image_size)
