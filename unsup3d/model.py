@@ -80,6 +80,7 @@ def blur_images(images: torch.Tensor, sigma: float) -> torch.Tensor:
     ky, kx = min(k, h - (1 - h % 2)), min(k, w - (1 - w % 2))
     return gaussian_blur2d(images, (ky, kx), (float(sigma), float(sigma)), border_type="reflect")
 
+
 class Unsup3D(pl.LightningModule):
     """The method as a LightningModule around one :class:`~unsup3d.core.Unsup3DCore` (``self.core``): the
     losses, logging and optimisation. ``Unsup3D()`` is the original 64x64 configuration. The geometry and
@@ -491,10 +492,7 @@ class Unsup3D(pl.LightningModule):
         return batch["image"] if isinstance(batch, dict) else batch
 
     def training_step(self, batch, batch_idx: int):
-        images = self._images(batch)
-        sigma = self.input_blur_sigma(self.global_step)
-        if sigma > 0:
-            images = blur_images(images, sigma)
+        images = blur_images(self._images(batch), self.input_blur_sigma(self.global_step))
         if self.hparams.supervised_depth:
             if not isinstance(batch, dict) or "depth" not in batch:
                 raise ValueError("model.supervised_depth=true needs ground-truth depth in the training batches "
