@@ -397,18 +397,16 @@ class Unsup3DCore(nn.Module):
                 canon_depth_flip=None, canon_albedo_flip=None, canon_image_flip=None, recon_depth_flip=None,
                 recon_image_flip=None, conf_sigma_l1=None, conf_sigma_percl=None, canon_alpha=alpha)
 
-        recon_depth = self.renderer.warp_canon_depth(depth_all, view_all)
+        with_alpha = alpha is not None and background is not None
+        alpha_all = (torch.cat([alpha, alpha.flip(3)], 0) if use_flip else alpha) if with_alpha else None
+        recon_depth, warped, valid = self.warp_canonical(canon_im, depth_all, view_all, alpha_all)
         recon_normal = self.renderer.normals(recon_depth[:b])  # (for the panels; the mirrored branch's are not used)
-        grid = self.renderer.inverse_warp_grid(recon_depth, view_all)
-        valid = self.renderer.visible_mask(recon_depth).to(x.dtype)
         valid = valid[:b] * valid[b:] if use_flip else valid
-        mask = valid.unsqueeze(1).detach()  # B x 1 x H x W, valid for both reconstructions
+        mask = valid.detach()  # B x 1 x H x W, valid for both reconstructions
         bg = None
-        if alpha is None or background is None:
-            recon_im = F.grid_sample(canon_im, grid, mode="bilinear", align_corners=True) * mask.repeat(n, 1, 1, 1)
+        if not with_alpha:
+            recon_im = warped * mask.repeat(n, 1, 1, 1)
         else:  # the warped canonical image over the static background layer
-            alpha_all = torch.cat([alpha, alpha.flip(3)], 0) if use_flip else alpha
-            warped = F.grid_sample(torch.cat([canon_im, alpha_all], 1), grid, mode="bilinear", align_corners=True)
             r = self.background_size
             bg = upsample_bilinear(background.view(b, 3, r, r), (h, w))
             recon_im = composite_over(warped, bg, mask)
@@ -441,6 +439,59 @@ class Unsup3DCore(nn.Module):
             canon_alpha=alpha,
             background=bg,
         )
+
+    def warp_canonical(self, canon_image: torch.Tensor, canon_depth: torch.Tensor, view: torch.Tensor,
+                       alpha: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The canonical image seen from ``view``, by the method's warp: the canonical depth rasterized in the
+        view (:meth:`~unsup3d.renderer.Renderer.warp_canon_depth`), each pixel's point sent back into the
+        canonical frame (:meth:`~unsup3d.renderer.Renderer.inverse_warp_grid`) and the canonical image sampled
+        there. The reconstruction of :meth:`forward` and :meth:`render_at_view` both use it.
+
+        Args:
+            canon_image: ``B x C x H x W`` canonical image (in ``[-1, 1]``).
+            canon_depth: ``B x H x W`` canonical depth (with its border).
+            view: ``B x 6``.
+            alpha: ``B x 1 x H x W`` canonical foreground alpha, warped with the image, or None.
+
+        Returns:
+            ``(depth, warped, valid)``: ``B x H x W`` depth in the view, ``B x C x H x W`` (``C + 1`` with
+            ``alpha``, as its last channel) warped image, ``B x 1 x H x W`` where the view sees the surface.
+        """
+        depth = self.renderer.warp_canon_depth(canon_depth, view)
+        grid = self.renderer.inverse_warp_grid(depth, view)
+        valid = self.renderer.visible_mask(depth).to(canon_image.dtype).unsqueeze(1)
+        texture = canon_image if alpha is None else torch.cat([canon_image, alpha], 1)
+        return depth, F.grid_sample(texture, grid, mode="bilinear", align_corners=True), valid
+
+    def render_at_view(self, f: Factors, view: torch.Tensor) -> torch.Tensor:
+        """Re-render one forward pass's canonical factors (depth, shaded image, alpha, background layer, all as
+        predicted for each image) from another ``view``, as :meth:`forward` reconstructs the input from the
+        predicted one: an image of the model's own 3D face, turned by a known amount.
+
+        Args:
+            f: factors of :meth:`forward` with ``reconstruct=True`` (``B`` images).
+            view: ``B x 6`` (rx, ry, rz in radians, tx, ty, tz).
+
+        Returns:
+            ``B x 3 x H x W`` in ``[-1, 1]`` (float32); pixels the surface does not cover are 0 without
+            the background layer, the background layer's colour with it.
+
+        Example:
+            >>> core = Unsup3DCore(image_size=32, width=0.125).eval()
+            >>> f = core(torch.rand(2, 3, 32, 32))
+            >>> torch.allclose(core.render_at_view(f, f.view), f.recon_image, atol=1e-5)
+            True
+        """
+        b = f.view.shape[0]
+        if view.shape != (b, 6):
+            raise ValueError(f"render_at_view expects a B x 6 view for the factors' {b} images, got {tuple(view.shape)}")
+        with full_precision(view.device):
+            alpha = f.canon_alpha if f.background is not None else None
+            _, warped, valid = self.warp_canonical(to_full(f.canon_image), to_full(f.canon_depth), to_full(view),
+                                                   None if alpha is None else to_full(alpha))
+            if alpha is None:
+                return warped * valid
+            return composite_over(warped, to_full(f.background), valid)
 
     def view_ranges(self, like: torch.Tensor) -> torch.Tensor:
         """``6``: what netV's ``[-1, 1]`` outputs are multiplied by (rotations in radians, then

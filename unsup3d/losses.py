@@ -34,6 +34,7 @@ __all__ = [
     "EPS", "STRUCTURAL_LOSSES", "VIEW_MIRROR_SIGNS", "PerceptualLoss", "depth_smoothness_loss", "ellipsoid_depth",
     "laplacian_nll", "masked_mean", "mirror_view", "photometric_loss", "structural_error", "structural_loss",
     "view_equivariance_loss", "view_mean_prior", "unbiased_squared_mean", "canonical_tilt_prior",
+    "perturb_rotation", "view_cycle_loss",
 ]
 
 EPS = 1e-7
@@ -421,6 +422,58 @@ def view_equivariance_loss(view: Tensor, view_of_mirrored: Tensor) -> Tensor:
         raise ValueError(f"view_equivariance_loss expects two B x 6 viewpoints of the same shape; got "
                          f"{tuple(view.shape)} and {tuple(view_of_mirrored.shape)}")
     return (view_of_mirrored - mirror_view(view)).pow(2).sum(-1).mean()
+
+
+def perturb_rotation(view: Tensor, max_delta: Tensor, limit: float, generator: torch.Generator | None = None) -> Tensor:
+    """``view`` with its rotation turned by a random amount: ``(rx, ry, rz)`` plus independent uniform draws in
+    ``[-max_delta, max_delta]``, clamped to ``[-limit, limit]``; the translation unchanged (the view cycle's
+    targets, :func:`view_cycle_loss`).
+
+    Args:
+        view: ``B x 6`` (rotations in radians, then translations).
+        max_delta: ``3``, the largest change of pitch, yaw and roll in radians.
+        limit: the largest rotation the result may have, in radians.
+        generator: random generator (default torch's global one).
+
+    Returns:
+        ``B x 6`` on ``view``'s device and dtype.
+
+    Example:
+        >>> v = perturb_rotation(torch.zeros(4, 6), torch.tensor([0.0, 0.5, 0.0]), limit=0.3)
+        >>> bool((v[:, 1].abs() <= 0.3).all()), v[:, [0, 2, 3, 4, 5]].abs().max().item()
+        (True, 0.0)
+    """
+    if view.dim() != 2 or view.shape[1] != 6:
+        raise ValueError(f"perturb_rotation expects B x 6 viewpoints; got {tuple(view.shape)}")
+    u = torch.rand(view.shape[0], 3, generator=generator, device=view.device if generator is None else
+                   generator.device, dtype=view.dtype).to(view.device)
+    rot = (view[:, :3] + (2 * u - 1) * max_delta.to(view)).clamp(-limit, limit)
+    return torch.cat([rot, view[:, 3:]], 1)
+
+
+def view_cycle_loss(predicted: Tensor, target: Tensor, active: Tensor) -> Tensor:
+    """The view cycle: netV's view of the model's own 3D face rendered from a known view, against that view.
+    Mean over the batch of the summed absolute differences of the ``active`` components, in netV's
+    normalised units.
+
+    Args:
+        predicted: ``B x 6`` netV's output for the rendered images (normalised, ``[-1, 1]``).
+        target: ``B x 6`` the views they were rendered from, normalised the same way.
+        active: ``6`` booleans, the components netV predicts (a component of range 0, ``tz`` for faces, is not).
+
+    Returns:
+        Scalar.
+
+    Example:
+        >>> target = torch.tensor([[0.0, 0.5, 0.0, 0.1, 0.0, 0.0]])
+        >>> active = torch.tensor([True] * 5 + [False])
+        >>> view_cycle_loss(torch.tensor([[0.0, 0.25, 0.0, 0.1, 0.0, 0.9]]), target, active).item()
+        0.25
+    """
+    if predicted.shape != target.shape or predicted.dim() != 2 or predicted.shape[1] != 6:
+        raise ValueError(f"view_cycle_loss expects two B x 6 viewpoints of the same shape; got "
+                         f"{tuple(predicted.shape)} and {tuple(target.shape)}")
+    return ((predicted - target).abs() * active.to(predicted)).sum(-1).mean()
 
 
 def view_mean_prior(view: Tensor, components: tuple[int, ...] = (0, 4)) -> Tensor:

@@ -30,8 +30,10 @@ from unsup3d.losses import (
     PerceptualLoss,
     canonical_tilt_prior,
     depth_smoothness_loss,
+    perturb_rotation,
     photometric_loss,
     structural_loss,
+    view_cycle_loss,
     view_equivariance_loss,
     view_mean_prior,
 )
@@ -41,7 +43,7 @@ from unsup3d.renderer import full_precision, to_full
 __all__ = ["Unsup3D", "Factors", "LOSS_TERMS", "blur_images"]
 
 LOSS_TERMS = ("l1", "l1_flip", "perc", "perc_flip", "struct", "struct_flip", "depth_sm", "view_equivariance", "view_mean", "depth_prior",
-              "canon_tilt", "depth_supervised")
+              "canon_tilt", "view_cycle", "depth_supervised")
 LR_DECAYS = ("none", "cosine")
 
 
@@ -126,6 +128,17 @@ class Unsup3D(pl.LightningModule):
             batches is 0 (:func:`~unsup3d.losses.view_mean_prior`: the product of the two
             half-batch means, whose expectation is the squared population mean, so the spread of
             poses is not penalised). Symmetry leaves the canonical pitch free. 0 (the original) is off.
+        lam_view_cycle: weight of the view cycle, an option of our own (0, the original, is off): each training
+            step re-renders the batch's own canonical factors (depth, shaded image, alpha, background layer) from
+            its predicted view turned by a random known amount (:meth:`view_cycle`; uniform within
+            ``view_cycle_range`` degrees of pitch, yaw and roll) and trains netV alone to predict that view from
+            the render (:func:`~unsup3d.losses.view_cycle_loss`, L1 in netV's units; the render is a constant).
+            The photometric losses pin the view only as far as a rotation changes the reconstruction more than
+            the per-image albedo and the confidence maps absorb; on face-only data the predicted yaw is a
+            prediction shrunk towards frontal (slope 0.6). The cycle calibrates netV against the model's own
+            geometry: a face turned by 20 degrees must read as 20 degrees more (the generative consistency of
+            self-supervised viewpoint learning). Costs one render without gradient and one netV pass.
+        view_cycle_range: the largest turn of the view cycle in degrees, ``(pitch, yaw, roll)``.
         lam_canon_tilt: weight of an unbiased prior that the canonical depth does not lean back or forward on
             average (:func:`~unsup3d.losses.canonical_tilt_prior`: the batch-mean pitch of the plane through
             the canonical depth over the canonical alpha, in the view's units). With ``lam_view_mean`` it fixes
@@ -227,6 +240,8 @@ class Unsup3D(pl.LightningModule):
         lam_view_equivariance: float = 0.0,
         lam_view_mean: float = 0.0,
         lam_canon_tilt: float = 0.0,
+        lam_view_cycle: float = 0.0,
+        view_cycle_range: tuple[float, float, float] = (10.0, 30.0, 10.0),
         depth_size: int | None = None,
         lam_depth_prior: float = 0.0,
         depth_prior_steps: int = 0,
@@ -262,7 +277,7 @@ class Unsup3D(pl.LightningModule):
         for name, val in (("lam_perc", lam_perc), ("lam_flip", lam_flip), ("lam_depth_sm", lam_depth_sm),
                           ("lam_struct", lam_struct),
                           ("lam_view_equivariance", lam_view_equivariance), ("lam_view_mean", lam_view_mean),
-                          ("lam_canon_tilt", lam_canon_tilt),
+                          ("lam_canon_tilt", lam_canon_tilt), ("lam_view_cycle", lam_view_cycle),
                           ("lam_depth_prior", lam_depth_prior), ("depth_prior_steps", depth_prior_steps),
                           ("depth_prior_height", depth_prior_height),
                           ("symmetric_warmup_steps", symmetric_warmup_steps),
@@ -270,6 +285,9 @@ class Unsup3D(pl.LightningModule):
                           ("lr", lr), ("weight_decay", weight_decay), ("lr_warmup_steps", lr_warmup_steps)):
             if not math.isfinite(float(val)) or float(val) < 0:
                 raise ValueError(f"model.{name} must be a finite non-negative number, got {val}")
+        if len(view_cycle_range) != 3 or any(not math.isfinite(float(v)) or float(v) < 0 for v in view_cycle_range):
+            raise ValueError(f"model.view_cycle_range must be three non-negative angles in degrees (pitch, yaw, roll), "
+                             f"got {view_cycle_range}")
         if lr_decay not in LR_DECAYS:
             raise ValueError(f"model.lr_decay must be one of {LR_DECAYS}, got {lr_decay!r}")
         if lr_decay_steps is not None and int(lr_decay_steps) <= 0:
@@ -407,7 +425,7 @@ class Unsup3D(pl.LightningModule):
                 "struct": float(hp.lam_struct), "struct_flip": float(hp.lam_struct) * lam_flip,
                 "depth_sm": float(hp.lam_depth_sm), "view_equivariance": float(hp.lam_view_equivariance),
                 "view_mean": float(hp.lam_view_mean), "depth_prior": self.depth_prior_weight(step),
-                "canon_tilt": float(hp.lam_canon_tilt)}
+                "canon_tilt": float(hp.lam_canon_tilt), "view_cycle": float(hp.lam_view_cycle)}
 
     def compute_losses(self, f: Factors, epoch: int = 0, step: int | None = None) -> dict[str, torch.Tensor]:
         """All loss terms and their weighted total.
@@ -420,7 +438,7 @@ class Unsup3D(pl.LightningModule):
         Returns:
             Dict of scalar tensors: ``l1``, ``l1_flip``, ``perc``, ``perc_flip``, ``struct``, ``struct_flip``,
             ``depth_sm``,
-            ``view_equivariance``, ``view_mean``, ``depth_prior``, ``canon_tilt`` (terms that are switched off are
+            ``view_equivariance``, ``view_mean``, ``depth_prior``, ``canon_tilt``, ``view_cycle`` (terms that are switched off are
             absent) and ``total``.
         """
         if step is None:
@@ -462,6 +480,8 @@ class Unsup3D(pl.LightningModule):
         if hp.lam_canon_tilt > 0 and depth.shape[0] >= 2:
             alpha = None if f.canon_alpha is None else f.canon_alpha[:, 0].detach()
             losses["canon_tilt"] = canonical_tilt_prior(depth, alpha, core.fov, core.xyz_rotation_range)
+        if hp.lam_view_cycle > 0 and f.recon_image is not None:
+            losses["view_cycle"] = self.view_cycle(f)
         if weights["depth_prior"] > 0:
             target = self.shape_prior(border=False).to(f.canon_depth)
             rng = hp.max_depth - hp.min_depth
@@ -472,6 +492,29 @@ class Unsup3D(pl.LightningModule):
                 total = total + weights[name] * loss
         losses["total"] = total
         return losses
+
+    def view_cycle(self, f: Factors, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The view cycle's loss for one forward pass (``lam_view_cycle``): the canonical factors re-rendered
+        (:meth:`~unsup3d.core.Unsup3DCore.render_at_view`, without gradient) from the predicted views turned by
+        up to ``view_cycle_range`` degrees (:func:`~unsup3d.losses.perturb_rotation`, rotations kept within 90 %
+        of netV's range), netV run on the renders, :func:`~unsup3d.losses.view_cycle_loss` against the views
+        they were rendered from. Only netV receives its gradient.
+
+        Args:
+            f: the training forward pass's factors (with the reconstruction).
+            generator: random generator of the turns (default torch's global one).
+
+        Returns:
+            Scalar.
+        """
+        core = self.core
+        rot_range = core.xyz_rotation_range * math.pi / 180
+        with torch.no_grad():
+            turn = torch.tensor([float(a) for a in self.hparams.view_cycle_range]) * (math.pi / 180)
+            view = perturb_rotation(to_full(f.view.detach()), turn, 0.9 * rot_range, generator)
+            image = core.render_at_view(f, view)
+        predicted = to_full(core.netV(image))
+        return view_cycle_loss(predicted, core.normalized_view(view), core.view_ranges(view) > 0)
 
     def _check_finite(self, losses: dict[str, torch.Tensor], stage: str, batch_idx: int = 0) -> bool:
         bad = [k for k, v in losses.items() if not torch.isfinite(v).all()]
