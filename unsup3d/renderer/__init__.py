@@ -31,6 +31,7 @@ from .camera import (
     project,
     split_view,
     transform_points,
+    turn_about,
 )
 from .grid import grid_face_vertices, grid_faces, rasterize_grid
 from .precision import full_precision, geometry_precision, to_full
@@ -65,6 +66,7 @@ __all__ = [
     "euler_to_rotation_matrix",
     "intrinsics",
     "inverse_transform_points",
+    "turn_about",
     "lift_depth",
     "mirror_view",
     "normal_cross_products",

@@ -37,6 +37,7 @@ __all__ = [
     "pixel_grid",
     "ellipsoid_depth",
     "euler_to_rotation_matrix",
+    "turn_about",
     "split_view",
     "mirror_view",
     "lift_depth",
@@ -242,6 +243,37 @@ def split_view(view: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """
     check_shape(view, "B x 6", "a viewpoint (rx, ry, rz, tx, ty, tz)")
     return euler_to_rotation_matrix(view[:, :3]), view[:, 3:]
+
+
+def turn_about(view: torch.Tensor, rotation: torch.Tensor, pivot_depth: torch.Tensor,
+               rot_center_depth: float = 1.0) -> torch.Tensor:
+    """``view`` with its rotation replaced by ``rotation`` and its translation changed so that the point
+    ``(0, 0, pivot_depth)`` of the canonical frame stays where ``view`` puts it: the object turned about
+    its own centre rather than the rotation centre ``c`` (``t' = t + (R - R') (p - c)``, :func:`transform_points`).
+
+    Args:
+        view: ``B x 6`` viewpoint.
+        rotation: ``B x 3`` the new ``(rx, ry, rz)`` in radians.
+        pivot_depth: ``B`` depth of the point to keep in place.
+        rot_center_depth: the rotation centre's depth.
+
+    Returns:
+        ``B x 6``.
+
+    Example:
+        >>> view = torch.zeros(1, 6)
+        >>> turned = turn_about(view, torch.tensor([[0.0, 0.3, 0.0]]), torch.tensor([0.9]))
+        >>> p = torch.tensor([[[0.0, 0.0, 0.9]]])
+        >>> torch.allclose(transform_points(p, turned), transform_points(p, view), atol=1e-6)
+        True
+    """
+    check_shape(view, "B x 6", "a viewpoint (rx, ry, rz, tx, ty, tz)")
+    check_shape(rotation, "B x 3", "rotation angles", B=view.shape[0])
+    check_shape(pivot_depth, "B", "pivot depths", B=view.shape[0])
+    offset = torch.zeros_like(rotation)
+    offset[:, 2] = pivot_depth.to(view) - rot_center_depth
+    shift = (euler_to_rotation_matrix(view[:, :3]) - euler_to_rotation_matrix(rotation)) @ offset.unsqueeze(-1)
+    return torch.cat([rotation, view[:, 3:] + shift.squeeze(-1)], 1)
 
 
 def mirror_view(view: torch.Tensor) -> torch.Tensor:
