@@ -628,6 +628,8 @@ def test_view_cycle_trains_netV_alone_to_read_the_turn_of_its_own_renders():
     model = Unsup3D(image_size=32, width=0.125, lam_perc=0.0, background_size=2, lam_view_cycle=1.0,
                     view_cycle_range=(0.0, 30.0, 0.0), encoder_init="kaiming")
     assert model.loss_weights(0, 0)["view_cycle"] == 1.0
+    late = Unsup3D(image_size=32, width=0.125, lam_perc=0.0, lam_view_cycle=2.0, view_cycle_start=5)
+    assert [late.loss_weights(0, s)["view_cycle"] for s in (0, 4, 5, 9)] == [0.0, 0.0, 2.0, 2.0]
     x = torch.rand(4, 3, 32, 32)
     f = model.train()(x)
     losses = model.compute_losses(f)

@@ -27,7 +27,14 @@ import torch.nn.functional as F
 from unsup3d.factors import Factors
 from unsup3d.fused import fused
 from unsup3d.networks import ENCODER_INITS, build_networks, init_encoder
-from unsup3d.renderer import Renderer, ellipsoid_depth, full_precision, shading, to_full
+from unsup3d.renderer import (
+    Renderer,
+    ellipsoid_depth,
+    euler_to_rotation_matrix,
+    full_precision,
+    shading,
+    to_full,
+)
 
 __all__ = ["Unsup3DCore", "NETWORK_NAMES", "composite_over", "core_of", "upsample_bilinear"]
 
@@ -464,9 +471,15 @@ class Unsup3DCore(nn.Module):
         return depth, F.grid_sample(texture, grid, mode="bilinear", align_corners=True), valid
 
     def render_at_view(self, f: Factors, view: torch.Tensor) -> torch.Tensor:
-        """Re-render one forward pass's canonical factors (depth, shaded image, alpha, background layer, all as
+        """Re-render one forward pass's canonical factors (depth, albedo, light, alpha, background layer, all as
         predicted for each image) from another ``view``, as :meth:`forward` reconstructs the input from the
-        predicted one: an image of the model's own 3D face, turned by a known amount.
+        predicted one: an image of the model's own 3D face, turned by a known amount under the same light.
+
+        The light stays where it was in the camera's frame, as for a face turning in front of a camera: the
+        canonical light direction ``l`` becomes ``R'^T R l`` (``R``, ``R'`` the rotations of ``f.view`` and
+        ``view``) and the canonical image is shaded again. Rendering the canonical image as shaded would turn
+        the light with the face, so that the shading moves with the face's features, where on a real turned
+        face it moves across them.
 
         Args:
             f: factors of :meth:`forward` with ``reconstruct=True`` (``B`` images).
@@ -486,8 +499,14 @@ class Unsup3DCore(nn.Module):
         if view.shape != (b, 6):
             raise ValueError(f"render_at_view expects a B x 6 view for the factors' {b} images, got {tuple(view.shape)}")
         with full_precision(view.device):
+            view = to_full(view)
+            turn = euler_to_rotation_matrix(view[:, :3]).transpose(1, 2) @ euler_to_rotation_matrix(
+                to_full(f.view[:, :3]))
+            light = (turn @ to_full(f.light_direction).unsqueeze(-1)).squeeze(-1)
+            _, _, image = shading.shade_lambertian(to_full(f.canon_albedo), to_full(f.canon_normal), light,
+                                                   to_full(f.light_ambient), to_full(f.light_diffuse), signed=True)
             alpha = f.canon_alpha if f.background is not None else None
-            _, warped, valid = self.warp_canonical(to_full(f.canon_image), to_full(f.canon_depth), to_full(view),
+            _, warped, valid = self.warp_canonical(image, to_full(f.canon_depth), view,
                                                    None if alpha is None else to_full(alpha))
             if alpha is None:
                 return warped * valid

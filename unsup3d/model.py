@@ -139,6 +139,9 @@ class Unsup3D(pl.LightningModule):
             geometry: a face turned by 20 degrees must read as 20 degrees more (the generative consistency of
             self-supervised viewpoint learning). Costs one render without gradient and one netV pass.
         view_cycle_range: the largest turn of the view cycle in degrees, ``(pitch, yaw, roll)``.
+        view_cycle_start: the global step from which the view cycle applies (0: from the start). It calibrates
+            a netV that already reads the pose; from the first step, before the canonical factors are a face,
+            `face` learned the mirrored yaw with it (Results).
         lam_canon_tilt: weight of an unbiased prior that the canonical depth does not lean back or forward on
             average (:func:`~unsup3d.losses.canonical_tilt_prior`: the batch-mean pitch of the plane through
             the canonical depth over the canonical alpha, in the view's units). With ``lam_view_mean`` it fixes
@@ -242,6 +245,7 @@ class Unsup3D(pl.LightningModule):
         lam_canon_tilt: float = 0.0,
         lam_view_cycle: float = 0.0,
         view_cycle_range: tuple[float, float, float] = (10.0, 30.0, 10.0),
+        view_cycle_start: int = 0,
         depth_size: int | None = None,
         lam_depth_prior: float = 0.0,
         depth_prior_steps: int = 0,
@@ -278,6 +282,7 @@ class Unsup3D(pl.LightningModule):
                           ("lam_struct", lam_struct),
                           ("lam_view_equivariance", lam_view_equivariance), ("lam_view_mean", lam_view_mean),
                           ("lam_canon_tilt", lam_canon_tilt), ("lam_view_cycle", lam_view_cycle),
+                          ("view_cycle_start", view_cycle_start),
                           ("lam_depth_prior", lam_depth_prior), ("depth_prior_steps", depth_prior_steps),
                           ("depth_prior_height", depth_prior_height),
                           ("symmetric_warmup_steps", symmetric_warmup_steps),
@@ -416,7 +421,8 @@ class Unsup3D(pl.LightningModule):
         """The weight of every loss term at ``epoch`` and global ``step``, in one mapping (the total loss is
         ``sum(weights[k] * losses[k])``): ``l1`` 1; the flip terms the flip weight (:meth:`lam_flip_at`)
         times their term's weight; ``perc``, ``struct``, ``depth_sm``, ``view_equivariance``, ``view_mean``
-        their ``lam_*`` (``canon_tilt`` too); ``depth_prior`` its annealed weight (:meth:`depth_prior_weight`). A term of weight 0
+        their ``lam_*`` (``canon_tilt`` too); ``depth_prior`` its annealed weight (:meth:`depth_prior_weight`);
+        ``view_cycle`` its ``lam_view_cycle`` from ``view_cycle_start`` on. A term of weight 0
         is not computed."""
         hp = self.hparams
         lam_flip = self.lam_flip_at(epoch)
@@ -425,7 +431,7 @@ class Unsup3D(pl.LightningModule):
                 "struct": float(hp.lam_struct), "struct_flip": float(hp.lam_struct) * lam_flip,
                 "depth_sm": float(hp.lam_depth_sm), "view_equivariance": float(hp.lam_view_equivariance),
                 "view_mean": float(hp.lam_view_mean), "depth_prior": self.depth_prior_weight(step),
-                "canon_tilt": float(hp.lam_canon_tilt), "view_cycle": float(hp.lam_view_cycle)}
+                "canon_tilt": float(hp.lam_canon_tilt), "view_cycle": float(hp.lam_view_cycle) if step >= hp.view_cycle_start else 0.0}
 
     def compute_losses(self, f: Factors, epoch: int = 0, step: int | None = None) -> dict[str, torch.Tensor]:
         """All loss terms and their weighted total.
@@ -480,7 +486,7 @@ class Unsup3D(pl.LightningModule):
         if hp.lam_canon_tilt > 0 and depth.shape[0] >= 2:
             alpha = None if f.canon_alpha is None else f.canon_alpha[:, 0].detach()
             losses["canon_tilt"] = canonical_tilt_prior(depth, alpha, core.fov, core.xyz_rotation_range)
-        if hp.lam_view_cycle > 0 and f.recon_image is not None:
+        if weights["view_cycle"] > 0 and f.recon_image is not None:
             losses["view_cycle"] = self.view_cycle(f)
         if weights["depth_prior"] > 0:
             target = self.shape_prior(border=False).to(f.canon_depth)
