@@ -425,30 +425,29 @@ def view_equivariance_loss(view: Tensor, view_of_mirrored: Tensor) -> Tensor:
 
 
 def perturb_rotation(view: Tensor, max_delta: Tensor, limit: float, generator: torch.Generator | None = None) -> Tensor:
-    """``view`` with its rotation turned by a random amount: ``(rx, ry, rz)`` plus independent uniform draws in
-    ``[-max_delta, max_delta]``, clamped to ``[-limit, limit]``; the translation unchanged (the view cycle's
-    targets, :func:`view_cycle_loss`).
+    """The rotation of ``view`` turned by a random amount: ``(rx, ry, rz)`` plus independent uniform draws in
+    ``[-max_delta, max_delta]``, clamped to ``[-limit, limit]`` (the view cycle's turns, :func:`view_cycle_loss`;
+    :func:`~unsup3d.renderer.turn_about` makes the view).
 
     Args:
         view: ``B x 6`` (rotations in radians, then translations).
         max_delta: ``3``, the largest change of pitch, yaw and roll in radians.
         limit: the largest rotation the result may have, in radians.
-        generator: random generator (default torch's global one).
+        generator: random generator (default torch's global one); the draws are made on its device.
 
     Returns:
-        ``B x 6`` on ``view``'s device and dtype.
+        ``B x 3`` on ``view``'s device and dtype.
 
     Example:
-        >>> v = perturb_rotation(torch.zeros(4, 6), torch.tensor([0.0, 0.5, 0.0]), limit=0.3)
-        >>> bool((v[:, 1].abs() <= 0.3).all()), v[:, [0, 2, 3, 4, 5]].abs().max().item()
+        >>> r = perturb_rotation(torch.zeros(4, 6), torch.tensor([0.0, 0.5, 0.0]), limit=0.3)
+        >>> bool((r[:, 1].abs() <= 0.3).all()), r[:, [0, 2]].abs().max().item()
         (True, 0.0)
     """
     if view.dim() != 2 or view.shape[1] != 6:
         raise ValueError(f"perturb_rotation expects B x 6 viewpoints; got {tuple(view.shape)}")
-    u = torch.rand(view.shape[0], 3, generator=generator, device=view.device if generator is None else
-                   generator.device, dtype=view.dtype).to(view.device)
-    rot = (view[:, :3] + (2 * u - 1) * max_delta.to(view)).clamp(-limit, limit)
-    return torch.cat([rot, view[:, 3:]], 1)
+    device = view.device if generator is None else generator.device
+    u = torch.rand(view.shape[0], 3, generator=generator, device=device, dtype=view.dtype).to(view.device)
+    return (view[:, :3] + (2 * u - 1) * max_delta.to(view)).clamp(-limit, limit)
 
 
 def view_cycle_loss(predicted: Tensor, target: Tensor, active: Tensor) -> Tensor:

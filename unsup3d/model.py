@@ -505,8 +505,9 @@ class Unsup3D(pl.LightningModule):
         up to ``view_cycle_range`` degrees (:func:`~unsup3d.losses.perturb_rotation`, rotations kept within 90 %
         of netV's range) about the face's own centre (:func:`~unsup3d.renderer.turn_about`; about the rotation
         centre, the turned face also slides sideways, which a real turned face does not: measured on `face`,
-        the recipe's netV reads such renders' turns at 0.2x, the centred ones at 0.4x), netV run on the renders, :func:`~unsup3d.losses.view_cycle_loss` against the views
-        they were rendered from. Only netV receives its gradient.
+        the recipe's netV reads such renders' turns at 0.2x, the centred ones at 0.4x), netV run on the renders,
+        :func:`~unsup3d.losses.view_cycle_loss` against the views they were rendered from. Only netV receives its
+        gradient.
 
         Args:
             f: the training forward pass's factors (with the reconstruction).
@@ -520,7 +521,7 @@ class Unsup3D(pl.LightningModule):
         with torch.no_grad():
             turn = torch.tensor([float(a) for a in self.hparams.view_cycle_range]) * (math.pi / 180)
             view = to_full(f.view.detach())
-            rotation = perturb_rotation(view, turn, 0.9 * rot_range, generator)[:, :3]
+            rotation = perturb_rotation(view, turn, 0.9 * rot_range, generator)
             # Turned about the face's own centre (the mean canonical depth over its alpha), not the camera's
             # rotation centre, which lies behind or in front of it: a real face turning does not slide sideways.
             depth = to_full(f.canon_depth)
