@@ -689,3 +689,78 @@ def test_render_at_view_keeps_the_light_in_the_camera_frame():
     inner = (depth[0] < core.border_depth - 0.02)[4:-4, 4:-4]  # the ellipsoid, away from its rim
     err = (image - expected)[4:-4, 4:-4][inner].abs().mean()
     assert err < 0.05 < 0.1 < (image - carried)[4:-4, 4:-4][inner].abs().mean()
+
+
+def test_shifted_image_is_the_render_at_the_shifted_view():
+    # the equivariance's target, end to end through the renderer: a face rendered at the view shift_view gives for
+    # (du, dv) pixels is the face rendered at the original view, moved by (du, dv) pixels as kornia's translate
+    # moves the input (to the face's relief: points off the rotation centre's depth move a little more or less)
+    import dataclasses
+
+    from kornia.geometry.transform import translate
+
+    from unsup3d.renderer import intrinsics_values, shift_view
+
+    torch.manual_seed(0)
+    model = Unsup3D(image_size=64, width=0.125, lam_perc=0.0).eval()
+    core = model.core
+    with torch.no_grad():
+        f = model(torch.rand(1, 3, 64, 64))
+        depth = core.shape_prior(0.3).unsqueeze(0)
+        yy, xx = torch.meshgrid(torch.linspace(-1, 1, 64), torch.linspace(-1, 1, 64), indexing="ij")
+        albedo = torch.stack([torch.sin(5 * xx) * torch.cos(3 * yy), torch.cos(4 * xx + yy), xx * yy]).unsqueeze(0)
+        view = torch.tensor([[0.05, 0.3, -0.05, 0.0, 0.0, 0.0]])
+        f = dataclasses.replace(f, canon_depth=depth, canon_normal=core.renderer.normals(depth), canon_albedo=albedo,
+                                light_ambient=torch.ones(1), light_diffuse=torch.zeros(1), view=view,
+                                canon_alpha=None, background=None)
+        shift = torch.tensor([[3.0, -2.0]])
+        focal = intrinsics_values(64, 64, core.fov)[0]
+        at_shifted_view = core.render_at_view(f, shift_view(view, shift, focal, core.rot_center_depth))
+        moved = translate(core.render_at_view(f, view), shift, mode="nearest", padding_mode="border")
+        wrong_way = translate(core.render_at_view(f, view), -shift, mode="nearest", padding_mode="border")
+    inner = (translate(depth.unsqueeze(1), shift, mode="nearest", padding_mode="border")[0, 0]
+             < core.border_depth - 0.01)[6:-6, 6:-6]
+    assert inner.float().mean() > 0.3
+    err = (at_shifted_view - moved)[0, :, 6:-6, 6:-6][:, inner].abs().mean()
+    assert err < 0.1 * (at_shifted_view - wrong_way)[0, :, 6:-6, 6:-6][:, inner].abs().mean()
+
+
+def test_view_shift_trains_netV_to_read_a_shift_as_a_translation():
+    torch.manual_seed(0)
+    model = Unsup3D(image_size=32, width=0.125, lam_perc=0.0, lam_view_shift=2.0, view_shift_pixels=3,
+                    encoder_init="kaiming")
+    assert model.loss_weights(0, 0)["view_shift"] == 2.0
+    # a bright blob on a dark ground at a different place in each image: its position is readable
+    yy, xx = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    centres = torch.tensor([[12.0, 14.0], [18.0, 15.0], [15.0, 19.0], [16.0, 12.0]])
+    blob = torch.exp(-((xx - centres[:, :1, None]) ** 2 + (yy - centres[:, 1:, None]) ** 2) / 18)
+    x = torch.stack([blob, 0.5 * blob, 1 - blob], 1)
+    f = model.train()(x)
+    losses = model.compute_losses(f)
+    plain = Unsup3D(image_size=32, width=0.125, lam_perc=0.0)
+    assert "view_shift" in losses and "view_shift" not in plain.compute_losses(plain(x))
+    assert torch.allclose(losses["total"], sum(w * losses[k] for k, w in model.loss_weights(0, 0).items()
+                                               if k in losses))
+    model.zero_grad()
+    model.view_shift(f).backward()
+    grads = {name: any(p.grad is not None and p.grad.abs().sum() > 0 for p in getattr(model.core, name).parameters())
+             for name in ("netD", "netA", "netL", "netV", "netC")}
+    assert grads == {"netD": False, "netA": False, "netL": False, "netV": True, "netC": False}
+    # the same draws give the same loss; netV learns the equivariance (the loss falls well below where it starts)
+    a, b = (model.view_shift(f, torch.Generator().manual_seed(3)) for _ in range(2))
+    assert torch.equal(a, b)
+    opt = torch.optim.Adam(model.core.netV.parameters(), lr=2e-3)
+    first = None
+    for i in range(60):
+        with torch.no_grad():
+            f = model.core(x)
+        f.view = model.core.netV(f.input) * model.core.view_ranges(x)
+        loss = model.view_shift(f, torch.Generator().manual_seed(i))
+        first = loss.item() if first is None else first
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.3 * first
+    for bad in (0, 16, 2.5):
+        with pytest.raises(ValueError, match="view_shift_pixels"):
+            Unsup3D(image_size=32, width=0.125, lam_perc=0.0, view_shift_pixels=bad)

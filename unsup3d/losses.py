@@ -33,7 +33,7 @@ from unsup3d.vgg import VGG16Features, load_vgg16_features
 __all__ = [
     "EPS", "STRUCTURAL_LOSSES", "VIEW_MIRROR_SIGNS", "PerceptualLoss", "depth_smoothness_loss", "ellipsoid_depth",
     "laplacian_nll", "masked_mean", "mirror_view", "photometric_loss", "structural_error", "structural_loss",
-    "view_equivariance_loss", "view_mean_prior", "unbiased_squared_mean", "canonical_tilt_prior",
+    "view_equivariance_loss", "view_consistency_loss", "view_mean_prior", "unbiased_squared_mean", "canonical_tilt_prior",
     "perturb_rotation", "view_cycle_loss",
 ]
 
@@ -421,7 +421,29 @@ def view_equivariance_loss(view: Tensor, view_of_mirrored: Tensor) -> Tensor:
     if view.shape != view_of_mirrored.shape:
         raise ValueError(f"view_equivariance_loss expects two B x 6 viewpoints of the same shape; got "
                          f"{tuple(view.shape)} and {tuple(view_of_mirrored.shape)}")
-    return (view_of_mirrored - mirror_view(view)).pow(2).sum(-1).mean()
+    return view_consistency_loss(view_of_mirrored, mirror_view(view))
+
+
+def view_consistency_loss(predicted: Tensor, expected: Tensor) -> Tensor:
+    """How far netV's view of a transformed image is from the view the transform implies:
+    ``mean_b sum_k (predicted[b, k] - expected[b, k])^2`` (the flip equivariance, :func:`view_equivariance_loss`,
+    and the image-shift equivariance, :func:`~unsup3d.renderer.shift_view`). Gradients reach both sides.
+
+    Args:
+        predicted, expected: ``B x 6`` in the same units (netV's normalised ``[-1, 1]`` output).
+
+    Returns:
+        Scalar.
+
+    Example:
+        >>> round(view_consistency_loss(torch.tensor([[0.1, 0.2, 0, 0, 0, 0]]),
+        ...                             torch.tensor([[0.1, 0.0, 0, 0, 0, 0]])).item(), 6)
+        0.04
+    """
+    if predicted.shape != expected.shape or predicted.ndim != 2 or predicted.shape[-1] != 6:
+        raise ValueError(f"view_consistency_loss expects two B x 6 viewpoints of the same shape; got "
+                         f"{tuple(predicted.shape)} and {tuple(expected.shape)}")
+    return (predicted - expected).pow(2).sum(-1).mean()
 
 
 def perturb_rotation(view: Tensor, max_delta: Tensor, limit: float, generator: torch.Generator | None = None) -> Tensor:
