@@ -726,6 +726,8 @@ def test_shifted_image_is_the_render_at_the_shifted_view():
 
 
 def test_view_shift_trains_netV_to_read_a_shift_as_a_translation():
+    import dataclasses
+
     torch.manual_seed(0)
     model = Unsup3D(image_size=32, width=0.125, lam_perc=0.0, lam_view_shift=2.0, view_shift_pixels=3,
                     encoder_init="kaiming")
@@ -761,6 +763,14 @@ def test_view_shift_trains_netV_to_read_a_shift_as_a_translation():
         loss.backward()
         opt.step()
     assert loss.item() < 0.3 * first
+    # the rotation is held only with view_shift_rotation: a netV whose rotation follows the shift pays for it then
+    both = Unsup3D(image_size=32, width=0.125, lam_perc=0.0, lam_view_shift=1.0, view_shift_rotation=True)
+    both.core.load_state_dict(model.core.state_dict())
+    moving = dataclasses.replace(f)
+    for m in (model, both):
+        m.core.netV.register_forward_hook(lambda mod, inp, out: out + inp[0][:, :1, :, :8].mean((1, 2, 3))[:, None])
+    gen = torch.Generator
+    assert both.view_shift(moving, gen().manual_seed(5)) > model.view_shift(moving, gen().manual_seed(5)) + 1e-3
     for bad in (0, 16, 2.5):
         with pytest.raises(ValueError, match="view_shift_pixels"):
             Unsup3D(image_size=32, width=0.125, lam_perc=0.0, view_shift_pixels=bad)
