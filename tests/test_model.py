@@ -774,3 +774,33 @@ def test_view_shift_trains_netV_to_read_a_shift_as_a_translation():
     for bad in (0, 16, 2.5):
         with pytest.raises(ValueError, match="view_shift_pixels"):
             Unsup3D(image_size=32, width=0.125, lam_perc=0.0, view_shift_pixels=bad)
+
+
+def test_shift_augment_moves_each_training_image_and_its_true_depth_together():
+    from kornia.geometry.transform import translate
+
+    torch.manual_seed(0)
+    model = Unsup3D(image_size=32, width=0.125, lam_perc=0.0, supervised_depth=True, shift_augment_pixels=3)
+    batch = {"image": torch.rand(6, 3, 32, 32), "depth": 0.9 + 0.2 * torch.rand(6, 32, 32)}
+    seen = {}
+
+    def capture(images, depth):
+        seen["image"], seen["depth"] = images, depth
+        return images.sum() * 0 + depth.sum() * 0
+
+    model.supervised_depth_loss = capture
+    model.log = lambda *a, **k: None
+    model.training_step(batch, 0)
+    moved = 0
+    for b in range(6):
+        found = [(du, dv) for du in range(-3, 4) for dv in range(-3, 4)
+                 if torch.equal(translate(batch["image"][b:b + 1], torch.tensor([[du, dv]], dtype=torch.float32),
+                                          mode="nearest", padding_mode="border")[0], seen["image"][b])]
+        assert len(found) == 1
+        shift = torch.tensor([found[0]], dtype=torch.float32)
+        expected = translate(batch["depth"][b:b + 1, None], shift, mode="nearest", padding_mode="border")[0, 0]
+        assert torch.equal(seen["depth"][b], expected)
+        moved += found[0] != (0, 0)
+    assert moved >= 4
+    with pytest.raises(ValueError, match="shift_augment_pixels"):
+        Unsup3D(image_size=32, width=0.125, lam_perc=0.0, shift_augment_pixels=-1)

@@ -42,7 +42,7 @@ from unsup3d.losses import (
 from unsup3d.metrics import to_paper_units
 from unsup3d.renderer import full_precision, intrinsics_values, shift_view, to_full, turn_about
 
-__all__ = ["Unsup3D", "Factors", "LOSS_TERMS", "blur_images"]
+__all__ = ["Unsup3D", "Factors", "LOSS_TERMS", "blur_images", "shift_images"]
 
 LOSS_TERMS = ("l1", "l1_flip", "perc", "perc_flip", "struct", "struct_flip", "depth_sm", "view_equivariance", "view_mean", "depth_prior",
               "canon_tilt", "view_cycle", "view_shift", "depth_supervised")
@@ -83,6 +83,32 @@ def blur_images(images: torch.Tensor, sigma: float) -> torch.Tensor:
     k = 2 * int(math.ceil(3 * sigma)) + 1
     ky, kx = min(k, h - (1 - h % 2)), min(k, w - (1 - w % 2))
     return gaussian_blur2d(images, (ky, kx), (float(sigma), float(sigma)), border_type="reflect")
+
+
+def shift_images(images: torch.Tensor, max_shift: int,
+                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each image moved by its own random whole-pixel shift, the pixels coming in from outside repeated from the
+    border (kornia's ``translate``; whole pixels, so nothing is resampled): the image-shift equivariance of netV
+    (``lam_view_shift``) and the shift augmentation (``shift_augment_pixels``).
+
+    Args:
+        images: ``B x C x H x W``.
+        max_shift: the largest shift in pixels; each of x and y uniform in the whole numbers ``-max_shift ..
+            max_shift``.
+        generator: random generator of the shifts (default torch's global one).
+
+    Returns:
+        ``(shifted, shift)``: ``B x C x H x W`` on the input's device and dtype, and ``B x 2`` the shifts ``(du,
+        dv)`` in pixels (``u`` right, ``v`` down, :func:`~unsup3d.renderer.shift_view`), in the input's dtype.
+
+    Example:
+        >>> x = torch.zeros(1, 1, 8, 8); x[..., 2, 3] = 1
+        >>> y, shift = shift_images(x, 2, torch.Generator().manual_seed(0))
+        >>> shift.tolist(), y[0, 0].nonzero().tolist()
+        ([[2.0, -2.0]], [[0, 5]])
+    """
+    shift = torch.randint(-max_shift, max_shift + 1, (images.shape[0], 2), generator=generator).to(images)
+    return translate(images, shift, mode="nearest", padding_mode="border"), shift
 
 
 class Unsup3D(pl.LightningModule):
@@ -159,6 +185,12 @@ class Unsup3D(pl.LightningModule):
             must equal that of the image). Off: only the translation is held, to the shift. An invariance that a
             constant satisfies: held on `face`, netV's yaw shrank (slope 0.31 at 1,200 steps against 0.56) and the
             depth grew worse (Results, lever rows).
+        shift_augment_pixels: the training images (input and target alike) moved by random whole pixels, up to
+            this many in x and y (:func:`shift_images`, the border repeated), an option of our own (0, the original,
+            is off). The synthetic variants move the face by at most 0.01 (3.7 pixels), and netV reads the yaw
+            from where the face's features sit in the image: a sideways shift reads as a turn (7-11 degrees per
+            0.01, ``lam_view_shift``). With the shifts larger than the turns move the features, where they sit
+            no longer tells the turn.
         lam_canon_tilt: weight of an unbiased prior that the canonical depth does not lean back or forward on
             average (:func:`~unsup3d.losses.canonical_tilt_prior`: the batch-mean pitch of the plane through
             the canonical depth over the canonical alpha, in the view's units). With ``lam_view_mean`` it fixes
@@ -266,6 +298,7 @@ class Unsup3D(pl.LightningModule):
         lam_view_shift: float = 0.0,
         view_shift_pixels: int = 4,
         view_shift_rotation: bool = False,
+        shift_augment_pixels: int = 0,
         depth_size: int | None = None,
         lam_depth_prior: float = 0.0,
         depth_prior_steps: int = 0,
@@ -316,6 +349,9 @@ class Unsup3D(pl.LightningModule):
         if int(view_shift_pixels) != view_shift_pixels or not 1 <= view_shift_pixels < image_size // 2:
             raise ValueError(f"model.view_shift_pixels must be a whole number of pixels from 1 to below half the image "
                              f"size ({image_size // 2}), got {view_shift_pixels}")
+        if int(shift_augment_pixels) != shift_augment_pixels or not 0 <= shift_augment_pixels < image_size // 2:
+            raise ValueError(f"model.shift_augment_pixels must be a whole number of pixels from 0 to below half the "
+                             f"image size ({image_size // 2}), got {shift_augment_pixels}")
         if lr_decay not in LR_DECAYS:
             raise ValueError(f"model.lr_decay must be one of {LR_DECAYS}, got {lr_decay!r}")
         if lr_decay_steps is not None and int(lr_decay_steps) <= 0:
@@ -577,11 +613,10 @@ class Unsup3D(pl.LightningModule):
         core = self.core
         k = int(self.hparams.view_shift_pixels)
         x = f.input
-        shift = torch.randint(-k, k + 1, (x.shape[0], 2), generator=generator).to(x)
+        shifted, shift = shift_images(x, k, generator)
         # The outer k pixels are then repeated from the inner ones whatever the shift (0 included): the shifted
         # image's repeated border strips, whose width is the shift, are no cue for netV to read it by.
-        shifted = translate(x, shift, mode="nearest", padding_mode="border")[..., k:-k, k:-k]
-        shifted = torch.nn.functional.pad(shifted, (k, k, k, k), mode="replicate")
+        shifted = torch.nn.functional.pad(shifted[..., k:-k, k:-k], (k, k, k, k), mode="replicate")
         predicted = to_full(core.netV(shifted)) * core.view_ranges(x)
         focal = intrinsics_values(core.image_size, core.image_size, core.fov)[0]
         expected = shift_view(to_full(f.view), shift, focal, core.rot_center_depth)
@@ -609,12 +644,18 @@ class Unsup3D(pl.LightningModule):
         return batch["image"] if isinstance(batch, dict) else batch
 
     def training_step(self, batch, batch_idx: int):
-        images = blur_images(self._images(batch), self.input_blur_sigma(self.global_step))
-        if self.hparams.supervised_depth:
-            if not isinstance(batch, dict) or "depth" not in batch:
-                raise ValueError("model.supervised_depth=true needs ground-truth depth in the training batches "
-                                 "(a dataset with has_depth=true)")
-            loss = self.supervised_depth_loss(images, batch["depth"])
+        images = self._images(batch)
+        if self.hparams.supervised_depth and (not isinstance(batch, dict) or "depth" not in batch):
+            raise ValueError("model.supervised_depth=true needs ground-truth depth in the training batches "
+                             "(a dataset with has_depth=true)")
+        depth = batch["depth"] if self.hparams.supervised_depth else None
+        if self.hparams.shift_augment_pixels > 0:
+            images, shift = shift_images(images, int(self.hparams.shift_augment_pixels))
+            if depth is not None:  # the true depth moves with its image
+                depth = translate(depth.unsqueeze(1), shift.to(depth), mode="nearest", padding_mode="border")[:, 0]
+        images = blur_images(images, self.input_blur_sigma(self.global_step))
+        if depth is not None:
+            loss = self.supervised_depth_loss(images, depth)
             self._check_finite({"depth_supervised": loss, "total": loss}, "train", batch_idx)
             self.log("train/loss_depth_supervised", loss.detach(), batch_size=images.shape[0])
             self.log("train/loss", loss.detach(), prog_bar=True, batch_size=images.shape[0])
