@@ -804,3 +804,22 @@ def test_shift_augment_moves_each_training_image_and_its_true_depth_together():
     assert moved >= 4
     with pytest.raises(ValueError, match="shift_augment_pixels"):
         Unsup3D(image_size=32, width=0.125, lam_perc=0.0, shift_augment_pixels=-1)
+
+
+def test_canon_aspect_prior_reaches_the_alpha_only():
+    from unsup3d.losses import canonical_aspect_prior
+
+    torch.manual_seed(0)
+    model = Unsup3D(image_size=32, width=0.125, lam_perc=0.0, background_size=2, lam_canon_aspect=1.0,
+                    encoder_init="kaiming")
+    x = torch.rand(6, 3, 32, 32)
+    f = model.train()(x)
+    losses = model.compute_losses(f)
+    assert torch.allclose(losses["canon_aspect"], canonical_aspect_prior(f.canon_alpha[:, 0], f.view))
+    model.zero_grad()
+    losses["canon_aspect"].backward()
+    grads = {name: any(p.grad is not None and p.grad.abs().sum() > 0 for p in getattr(model.core, name).parameters())
+             for name in ("netD", "netA", "netL", "netV")}
+    assert grads == {"netD": False, "netA": True, "netL": False, "netV": False}
+    plain = Unsup3D(image_size=32, width=0.125, lam_perc=0.0, lam_canon_aspect=1.0)  # no alpha: no term
+    assert "canon_aspect" not in plain.compute_losses(plain.train()(x))

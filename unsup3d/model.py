@@ -29,6 +29,7 @@ from unsup3d.fused import eager
 from unsup3d.losses import (
     STRUCTURAL_LOSSES,
     PerceptualLoss,
+    canonical_aspect_prior,
     canonical_tilt_prior,
     depth_smoothness_loss,
     perturb_rotation,
@@ -45,7 +46,8 @@ from unsup3d.renderer import full_precision, intrinsics_values, shift_view, to_f
 __all__ = ["Unsup3D", "Factors", "LOSS_TERMS", "blur_images", "shift_images"]
 
 LOSS_TERMS = ("l1", "l1_flip", "perc", "perc_flip", "struct", "struct_flip", "depth_sm", "view_equivariance", "view_mean", "depth_prior",
-              "canon_tilt", "view_cycle", "view_shift", "depth_supervised")
+              "canon_tilt", "canon_aspect", "view_cycle", "view_shift",
+              "depth_supervised")
 LR_DECAYS = ("none", "cosine")
 
 
@@ -191,6 +193,10 @@ class Unsup3D(pl.LightningModule):
             from where the face's features sit in the image: a sideways shift reads as a turn (7-11 degrees per
             0.01, ``lam_view_shift``). With the shifts larger than the turns move the features, where they sit
             no longer tells the turn.
+        lam_canon_aspect: weight of an unbiased prior that the canonical alpha's aspect does not follow the predicted
+            view's foreshortening (:func:`~unsup3d.losses.canonical_aspect_prior`; needs the background layer),
+            an option of our own (0 is off): a face predicted turned too little can be narrowed in the canonical
+            frame instead, per image, and on `face` it is.
         lam_canon_tilt: weight of an unbiased prior that the canonical depth does not lean back or forward on
             average (:func:`~unsup3d.losses.canonical_tilt_prior`: the batch-mean pitch of the plane through
             the canonical depth over the canonical alpha, in the view's units). With ``lam_view_mean`` it fixes
@@ -299,6 +305,7 @@ class Unsup3D(pl.LightningModule):
         view_shift_pixels: int = 4,
         view_shift_rotation: bool = False,
         shift_augment_pixels: int = 0,
+        lam_canon_aspect: float = 0.0,
         depth_size: int | None = None,
         lam_depth_prior: float = 0.0,
         depth_prior_steps: int = 0,
@@ -336,6 +343,7 @@ class Unsup3D(pl.LightningModule):
                           ("lam_view_equivariance", lam_view_equivariance), ("lam_view_mean", lam_view_mean),
                           ("lam_canon_tilt", lam_canon_tilt), ("lam_view_cycle", lam_view_cycle),
                           ("view_cycle_start", view_cycle_start), ("lam_view_shift", lam_view_shift),
+                          ("lam_canon_aspect", lam_canon_aspect),
                           ("lam_depth_prior", lam_depth_prior), ("depth_prior_steps", depth_prior_steps),
                           ("depth_prior_height", depth_prior_height),
                           ("symmetric_warmup_steps", symmetric_warmup_steps),
@@ -481,7 +489,7 @@ class Unsup3D(pl.LightningModule):
         ``sum(weights[k] * losses[k])``): ``l1`` 1; the flip terms the flip weight (:meth:`lam_flip_at`)
         times their term's weight; ``perc``, ``struct``, ``depth_sm``, ``view_equivariance``, ``view_mean``
         their ``lam_*`` (``canon_tilt`` too); ``depth_prior`` its annealed weight (:meth:`depth_prior_weight`);
-        ``view_cycle`` its ``lam_view_cycle`` from ``view_cycle_start`` on; ``view_shift`` its ``lam_view_shift``. A term of weight 0
+        ``view_cycle`` its ``lam_view_cycle`` from ``view_cycle_start`` on; ``view_shift``, ``canon_aspect`` their ``lam_*``. A term of weight 0
         is not computed."""
         hp = self.hparams
         lam_flip = self.lam_flip_at(epoch)
@@ -491,7 +499,7 @@ class Unsup3D(pl.LightningModule):
                 "depth_sm": float(hp.lam_depth_sm), "view_equivariance": float(hp.lam_view_equivariance),
                 "view_mean": float(hp.lam_view_mean), "depth_prior": self.depth_prior_weight(step),
                 "canon_tilt": float(hp.lam_canon_tilt), "view_cycle": float(hp.lam_view_cycle) if step >= hp.view_cycle_start else 0.0,
-                "view_shift": float(hp.lam_view_shift)}
+                "view_shift": float(hp.lam_view_shift), "canon_aspect": float(hp.lam_canon_aspect)}
 
     def compute_losses(self, f: Factors, epoch: int = 0, step: int | None = None) -> dict[str, torch.Tensor]:
         """All loss terms and their weighted total.
@@ -504,7 +512,7 @@ class Unsup3D(pl.LightningModule):
         Returns:
             Dict of scalar tensors: ``l1``, ``l1_flip``, ``perc``, ``perc_flip``, ``struct``, ``struct_flip``,
             ``depth_sm``,
-            ``view_equivariance``, ``view_mean``, ``depth_prior``, ``canon_tilt``, ``view_cycle``, ``view_shift`` (terms that are switched off are
+            ``view_equivariance``, ``view_mean``, ``depth_prior``, ``canon_tilt``, ``canon_aspect``, ``view_cycle``, ``view_shift`` (terms that are switched off are
             absent) and ``total``.
         """
         if step is None:
@@ -550,6 +558,8 @@ class Unsup3D(pl.LightningModule):
             losses["view_cycle"] = self.view_cycle(f)
         if weights["view_shift"] > 0:
             losses["view_shift"] = self.view_shift(f)
+        if weights["canon_aspect"] > 0 and f.canon_alpha is not None and f.view.shape[0] >= 2:
+            losses["canon_aspect"] = canonical_aspect_prior(f.canon_alpha[:, 0], f.view)
         if weights["depth_prior"] > 0:
             target = self.shape_prior(border=False).to(f.canon_depth)
             rng = hp.max_depth - hp.min_depth
