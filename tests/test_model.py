@@ -821,5 +821,7 @@ def test_canon_aspect_prior_reaches_the_alpha_only():
     grads = {name: any(p.grad is not None and p.grad.abs().sum() > 0 for p in getattr(model.core, name).parameters())
              for name in ("netD", "netA", "netL", "netV")}
     assert grads == {"netD": False, "netA": True, "netL": False, "netV": False}
+    late = Unsup3D(image_size=32, width=0.125, lam_perc=0.0, lam_canon_aspect=2.0, canon_aspect_start=5)
+    assert [late.loss_weights(0, s)["canon_aspect"] for s in (0, 4, 5, 9)] == [0.0, 0.0, 2.0, 2.0]
     plain = Unsup3D(image_size=32, width=0.125, lam_perc=0.0, lam_canon_aspect=1.0)  # no alpha: no term
     assert "canon_aspect" not in plain.compute_losses(plain.train()(x))

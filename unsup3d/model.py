@@ -197,6 +197,9 @@ class Unsup3D(pl.LightningModule):
             view's foreshortening (:func:`~unsup3d.losses.canonical_aspect_prior`; needs the background layer),
             an option of our own (0 is off): a face predicted turned too little can be narrowed in the canonical
             frame instead, per image, and on `face` it is.
+        canon_aspect_start: the global step from which ``lam_canon_aspect`` applies. The prior is a correlation:
+            from the first step, while every predicted turn is near 0, it pushed the alpha by the noise of the
+            views and the foreground collapsed on `face` (alpha 0.29 at 300 steps, no pose; Results).
         lam_canon_tilt: weight of an unbiased prior that the canonical depth does not lean back or forward on
             average (:func:`~unsup3d.losses.canonical_tilt_prior`: the batch-mean pitch of the plane through
             the canonical depth over the canonical alpha, in the view's units). With ``lam_view_mean`` it fixes
@@ -306,6 +309,7 @@ class Unsup3D(pl.LightningModule):
         view_shift_rotation: bool = False,
         shift_augment_pixels: int = 0,
         lam_canon_aspect: float = 0.0,
+        canon_aspect_start: int = 0,
         depth_size: int | None = None,
         lam_depth_prior: float = 0.0,
         depth_prior_steps: int = 0,
@@ -343,7 +347,7 @@ class Unsup3D(pl.LightningModule):
                           ("lam_view_equivariance", lam_view_equivariance), ("lam_view_mean", lam_view_mean),
                           ("lam_canon_tilt", lam_canon_tilt), ("lam_view_cycle", lam_view_cycle),
                           ("view_cycle_start", view_cycle_start), ("lam_view_shift", lam_view_shift),
-                          ("lam_canon_aspect", lam_canon_aspect),
+                          ("lam_canon_aspect", lam_canon_aspect), ("canon_aspect_start", canon_aspect_start),
                           ("lam_depth_prior", lam_depth_prior), ("depth_prior_steps", depth_prior_steps),
                           ("depth_prior_height", depth_prior_height),
                           ("symmetric_warmup_steps", symmetric_warmup_steps),
@@ -489,7 +493,8 @@ class Unsup3D(pl.LightningModule):
         ``sum(weights[k] * losses[k])``): ``l1`` 1; the flip terms the flip weight (:meth:`lam_flip_at`)
         times their term's weight; ``perc``, ``struct``, ``depth_sm``, ``view_equivariance``, ``view_mean``
         their ``lam_*`` (``canon_tilt`` too); ``depth_prior`` its annealed weight (:meth:`depth_prior_weight`);
-        ``view_cycle`` its ``lam_view_cycle`` from ``view_cycle_start`` on; ``view_shift``, ``canon_aspect`` their ``lam_*``. A term of weight 0
+        ``view_cycle`` its ``lam_view_cycle`` from ``view_cycle_start`` on; ``view_shift`` its ``lam_view_shift``; ``canon_aspect`` its ``lam_canon_aspect`` from
+        ``canon_aspect_start`` on. A term of weight 0
         is not computed."""
         hp = self.hparams
         lam_flip = self.lam_flip_at(epoch)
@@ -499,7 +504,7 @@ class Unsup3D(pl.LightningModule):
                 "depth_sm": float(hp.lam_depth_sm), "view_equivariance": float(hp.lam_view_equivariance),
                 "view_mean": float(hp.lam_view_mean), "depth_prior": self.depth_prior_weight(step),
                 "canon_tilt": float(hp.lam_canon_tilt), "view_cycle": float(hp.lam_view_cycle) if step >= hp.view_cycle_start else 0.0,
-                "view_shift": float(hp.lam_view_shift), "canon_aspect": float(hp.lam_canon_aspect)}
+                "view_shift": float(hp.lam_view_shift), "canon_aspect": float(hp.lam_canon_aspect) if step >= hp.canon_aspect_start else 0.0}
 
     def compute_losses(self, f: Factors, epoch: int = 0, step: int | None = None) -> dict[str, torch.Tensor]:
         """All loss terms and their weighted total.
