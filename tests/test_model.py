@@ -623,6 +623,21 @@ def test_render_at_view_reproduces_the_reconstruction_and_turns_the_face():
         model.core.render_at_view(f, f.view[:1])
 
 
+def _term_and_grads(model, x, term, loss):
+    """Check that ``term`` is among ``model``'s losses of ``x`` in training (not in a plain model's, and weighted
+    into the total) and return the training factors and which networks ``loss(f)`` sends a gradient to."""
+    f = model.train()(x)
+    losses = model.compute_losses(f)
+    plain = Unsup3D(image_size=x.shape[-1], width=0.125, lam_perc=0.0)
+    assert term in losses and term not in plain.compute_losses(plain(x))
+    assert torch.allclose(losses["total"], sum(w * losses[k] for k, w in model.loss_weights(0, 0).items()
+                                               if k in losses))
+    model.zero_grad()
+    loss(f).backward()
+    return f, {name: any(p.grad is not None and p.grad.abs().sum() > 0 for p in getattr(model.core, name).parameters())
+               for name in ("netD", "netA", "netL", "netV", "netC")}
+
+
 def test_view_cycle_trains_netV_alone_to_read_the_turn_of_its_own_renders():
     torch.manual_seed(0)
     model = Unsup3D(image_size=32, width=0.125, lam_perc=0.0, background_size=2, lam_view_cycle=1.0,
@@ -631,16 +646,7 @@ def test_view_cycle_trains_netV_alone_to_read_the_turn_of_its_own_renders():
     late = Unsup3D(image_size=32, width=0.125, lam_perc=0.0, lam_view_cycle=2.0, view_cycle_start=5)
     assert [late.loss_weights(0, s)["view_cycle"] for s in (0, 4, 5, 9)] == [0.0, 0.0, 2.0, 2.0]
     x = torch.rand(4, 3, 32, 32)
-    f = model.train()(x)
-    losses = model.compute_losses(f)
-    plain = Unsup3D(image_size=32, width=0.125, lam_perc=0.0)
-    assert "view_cycle" in losses and "view_cycle" not in plain.compute_losses(plain(x))
-    assert torch.allclose(losses["total"], sum(w * losses[k] for k, w in model.loss_weights(0, 0).items()
-                                               if k in losses))
-    model.zero_grad()
-    model.view_cycle(f).backward()
-    grads = {name: any(p.grad is not None and p.grad.abs().sum() > 0 for p in getattr(model.core, name).parameters())
-             for name in ("netD", "netA", "netL", "netV", "netC")}
+    f, grads = _term_and_grads(model, x, "view_cycle", model.view_cycle)
     assert grads == {"netD": False, "netA": False, "netL": False, "netV": True, "netC": False}
     # fixed renders and turns: netV learns to read them (the loss falls well below where it starts)
     with torch.no_grad():
@@ -658,27 +664,35 @@ def test_view_cycle_trains_netV_alone_to_read_the_turn_of_its_own_renders():
         Unsup3D(image_size=32, width=0.125, lam_perc=0.0, view_cycle_range=(10.0, -1.0, 0.0))
 
 
+def _fixed_factors(model, depth, albedo, view, light=None, ambient=0.0, diffuse=1.0):
+    """The model's factors of a random image with the canonical depth (1 x S x S), albedo (1 x 3 x S x S), light and
+    view (1 x 6) set by hand, no background layer."""
+    import dataclasses
+
+    core = model.core
+    with torch.no_grad():
+        f = model(torch.rand(1, 3, core.image_size, core.image_size))
+    extra = {} if light is None else {"light_direction": light}
+    return dataclasses.replace(f, canon_depth=depth, canon_normal=core.renderer.normals(depth), canon_albedo=albedo,
+                               light_ambient=torch.full((1,), ambient), light_diffuse=torch.full((1,), diffuse),
+                               view=view, canon_alpha=None, background=None, **extra)
+
+
 def test_render_at_view_keeps_the_light_in_the_camera_frame():
     # a white ellipsoid lit by a diffuse light only: the turned render's brightness must be the Lambert term of
     # the surface as the new view sees it (normals of the depth in that view) under the light the original view
     # had in the camera frame (R l), not the canonical shading carried along with the face (to the resampling's
     # 0.035 of difference between the view's normals and the turned canonical ones; carried along: 0.19)
-    import dataclasses
-
     from unsup3d.renderer import euler_to_rotation_matrix, shading
 
     torch.manual_seed(0)
     model = Unsup3D(image_size=32, width=0.125, lam_perc=0.0).eval()
     core = model.core
+    depth = core.shape_prior(0.5).unsqueeze(0)
+    light = shading.light_direction(torch.tensor([[0.6, -0.3]]))
+    view = torch.tensor([[0.1, -0.2, 0.05, 0.0, 0.0, 0.0]])
+    f = _fixed_factors(model, depth, torch.ones(1, 3, 32, 32), view, light, ambient=0.0, diffuse=1.0)
     with torch.no_grad():
-        f = model(torch.rand(1, 3, 32, 32))
-        depth = core.shape_prior(0.5).unsqueeze(0)
-        light = shading.light_direction(torch.tensor([[0.6, -0.3]]))
-        view = torch.tensor([[0.1, -0.2, 0.05, 0.0, 0.0, 0.0]])
-        f = dataclasses.replace(f, canon_depth=depth, canon_normal=core.renderer.normals(depth),
-                                canon_albedo=torch.ones(1, 3, 32, 32), light_direction=light,
-                                light_ambient=torch.zeros(1), light_diffuse=torch.ones(1), view=view,
-                                canon_alpha=None, background=None)
         turned = view.clone()
         turned[:, 1] += math.radians(25)
         image = core.render_at_view(f, turned)[0, 0] / 2 + 0.5
@@ -695,8 +709,6 @@ def test_shifted_image_is_the_render_at_the_shifted_view():
     # the equivariance's target, end to end through the renderer: a face rendered at the view shift_view gives for
     # (du, dv) pixels is the face rendered at the original view, moved by (du, dv) pixels as kornia's translate
     # moves the input (to the face's relief: points off the rotation centre's depth move a little more or less)
-    import dataclasses
-
     from kornia.geometry.transform import translate
 
     from unsup3d.renderer import intrinsics_values, shift_view
@@ -704,15 +716,12 @@ def test_shifted_image_is_the_render_at_the_shifted_view():
     torch.manual_seed(0)
     model = Unsup3D(image_size=64, width=0.125, lam_perc=0.0).eval()
     core = model.core
+    depth = core.shape_prior(0.3).unsqueeze(0)
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, 64), torch.linspace(-1, 1, 64), indexing="ij")
+    albedo = torch.stack([torch.sin(5 * xx) * torch.cos(3 * yy), torch.cos(4 * xx + yy), xx * yy]).unsqueeze(0)
+    view = torch.tensor([[0.05, 0.3, -0.05, 0.0, 0.0, 0.0]])
+    f = _fixed_factors(model, depth, albedo, view, ambient=1.0, diffuse=0.0)
     with torch.no_grad():
-        f = model(torch.rand(1, 3, 64, 64))
-        depth = core.shape_prior(0.3).unsqueeze(0)
-        yy, xx = torch.meshgrid(torch.linspace(-1, 1, 64), torch.linspace(-1, 1, 64), indexing="ij")
-        albedo = torch.stack([torch.sin(5 * xx) * torch.cos(3 * yy), torch.cos(4 * xx + yy), xx * yy]).unsqueeze(0)
-        view = torch.tensor([[0.05, 0.3, -0.05, 0.0, 0.0, 0.0]])
-        f = dataclasses.replace(f, canon_depth=depth, canon_normal=core.renderer.normals(depth), canon_albedo=albedo,
-                                light_ambient=torch.ones(1), light_diffuse=torch.zeros(1), view=view,
-                                canon_alpha=None, background=None)
         shift = torch.tensor([[3.0, -2.0]])
         focal = intrinsics_values(64, 64, core.fov)[0]
         at_shifted_view = core.render_at_view(f, shift_view(view, shift, focal, core.rot_center_depth))
@@ -737,16 +746,7 @@ def test_view_shift_trains_netV_to_read_a_shift_as_a_translation():
     centres = torch.tensor([[12.0, 14.0], [18.0, 15.0], [15.0, 19.0], [16.0, 12.0]])
     blob = torch.exp(-((xx - centres[:, :1, None]) ** 2 + (yy - centres[:, 1:, None]) ** 2) / 18)
     x = torch.stack([blob, 0.5 * blob, 1 - blob], 1)
-    f = model.train()(x)
-    losses = model.compute_losses(f)
-    plain = Unsup3D(image_size=32, width=0.125, lam_perc=0.0)
-    assert "view_shift" in losses and "view_shift" not in plain.compute_losses(plain(x))
-    assert torch.allclose(losses["total"], sum(w * losses[k] for k, w in model.loss_weights(0, 0).items()
-                                               if k in losses))
-    model.zero_grad()
-    model.view_shift(f).backward()
-    grads = {name: any(p.grad is not None and p.grad.abs().sum() > 0 for p in getattr(model.core, name).parameters())
-             for name in ("netD", "netA", "netL", "netV", "netC")}
+    f, grads = _term_and_grads(model, x, "view_shift", model.view_shift)
     assert grads == {"netD": False, "netA": False, "netL": False, "netV": True, "netC": False}
     # the same draws give the same loss; netV learns the equivariance (the loss falls well below where it starts)
     a, b = (model.view_shift(f, torch.Generator().manual_seed(3)) for _ in range(2))
@@ -813,14 +813,10 @@ def test_canon_aspect_prior_reaches_the_alpha_only():
     model = Unsup3D(image_size=32, width=0.125, lam_perc=0.0, background_size=2, lam_canon_aspect=1.0,
                     encoder_init="kaiming")
     x = torch.rand(6, 3, 32, 32)
-    f = model.train()(x)
-    losses = model.compute_losses(f)
-    assert torch.allclose(losses["canon_aspect"], canonical_aspect_prior(f.canon_alpha[:, 0], f.view))
-    model.zero_grad()
-    losses["canon_aspect"].backward()
-    grads = {name: any(p.grad is not None and p.grad.abs().sum() > 0 for p in getattr(model.core, name).parameters())
-             for name in ("netD", "netA", "netL", "netV")}
-    assert grads == {"netD": False, "netA": True, "netL": False, "netV": False}
+    f, grads = _term_and_grads(model, x, "canon_aspect",
+                               lambda f: canonical_aspect_prior(f.canon_alpha[:, 0], f.view))
+    assert grads == {"netD": False, "netA": True, "netL": False, "netV": False, "netC": False}
+    assert torch.allclose(model.compute_losses(f)["canon_aspect"], canonical_aspect_prior(f.canon_alpha[:, 0], f.view))
     late = Unsup3D(image_size=32, width=0.125, lam_perc=0.0, lam_canon_aspect=2.0, canon_aspect_start=5)
     assert [late.loss_weights(0, s)["canon_aspect"] for s in (0, 4, 5, 9)] == [0.0, 0.0, 2.0, 2.0]
     plain = Unsup3D(image_size=32, width=0.125, lam_perc=0.0, lam_canon_aspect=1.0)  # no alpha: no term
