@@ -419,10 +419,7 @@ def view_equivariance_loss(view: Tensor, view_of_mirrored: Tensor) -> Tensor:
         >>> view_equivariance_loss(view, mirror_view(view)).item()  # the mirror's view is the mirrored view
         0.0
     """
-    if view.shape != view_of_mirrored.shape:
-        raise ValueError(f"view_equivariance_loss expects two B x 6 viewpoints of the same shape; got "
-                         f"{tuple(view.shape)} and {tuple(view_of_mirrored.shape)}")
-    return view_consistency_loss(view_of_mirrored, mirror_view(view))
+    return view_consistency_loss(view_of_mirrored, mirror_view(view))  # (checks both are B x 6)
 
 
 def view_consistency_loss(predicted: Tensor, expected: Tensor) -> Tensor:

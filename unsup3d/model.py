@@ -46,8 +46,7 @@ from unsup3d.renderer import full_precision, intrinsics_values, shift_view, to_f
 __all__ = ["Unsup3D", "Factors", "LOSS_TERMS", "blur_images", "shift_images"]
 
 LOSS_TERMS = ("l1", "l1_flip", "perc", "perc_flip", "struct", "struct_flip", "depth_sm", "view_equivariance", "view_mean", "depth_prior",
-              "canon_tilt", "canon_aspect", "view_cycle", "view_shift",
-              "depth_supervised")
+              "canon_tilt", "canon_aspect", "view_cycle", "view_shift", "depth_supervised")
 LR_DECAYS = ("none", "cosine")
 
 
@@ -665,9 +664,10 @@ class Unsup3D(pl.LightningModule):
                              "(a dataset with has_depth=true)")
         depth = batch["depth"] if self.hparams.supervised_depth else None
         if self.hparams.shift_augment_pixels > 0:
-            images, shift = shift_images(images, int(self.hparams.shift_augment_pixels))
-            if depth is not None:  # the true depth moves with its image
-                depth = translate(depth.unsqueeze(1), shift.to(depth), mode="nearest", padding_mode="border")[:, 0]
+            # the true depth moves with its image: one shift of both, as extra channels
+            both = images if depth is None else torch.cat([images, depth.unsqueeze(1).to(images)], 1)
+            both = shift_images(both, int(self.hparams.shift_augment_pixels))[0]
+            images, depth = (both, None) if depth is None else (both[:, :-1], both[:, -1].to(depth))
         images = blur_images(images, self.input_blur_sigma(self.global_step))
         if depth is not None:
             loss = self.supervised_depth_loss(images, depth)
